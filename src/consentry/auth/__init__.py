@@ -1,0 +1,1 @@
+"""Bearer tokens for account holders and operators."""

@@ -1,0 +1,37 @@
+"""Settings read from ``CONSENTRY_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process-wide configuration; every field maps to ``CONSENTRY_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CONSENTRY_", extra="ignore")
+
+    home: Path = Field(default=Path("./consentry-data"), description="Data folder (keys, SQLite file).")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in home.")
+    redis_url: str | None = Field(default=None, description="Redis URL for the shared meter.")
+    catalog_file: Path | None = Field(default=None, description="Replacement settings catalog (JSON).")
+    jurisdictions_file: Path | None = Field(default=None, description="Replacement country-to-group map.")
+    operator_name: str = Field(default="Consentry demo operator", description="Named in receipts.")
+    operator_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL of the service.")
+    max_body_bytes: int = Field(default=64 * 1024, description="Largest accepted request body.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file inside ``home``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'consentry.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Consent: the settings catalog, policy versions, the ledger, receipts and evaluation."""

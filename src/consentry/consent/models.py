@@ -1,0 +1,67 @@
+"""Tables of the consent domain: policy versions, the ledger, its head, and subject keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from consentry.db import Base, UTCDateTime
+
+
+class PolicyVersion(Base):
+    """A version of the default-consent policy. Never edited once it takes effect."""
+
+    __tablename__ = "policy_versions"
+    __table_args__ = (CheckConstraint("applies_to IN ('all', 'new_accounts')", name="applies_to"),)
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    applies_to: Mapped[str] = mapped_column(String(16))
+    defaults: Mapped[dict[str, Any]] = mapped_column(JSON)
+    title: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+
+
+class Subject(Base):
+    """Maps an account to the opaque key that names it in the ledger. Deleted with the account."""
+
+    __tablename__ = "consent_subjects"
+
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    subject_key: Mapped[str] = mapped_column(String(32), unique=True)
+
+
+class ConsentEvent(Base):
+    """One link of the hash chain. Rows are only ever inserted."""
+
+    __tablename__ = "consent_events"
+    __table_args__ = (
+        CheckConstraint("value IN ('allow', 'deny')", name="value"),
+        Index("ix_consent_events_subject_setting", "subject_key", "setting", "recorded_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    subject_key: Mapped[str] = mapped_column(String(32))
+    setting: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(16))
+    policy_version: Mapped[int | None] = mapped_column(Integer)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    client: Mapped[str] = mapped_column(String(16))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class LedgerHead(Base):
+    """The single row naming the last event; writers lock it to append in order."""
+
+    __tablename__ = "ledger_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))

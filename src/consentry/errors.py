@@ -1,0 +1,81 @@
+"""One exception tree for the whole domain.
+
+Services raise these; the HTTP layer maps each base class to a status once, and the CLI prints the
+message and exits non-zero. Nothing here knows about HTTP beyond the status number it carries::
+
+    ConsentryError                 500  base of everything raised on purpose
+    ├── InvalidInput               422  bad value; ``field`` names the offending input
+    │   └── PayloadTooLarge        413
+    ├── NotFound                   404
+    ├── Conflict                   409  the request clashes with the current state
+    ├── Unauthenticated            401  missing, unknown or revoked credentials
+    ├── Forbidden                  403  authenticated but not allowed
+    └── IntegrityFailure           500  the ledger or a stored artefact fails verification
+"""
+
+from __future__ import annotations
+
+
+class ConsentryError(Exception):
+    """Base of every error Consentry raises on purpose."""
+
+    status: int = 500
+    title: str = "Internal error"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class InvalidInput(ConsentryError):
+    """A value supplied by the caller is not acceptable; nothing was changed."""
+
+    status = 422
+    title = "Invalid input"
+
+
+class PayloadTooLarge(InvalidInput):
+    """The request body is larger than the configured limit."""
+
+    status = 413
+    title = "Payload too large"
+
+
+class NotFound(ConsentryError):
+    """The named thing does not exist (or is not visible to the caller)."""
+
+    status = 404
+    title = "Not found"
+
+
+class Conflict(ConsentryError):
+    """The request clashes with the current state."""
+
+    status = 409
+    title = "Conflict"
+
+
+class Unauthenticated(ConsentryError):
+    """Credentials are missing, unknown or revoked."""
+
+    status = 401
+    title = "Unauthenticated"
+
+
+class Forbidden(ConsentryError):
+    """The caller is known but may not do this."""
+
+    status = 403
+    title = "Forbidden"
+
+
+class IntegrityFailure(ConsentryError):
+    """Stored data failed verification (for example a broken ledger chain)."""
+
+    status = 500
+    title = "Integrity failure"
+
+    def __init__(self, detail: str, *, seq: int | None = None, field: str | None = None) -> None:
+        super().__init__(detail, field=field)
+        self.seq = seq

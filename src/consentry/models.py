@@ -1,0 +1,8 @@
+"""Imports every domain's tables so ``Base.metadata`` is complete (for Alembic and tests)."""
+
+from consentry.auth import models as auth_models
+from consentry.consent import models as consent_models
+from consentry.db import Base
+from consentry.social import models as social_models
+
+__all__ = ["Base", "auth_models", "consent_models", "social_models"]

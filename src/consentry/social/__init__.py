@@ -1,0 +1,1 @@
+"""The reference social platform: accounts (and, later, posts, follows, blocks, assistant chats)."""

@@ -1,0 +1,30 @@
+"""Access to the real PostgreSQL and Redis of the test machine.
+
+Without them the tests that need them skip with a message saying how to run them; with
+``CONSENTRY_REQUIRE_SERVICES=1`` (set by ``.ci/run``) a missing service fails the test instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+POSTGRES_URL = os.environ.get("CONSENTRY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CONSENTRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def services_required() -> bool:
+    """Whether a missing service must fail rather than skip."""
+    return os.environ.get("CONSENTRY_REQUIRE_SERVICES", "") not in ("", "0")
+
+
+def missing_service(name: str, url: str, error: Exception) -> None:
+    """Skip (or fail, when services are required) because ``name`` is not reachable."""
+    message = (
+        f"{name} is not reachable at {url} ({error.__class__.__name__}: {error}). Start it (see README, "
+        f"'Running the tests') or point CONSENTRY_TEST_{name.upper()}_URL at one."
+    )
+    if services_required():
+        pytest.fail(message + " CONSENTRY_REQUIRE_SERVICES=1 makes this a failure.")
+    pytest.skip(message)
