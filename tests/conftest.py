@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
+from consentry.api import create_app
+from consentry.auth.service import create_token
 from consentry.config import Settings
+from consentry.consent.service import ConsentContext
 from consentry.db import Database
 from consentry.migrate import upgrade
 from consentry.models import Base
+from consentry.social.service import create_account
 from tests.services import POSTGRES_URL, missing_service
 
 # tables whose rows come from the migrations; reset to their seeded state instead of emptied
@@ -61,7 +68,7 @@ def reset(database: Database) -> None:
         session.execute(sa.text("UPDATE ledger_head SET seq = 0, hash = :h WHERE id = 1"), {"h": "0" * 64})
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def database(request: pytest.FixtureRequest) -> Database:
     """A migrated, emptied database: every test using it runs on SQLite and on PostgreSQL."""
     database: Database = request.getfixturevalue(f"{request.param}_database")
@@ -73,3 +80,46 @@ def database(request: pytest.FixtureRequest) -> Database:
 def settings(tmp_path: Path, database: Database) -> Settings:
     """Settings pointing at a temporary data folder and the test database."""
     return Settings(home=tmp_path / "home", database_url=database.url, operator_name="Test operator")
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> ConsentContext:
+    """The consent context (catalog, jurisdictions, a fresh signing key) of the test settings."""
+    return ConsentContext.from_settings(settings)
+
+
+@pytest.fixture
+def app(settings: Settings, database: Database) -> FastAPI:
+    """The application on the test database."""
+    return create_app(settings, database=database, migrate=False)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    """An HTTP client for the application."""
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def admin_token(database: Database) -> str:
+    """A fresh admin token."""
+    with database.write() as session:
+        return create_token(session, kind="admin", label="test")
+
+
+def make_account(
+    database: Database,
+    *,
+    handle: str = "ada",
+    country: str | None = "US",
+    birth_year: int | None = 1990,
+    created_at: datetime | None = None,
+    client: str | None = None,
+) -> tuple[int, str]:
+    """Create an account and a token for it; returns ``(account_id, token)``."""
+    with database.write() as session:
+        account = create_account(
+            session, handle=handle, country=country, birth_year=birth_year, created_at=created_at
+        )
+        return account.id, create_token(session, kind="account", account_id=account.id, client=client)

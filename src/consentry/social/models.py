@@ -18,9 +18,7 @@ class Account(Base):
     """An account holder of the platform."""
 
     __tablename__ = "accounts"
-    __table_args__ = (
-        CheckConstraint("status IN ('active', 'deactivated', 'deleted')", name="status"),
-    )
+    __table_args__ = (CheckConstraint("status IN ('active', 'deactivated', 'deleted')", name="status"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     handle: Mapped[str] = mapped_column(String(64), unique=True)

@@ -1,0 +1,174 @@
+"""The FastAPI application: mounts each domain's router and renders every error as problem+json.
+
+Errors follow RFC 9457: ``{"type", "title", "status", "detail", "instance", "field", "errors"}`` with the
+media type ``application/problem+json``. Domain errors carry their status on their base class
+(``consentry.errors``); this module maps them once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from consentry import __version__
+from consentry.config import Settings, get_settings
+from consentry.consent.service import ConsentContext
+from consentry.db import Database
+from consentry.errors import ConsentryError, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+def problem(
+    request: Request,
+    *,
+    status: int,
+    title: str,
+    detail: str,
+    field: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An RFC 9457 problem response."""
+    body: dict[str, Any] = {
+        "type": f"urn:consentry:problem:{title.lower().replace(' ', '-')}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    if field is not None:
+        body["field"] = field
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie") and len(parts) > 1:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+async def _domain_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ConsentryError)
+    if error.status >= 500:
+        log.error("%s on %s: %s", error.__class__.__name__, request.url.path, error.detail)
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return problem(
+        request,
+        status=error.status,
+        title=error.title,
+        detail=error.detail,
+        field=error.field,
+        headers=headers,
+    )
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in error.errors()]
+    first = errors[0] if errors else {"field": None, "message": "invalid request"}
+    return problem(
+        request,
+        status=422,
+        title="Invalid input",
+        detail=f"{first['field']}: {first['message']}" if first["field"] else str(first["message"]),
+        field=first["field"],
+        errors=errors,
+    )
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    title = {404: "Not found", 405: "Method not allowed"}.get(error.status_code, "HTTP error")
+    return problem(request, status=error.status_code, title=title, detail=str(error.detail))
+
+
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s", request.url.path)
+    return problem(request, status=500, title="Internal error", detail="an unexpected error occurred")
+
+
+class BodyLimit:
+    """ASGI middleware refusing request bodies larger than ``limit`` bytes with 413."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                response = JSONResponse(
+                    {
+                        "type": "urn:consentry:problem:payload-too-large",
+                        "title": "Payload too large",
+                        "status": 413,
+                        "detail": f"request bodies are limited to {self.limit} bytes",
+                        "instance": scope.get("path", ""),
+                    },
+                    status_code=413,
+                    media_type=PROBLEM,
+                )
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise PayloadTooLarge(f"request bodies are limited to {self.limit} bytes", field="body")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def create_app(
+    settings: Settings | None = None, *, database: Database | None = None, migrate: bool = True
+) -> FastAPI:
+    """Build the application; applies migrations first unless ``migrate`` is false."""
+    from consentry.consent.router import router as consent_router
+    from consentry.migrate import upgrade
+    from consentry.social.router import router as social_router
+
+    settings = settings or get_settings()
+    database = database or Database(settings.resolved_database_url)
+    if migrate:
+        upgrade(database)
+    app = FastAPI(
+        title="Consentry",
+        version=__version__,
+        description="Decide whose content may flow into AI, enforce it, and prove it.",
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.consent = ConsentContext.from_settings(settings)
+    app.add_exception_handler(ConsentryError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.include_router(consent_router)
+    app.include_router(social_router)
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the service answers."""
+        return {"status": "ok", "version": __version__}
+
+    return app

@@ -1,0 +1,81 @@
+"""FastAPI dependencies shared by every router: the database, the caller, the client kind."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from consentry.auth.service import Principal, check_client, resolve_token
+from consentry.config import Settings
+from consentry.db import Database
+from consentry.errors import Forbidden, Unauthenticated
+
+
+def get_database(request: Request) -> Database:
+    """The application's database."""
+    database: Database = request.app.state.database
+    return database
+
+
+def get_settings_dep(request: Request) -> Settings:
+    """The application's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def bearer_token(request: Request) -> str | None:
+    """The bearer token of a request (header, or the ``consentry_token`` cookie of the web pages)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.cookies.get("consentry_token")
+
+
+def get_principal(request: Request, database: DatabaseDep) -> Principal:
+    """The authenticated caller; 401 without a valid bearer token."""
+    token = bearer_token(request)
+    if not token:
+        raise Unauthenticated(
+            "send 'Authorization: Bearer <token>' (create one with 'consentry token create')"
+        )
+    with database.read() as session:
+        return resolve_token(session, token)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_admin(principal: PrincipalDep) -> Principal:
+    """The caller, who must be an operator."""
+    if not principal.is_admin:
+        raise Forbidden("this needs an admin token")
+    return principal
+
+
+def require_account(principal: PrincipalDep) -> Principal:
+    """The caller, who must be an account holder."""
+    if principal.kind != "account" or principal.account_id is None:
+        raise Forbidden("this needs an account token; admins act on accounts through /v1/accounts")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]
+AccountDep = Annotated[Principal, Depends(require_account)]
+
+
+def client_kind(
+    principal: PrincipalDep,
+    x_consentry_client: Annotated[str | None, Header()] = None,
+) -> str:
+    """The client kind of a request: the ``X-Consentry-Client`` header, else the token's, else ``api``."""
+    client = check_client(x_consentry_client, field="X-Consentry-Client") if x_consentry_client else None
+    return client or principal.client or "api"
+
+
+ClientDep = Annotated[str, Depends(client_kind)]

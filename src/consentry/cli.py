@@ -1,0 +1,99 @@
+"""The ``consentry`` command: one group per domain; heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from consentry.auth.cli import app as token_app
+from consentry.cli_support import cli_errors, console, open_database
+from consentry.consent.cli import ledger_app, policy_app, receipt_app, settings_app
+from consentry.social.cli import app as account_app
+
+app = typer.Typer(
+    help="Consentry: decide whose content may flow into AI, enforce it, and prove it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+app.add_typer(db_app, name="db")
+app.add_typer(account_app, name="account")
+app.add_typer(settings_app, name="settings")
+app.add_typer(policy_app, name="policy")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(receipt_app, name="receipt")
+app.add_typer(token_app, name="token")
+
+
+@db_app.command("upgrade")
+@cli_errors
+def db_upgrade() -> None:
+    """Apply every pending migration."""
+    from consentry.config import get_settings
+
+    open_database()
+    console.print(f"database at the newest schema: {get_settings().resolved_database_url}")
+
+
+@db_app.command("check")
+@cli_errors
+def db_check() -> None:
+    """Fail if the models and the migrations disagree."""
+    from consentry.migrate import check
+
+    check(open_database())
+    console.print("models and migrations agree")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL recommended above 1).")] = 1,
+) -> None:
+    """Serve the HTTP API (migrations are applied on start)."""
+    import uvicorn
+
+    open_database()
+    uvicorn.run("consentry.api:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+@app.command("demo")
+@cli_errors
+def demo(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Seed and print, then exit.")] = False,
+) -> None:
+    """Seed the embedded database with demo accounts, print tokens and URLs, and serve."""
+    import uvicorn
+
+    from consentry.demo import seed_demo
+
+    database = open_database()
+    info = seed_demo(database)
+    base = f"http://{host}:{port}"
+    console.print(f"[bold]Consentry demo[/] — data in {info.home}")
+    console.print(f"API docs:      {base}/docs")
+    console.print(f"Receipt key:   {base}/.well-known/consentry/receipt-key")
+    console.print(f"Admin token:   {info.admin_token}", highlight=False, soft_wrap=True)
+    for handle, (account_id, token) in info.account_tokens.items():
+        console.print(f"Account {account_id} @{handle}: {token}", highlight=False, soft_wrap=True)
+    first = next(iter(info.account_tokens.values()))[1]
+    console.print("\nTry, as an iOS client:", highlight=False)
+    console.print(
+        f"  curl -s -X PUT {base}/v1/me/settings -H 'Authorization: Bearer {first}' "
+        "-H 'X-Consentry-Client: ios' -H 'Content-Type: application/json' "
+        """-d '{"settings": {"assistant_training_posts": "deny"}}'""",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if not no_serve:
+        uvicorn.run("consentry.api:create_app", factory=True, host=host, port=port)
+
+
+def main() -> None:
+    """Entry point of the ``consentry`` script."""
+    app()

@@ -1,0 +1,184 @@
+"""``consentry settings|policy|ledger|receipt``: consent from the command line."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from consentry.cli_support import cli_errors, console, fail, open_database
+from consentry.config import get_settings
+from consentry.errors import InvalidInput
+
+settings_app = typer.Typer(help="Show and change an account's settings.", no_args_is_help=True)
+policy_app = typer.Typer(help="Add and list policy versions.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Verify and import the consent ledger.", no_args_is_help=True)
+receipt_app = typer.Typer(help="Verify signed receipts offline.", no_args_is_help=True)
+
+
+def parse_time(text: str, *, field: str) -> datetime:
+    """An ISO 8601 time (UTC when it has no offset)."""
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise InvalidInput(f"{text!r} is not an ISO 8601 time", field=field) from error
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+@settings_app.command("show")
+@cli_errors
+def settings_show(
+    account: int,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time (default now).")] = None,
+) -> None:
+    """Show every setting of an account with its basis."""
+    from consentry.consent import service
+
+    at = parse_time(as_of, field="as_of") if as_of else datetime.now(UTC)
+    ctx = service.ConsentContext.from_settings(get_settings())
+    with open_database().read() as session:
+        states = service.settings_view(session, account_id=account, ctx=ctx, at=at)
+    table = Table(
+        "setting", "value", "basis", "policy", "seq", title=f"account {account} at {at.isoformat()}"
+    )
+    for state in states:
+        colour = "green" if state.value == "allow" else "red"
+        table.add_row(
+            state.key,
+            f"[{colour}]{state.value}[/]",
+            state.basis,
+            str(state.policy_version or "-"),
+            str(state.seq or "-"),
+        )
+    console.print(table)
+
+
+@settings_app.command("set")
+@cli_errors
+def settings_set(
+    account: int,
+    changes: Annotated[list[str], typer.Argument(help="SETTING=allow|deny, one or more.")],
+    client: Annotated[str, typer.Option(help="Client kind to record: web, ios, android, api.")] = "api",
+    receipt_dir: Annotated[Path | None, typer.Option(help="Write each signed receipt here as JSON.")] = None,
+) -> None:
+    """Record explicit choices for an account (as an operator acting on the holder's request)."""
+    from consentry.auth.service import check_client
+    from consentry.consent import service
+
+    parsed: dict[str, str] = {}
+    for item in changes:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"{item!r} is not SETTING=allow|deny", field="changes")
+        parsed[key] = value
+    check_client(client)
+    ctx = service.ConsentContext.from_settings(get_settings())
+    with open_database().write() as session:
+        receipts = service.change_settings(
+            session, account_id=account, changes=parsed, client=client, ctx=ctx
+        )
+    for signed in receipts:
+        chain = signed["receipt"]["chain"]
+        event = signed["receipt"]["event"]
+        console.print(
+            f"seq {chain['seq']}: {event['setting']} = {event['value']}  hash {chain['hash'][:16]}…"
+        )
+        if receipt_dir:
+            receipt_dir.mkdir(parents=True, exist_ok=True)
+            (receipt_dir / f"receipt-{chain['seq']}.json").write_text(json.dumps(signed, indent=2), "utf-8")
+
+
+@policy_app.command("add")
+@cli_errors
+def policy_add(
+    file: Annotated[Path, typer.Argument(help="JSON: effective_at, applies_to, defaults, title, summary.")],
+) -> None:
+    """Add a policy version from a JSON file."""
+    from pydantic import ValidationError
+
+    from consentry.consent import service
+    from consentry.consent.schemas import PolicyIn, PolicyOut
+
+    try:
+        body = PolicyIn.model_validate_json(file.read_bytes())
+    except OSError as error:
+        raise InvalidInput(f"cannot read {file}: {error}", field="file") from error
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise InvalidInput(first["msg"], field=".".join(str(p) for p in first["loc"])) from error
+    effective_at = body.effective_at if body.effective_at.tzinfo else body.effective_at.replace(tzinfo=UTC)
+    ctx = service.ConsentContext.from_settings(get_settings())
+    with open_database().write() as session:
+        row = service.add_policy(
+            session,
+            effective_at=effective_at,
+            applies_to=body.applies_to,
+            defaults=body.defaults,
+            title=body.title,
+            summary=body.summary,
+            created_by="cli",
+            ctx=ctx,
+        )
+        console.print_json(PolicyOut.model_validate(row).model_dump_json())
+
+
+@policy_app.command("list")
+@cli_errors
+def policy_list() -> None:
+    """List policy versions."""
+    from consentry.consent import service
+
+    table = Table("version", "effective at", "applies to", "title")
+    with open_database().read() as session:
+        for row in service.list_policies(session):
+            table.add_row(str(row.version), row.effective_at.isoformat(), row.applies_to, row.title)
+    console.print(table)
+
+
+@ledger_app.command("verify")
+@cli_errors
+def ledger_verify() -> None:
+    """Recompute the hash chain; exit 1 naming the first bad seq if anything was tampered with."""
+    from consentry.consent import ledger
+
+    with open_database().read() as session:
+        report = ledger.verify(session)
+    if not report.ok:
+        raise fail(f"ledger broken at seq {report.first_bad_seq}: {report.problem}")
+    console.print(
+        f"[green]ledger intact[/]: {report.events} events, "
+        f"head seq {report.head_seq}, hash {report.head_hash}"
+    )
+
+
+@receipt_app.command("verify")
+@cli_errors
+def receipt_verify(
+    file: Annotated[Path, typer.Argument(help="A signed receipt (JSON).")],
+    key: Annotated[
+        Path | None,
+        typer.Option(help="The operator's public key (JWK or JWK Set); default: the data folder's."),
+    ] = None,
+) -> None:
+    """Verify a receipt offline: its Ed25519 signature and its chain hash."""
+    from consentry.consent.receipts import PUBLIC_FILE, verify_receipt
+
+    key_path = key or get_settings().home / PUBLIC_FILE
+    try:
+        signed = json.loads(file.read_text("utf-8"))
+        jwk = json.loads(key_path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise InvalidInput(f"cannot read: {error}", field="file") from error
+    if isinstance(jwk, dict) and isinstance(jwk.get("keys"), list) and jwk["keys"]:
+        kid = signed.get("signature", {}).get("kid") if isinstance(signed, dict) else None
+        jwk = next((k for k in jwk["keys"] if k.get("kid") == kid), jwk["keys"][0])
+    receipt = verify_receipt(signed, jwk)
+    event = receipt["event"]
+    console.print(
+        f"[green]valid[/]: seq {event['seq']} {event['setting']} = {event['value']} "
+        f"recorded {event['recorded_at']} via {event['client']}"
+    )

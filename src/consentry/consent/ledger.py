@@ -1,0 +1,282 @@
+"""The consent ledger: an append-only, SHA-256 hash-chained log of consent events.
+
+``hash = SHA-256(prev_hash || canonical JSON of the event)``, where ``prev_hash`` is the 32 raw bytes of
+the previous event's hash (32 zero bytes before the first event) and the canonical JSON has sorted keys,
+no spaces, UTF-8, and ``recorded_at`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``.
+
+Writers serialise on the single ``ledger_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
+write sessions already hold the database write lock), so concurrent appends never fork the chain.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from consentry.consent.models import ConsentEvent, LedgerHead, Subject
+from consentry.errors import IntegrityFailure, InvalidInput
+
+GENESIS = "0" * 64
+SOURCES = ("user", "gpc", "admin", "import", "system")
+LEDGER_CLIENTS = ("web", "ios", "android", "api", "admin", "import")
+VALUES = ("allow", "deny")
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event about to be appended (the ledger assigns its seq and hashes)."""
+
+    subject_key: str
+    setting: str
+    value: str
+    source: str
+    policy_version: int | None
+    recorded_at: datetime
+    client: str
+
+
+def format_time(at: datetime) -> str:
+    """The canonical text of a timestamp: UTC, microseconds, ``Z``."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_document(
+    *,
+    seq: int,
+    subject: str,
+    setting: str,
+    value: str,
+    source: str,
+    policy_version: int | None,
+    recorded_at: datetime | str,
+    client: str,
+) -> dict[str, Any]:
+    """The hashed form of an event, exactly as it appears in receipts."""
+    return {
+        "seq": seq,
+        "subject": subject,
+        "setting": setting,
+        "value": value,
+        "source": source,
+        "policy_version": policy_version,
+        "recorded_at": recorded_at if isinstance(recorded_at, str) else format_time(recorded_at),
+        "client": client,
+    }
+
+
+def canonical_json(document: Any) -> bytes:
+    """Canonical JSON: sorted keys, no insignificant spaces, UTF-8."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def chain_hash(prev_hash: str, document: dict[str, Any]) -> str:
+    """``SHA-256(prev_hash || canonical JSON)`` as lowercase hex."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(document)).hexdigest()
+
+
+def document_of(event: ConsentEvent) -> dict[str, Any]:
+    """The hashed form of a stored event."""
+    return event_document(
+        seq=event.seq,
+        subject=event.subject_key,
+        setting=event.setting,
+        value=event.value,
+        source=event.source,
+        policy_version=event.policy_version,
+        recorded_at=event.recorded_at,
+        client=event.client,
+    )
+
+
+def new_subject_key() -> str:
+    """A fresh opaque subject key (128 random bits, hex)."""
+    return secrets.token_hex(16)
+
+
+def subject_key_for(session: Session, account_id: int, *, create: bool = True) -> str | None:
+    """The subject key naming an account in the ledger, created on first use when ``create``."""
+    row = session.get(Subject, account_id)
+    if row is not None:
+        return row.subject_key
+    if not create:
+        return None
+    key = new_subject_key()
+    session.add(Subject(account_id=account_id, subject_key=key))
+    session.flush()
+    return key
+
+
+def _validate(event: NewEvent) -> None:
+    if event.value not in VALUES:
+        raise InvalidInput(f"value must be allow or deny, not {event.value!r}", field="value")
+    if event.source not in SOURCES:
+        raise InvalidInput(f"source must be one of {', '.join(SOURCES)}", field="source")
+    if event.client not in LEDGER_CLIENTS:
+        raise InvalidInput(f"client must be one of {', '.join(LEDGER_CLIENTS)}", field="client")
+    if event.recorded_at.tzinfo is None:
+        raise InvalidInput("recorded_at must carry a time zone", field="recorded_at")
+
+
+def lock_head(session: Session) -> LedgerHead:
+    """Lock and return the ledger head; held until the session's transaction ends."""
+    head = session.scalar(select(LedgerHead).where(LedgerHead.id == 1).with_for_update())
+    if head is None:
+        raise IntegrityFailure("the ledger head row is missing; run 'consentry db upgrade'")
+    return head
+
+
+def append(session: Session, events: Sequence[NewEvent]) -> list[ConsentEvent]:
+    """Append events in order and return them with seq and hashes. The caller commits."""
+    for event in events:
+        _validate(event)
+    head = lock_head(session)
+    seq, prev = head.seq, head.hash
+    rows: list[ConsentEvent] = []
+    for event in events:
+        seq += 1
+        document = event_document(
+            seq=seq,
+            subject=event.subject_key,
+            setting=event.setting,
+            value=event.value,
+            source=event.source,
+            policy_version=event.policy_version,
+            recorded_at=event.recorded_at,
+            client=event.client,
+        )
+        digest = chain_hash(prev, document)
+        rows.append(
+            ConsentEvent(
+                seq=seq,
+                subject_key=event.subject_key,
+                setting=event.setting,
+                value=event.value,
+                source=event.source,
+                policy_version=event.policy_version,
+                recorded_at=event.recorded_at,
+                client=event.client,
+                prev_hash=prev,
+                hash=digest,
+            )
+        )
+        prev = digest
+    session.add_all(rows)
+    head.seq, head.hash = seq, prev
+    session.flush()
+    return rows
+
+
+def append_batch(session: Session, events: Iterable[NewEvent], *, chunk: int = 20_000) -> tuple[int, str]:
+    """Append many events through bulk inserts (for imports); returns the new head ``(seq, hash)``.
+
+    Every event is validated before anything is written in its chunk; an invalid event raises and the
+    caller's transaction (with everything appended so far) is rolled back.
+    """
+    head = lock_head(session)
+    seq, prev = head.seq, head.hash
+    sha256 = hashlib.sha256
+    dumps = functools.partial(json.dumps, ensure_ascii=False)
+    buffer: list[dict[str, Any]] = []
+    for event in events:
+        _validate(event)
+        seq += 1
+        stamp = format_time(event.recorded_at)
+        version = "null" if event.policy_version is None else int(event.policy_version)
+        document = (  # canonical JSON written out: the bulk path avoids json.dumps of a dict per event
+            f'{{"client":{dumps(event.client)},"policy_version":{version},"recorded_at":"{stamp}",'
+            f'"seq":{seq},"setting":{dumps(event.setting)},"source":{dumps(event.source)},'
+            f'"subject":{dumps(event.subject_key)},"value":"{event.value}"}}'
+        )
+        digest = sha256(bytes.fromhex(prev) + document.encode("utf-8")).hexdigest()
+        buffer.append(
+            {
+                "seq": seq,
+                "subject_key": event.subject_key,
+                "setting": event.setting,
+                "value": event.value,
+                "source": event.source,
+                "policy_version": event.policy_version,
+                "recorded_at": event.recorded_at,
+                "client": event.client,
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        prev = digest
+        if len(buffer) >= chunk:
+            session.execute(insert(ConsentEvent), buffer)
+            buffer = []
+    if buffer:
+        session.execute(insert(ConsentEvent), buffer)
+    session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(seq=seq, hash=prev))
+    return seq, prev
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of verifying the chain."""
+
+    ok: bool
+    events: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str | None = None
+
+
+def _stream(session: Session, batch: int) -> Iterator[ConsentEvent]:
+    after = 0
+    while True:
+        rows = session.scalars(
+            select(ConsentEvent).where(ConsentEvent.seq > after).order_by(ConsentEvent.seq).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1].seq
+        session.expunge_all()
+
+
+def verify(session: Session, *, batch: int = 5_000) -> VerifyReport:
+    """Recompute the whole chain; names the first seq that was edited, removed, inserted or reordered."""
+    head = session.get(LedgerHead, 1)
+    if head is None:
+        return VerifyReport(False, 0, 0, GENESIS, 0, "the ledger head row is missing")
+    head_seq, head_hash = head.seq, head.hash
+    expected_seq, prev, count = 1, GENESIS, 0
+    for event in _stream(session, batch):
+        count += 1
+        if event.seq != expected_seq:
+            bad = min(event.seq, expected_seq)
+            return VerifyReport(False, count, head_seq, head_hash, bad, f"seq {expected_seq} is missing")
+        if event.prev_hash != prev:
+            return VerifyReport(
+                False, count, head_seq, head_hash, event.seq, "prev_hash does not match the previous event"
+            )
+        if chain_hash(prev, document_of(event)) != event.hash:
+            return VerifyReport(
+                False, count, head_seq, head_hash, event.seq, "hash does not match the event's content"
+            )
+        prev = event.hash
+        expected_seq += 1
+    last = expected_seq - 1
+    if last != head_seq or prev != head_hash:
+        bad = min(last, head_seq) + 1
+        return VerifyReport(
+            False,
+            count,
+            head_seq,
+            head_hash,
+            bad,
+            f"the chain ends at seq {last} but the head names {head_seq}",
+        )
+    return VerifyReport(True, count, head_seq, head_hash)

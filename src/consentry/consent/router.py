@@ -1,0 +1,141 @@
+"""HTTP routes of the consent domain: translate requests into service calls, nothing more."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from consentry.api_deps import AccountDep, AdminDep, ClientDep, DatabaseDep
+from consentry.consent import service
+from consentry.consent.schemas import (
+    ChangeOut,
+    EventOut,
+    HistoryOut,
+    PolicyIn,
+    PolicyOut,
+    SettingOut,
+    SettingsOut,
+    SettingsUpdate,
+)
+from consentry.db import utcnow
+
+router = APIRouter()
+
+
+def context(request: Request) -> service.ConsentContext:
+    """The application's consent context."""
+    ctx: service.ConsentContext = request.app.state.consent
+    return ctx
+
+
+def aware(at: datetime | None) -> datetime:
+    """A query time, UTC when no offset is given; now when absent."""
+    if at is None:
+        return utcnow()
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _settings_out(states: list[service.SettingState]) -> list[SettingOut]:
+    return [SettingOut.model_validate(state, from_attributes=True) for state in states]
+
+
+@router.get("/v1/me/settings", tags=["settings"])
+def my_settings(request: Request, principal: AccountDep, database: DatabaseDep) -> SettingsOut:
+    """Every setting of the caller: its value, whether explicit or default, and which policy."""
+    at = utcnow()
+    assert principal.account_id is not None
+    with database.read() as session:
+        states = service.settings_view(session, account_id=principal.account_id, ctx=context(request), at=at)
+    return SettingsOut(account_id=principal.account_id, as_of=at, settings=_settings_out(states))
+
+
+@router.put("/v1/me/settings", tags=["settings"])
+def change_my_settings(
+    request: Request, body: SettingsUpdate, principal: AccountDep, client: ClientDep, database: DatabaseDep
+) -> ChangeOut:
+    """Record one or many choices; returns a signed receipt per change (the client kind is recorded)."""
+    assert principal.account_id is not None
+    ctx = context(request)
+    with database.write() as session:
+        receipts = service.change_settings(
+            session, account_id=principal.account_id, changes=body.settings, client=client, ctx=ctx
+        )
+        states = service.settings_view(session, account_id=principal.account_id, ctx=ctx)
+    return ChangeOut(receipts=receipts, settings=_settings_out(states))
+
+
+@router.get("/v1/me/consent-history", tags=["settings"])
+def my_history(
+    principal: AccountDep,
+    database: DatabaseDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_seq: Annotated[int | None, Query(ge=1)] = None,
+) -> HistoryOut:
+    """The caller's consent events, newest first."""
+    assert principal.account_id is not None
+    with database.read() as session:
+        rows = service.history(session, account_id=principal.account_id, limit=limit, before_seq=before_seq)
+        events = [EventOut.model_validate(row, from_attributes=True) for row in rows]
+    return HistoryOut(events=events, next_before_seq=events[-1].seq if len(events) == limit else None)
+
+
+@router.get("/v1/me/receipts/{seq}", tags=["settings"])
+def my_receipt(request: Request, seq: int, principal: AccountDep, database: DatabaseDep) -> dict[str, Any]:
+    """The signed receipt of one of the caller's own consent events."""
+    assert principal.account_id is not None
+    with database.read() as session:
+        return service.receipt_for(session, account_id=principal.account_id, seq=seq, ctx=context(request))
+
+
+@router.get("/.well-known/consentry/receipt-key", tags=["receipts"])
+def receipt_key(request: Request) -> dict[str, Any]:
+    """The operator's public receipt-signing key as a JWK Set."""
+    return {"keys": [context(request).signer.jwk]}
+
+
+@router.post("/v1/policies", status_code=201, tags=["policies"])
+def add_policy(request: Request, body: PolicyIn, principal: AdminDep, database: DatabaseDep) -> PolicyOut:
+    """Add a policy version (admin). It must take effect in the future and cover every setting."""
+    with database.write() as session:
+        row = service.add_policy(
+            session,
+            effective_at=aware(body.effective_at),
+            applies_to=body.applies_to,
+            defaults=body.defaults,
+            title=body.title,
+            summary=body.summary,
+            created_by=f"token:{principal.token_id}",
+            ctx=context(request),
+        )
+        return PolicyOut.model_validate(row)
+
+
+@router.get("/v1/policies", tags=["policies"])
+def list_policies(database: DatabaseDep) -> list[PolicyOut]:
+    """Every policy version (public: account holders may read the policies that bind them)."""
+    with database.read() as session:
+        return [PolicyOut.model_validate(row) for row in service.list_policies(session)]
+
+
+@router.get("/v1/policies/{version}", tags=["policies"])
+def get_policy(version: int, database: DatabaseDep) -> PolicyOut:
+    """One policy version."""
+    with database.read() as session:
+        return PolicyOut.model_validate(service.get_policy(session, version))
+
+
+@router.get("/v1/accounts/{account_id}/consent", tags=["accounts"])
+def account_consent(
+    request: Request,
+    account_id: int,
+    principal: AdminDep,
+    database: DatabaseDep,
+    as_of: datetime | None = None,
+) -> SettingsOut:
+    """An account's effective consent at ``as_of`` (default now), for operators."""
+    at = aware(as_of)
+    with database.read() as session:
+        states = service.settings_view(session, account_id=account_id, ctx=context(request), at=at)
+    return SettingsOut(account_id=account_id, as_of=at, settings=_settings_out(states))

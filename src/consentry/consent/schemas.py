@@ -1,0 +1,95 @@
+"""API shapes of the consent domain (kept apart from the ORM tables)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Value = Literal["allow", "deny"]
+
+
+class SettingOut(BaseModel):
+    """One setting as the account holder sees it."""
+
+    key: str
+    label: str
+    value: Value
+    basis: str = Field(description="explicit, default, minor, inactive, no_policy or error")
+    explicit: bool
+    policy_version: int | None
+    seq: int | None = Field(description="ledger seq of the explicit choice in force, if any")
+
+
+class SettingsOut(BaseModel):
+    """All settings of one account at one time."""
+
+    account_id: int
+    as_of: datetime
+    settings: list[SettingOut]
+
+
+class SettingsUpdate(BaseModel):
+    """One or many explicit choices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    settings: dict[str, Value] = Field(
+        min_length=1, max_length=64, examples=[{"assistant_training_posts": "deny"}]
+    )
+
+
+class ChangeOut(BaseModel):
+    """The result of a change: one signed receipt per recorded event."""
+
+    receipts: list[dict[str, Any]]
+    settings: list[SettingOut]
+
+
+class EventOut(BaseModel):
+    """One event of an account's consent history."""
+
+    seq: int
+    setting: str
+    value: Value
+    source: str
+    client: str
+    policy_version: int | None
+    recorded_at: datetime
+    hash: str
+
+
+class HistoryOut(BaseModel):
+    """A page of consent history, newest first."""
+
+    events: list[EventOut]
+    next_before_seq: int | None
+
+
+class PolicyIn(BaseModel):
+    """A new policy version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    effective_at: datetime
+    applies_to: Literal["all", "new_accounts"]
+    defaults: dict[str, dict[str, Value]] = Field(
+        examples=[{"default": {"*": "allow"}, "EEA": {"*": "deny"}, "UK": {"*": "deny"}, "CH": {"*": "deny"}}]
+    )
+    title: str = Field(min_length=1, max_length=200)
+    summary: str = Field(default="", max_length=5000)
+
+
+class PolicyOut(BaseModel):
+    """A stored policy version."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    version: int
+    effective_at: datetime
+    applies_to: str
+    defaults: dict[str, dict[str, str]]
+    title: str
+    summary: str
+    created_at: datetime

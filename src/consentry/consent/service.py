@@ -1,0 +1,337 @@
+"""Consent use cases: read and change settings, history, receipts, policies, bulk evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from consentry.config import Settings
+from consentry.consent import ledger
+from consentry.consent.catalog import Catalog, Jurisdictions, load_catalog, load_jurisdictions
+from consentry.consent.evaluate import (
+    ACCOUNT_SCHEMA,
+    EVENT_SCHEMA,
+    Decision,
+    ExplicitEvent,
+    effective_consent,
+    evaluate_many,
+)
+from consentry.consent.models import ConsentEvent, PolicyVersion, Subject
+from consentry.consent.policy import APPLIES_TO, Policy, applicable, validate_defaults
+from consentry.consent.receipts import Signer, build_receipt, load_or_create_signer
+from consentry.db import utcnow
+from consentry.errors import Conflict, InvalidInput, NotFound
+from consentry.social.models import Account
+from consentry.social.service import facts, get_account
+
+
+@dataclass(frozen=True)
+class ConsentContext:
+    """What consent use cases need besides the database: catalog, jurisdictions, signer, operator."""
+
+    catalog: Catalog
+    jurisdictions: Jurisdictions
+    signer: Signer
+    operator_name: str
+    operator_url: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConsentContext:
+        """Build the context from configuration (creates the signing key on first use)."""
+        return cls(
+            catalog=load_catalog(settings.catalog_file),
+            jurisdictions=load_jurisdictions(settings.jurisdictions_file),
+            signer=load_or_create_signer(settings.home),
+            operator_name=settings.operator_name,
+            operator_url=settings.operator_url,
+        )
+
+
+@dataclass(frozen=True)
+class SettingState:
+    """The effective state of one setting for one account."""
+
+    key: str
+    label: str
+    value: str
+    basis: str
+    explicit: bool
+    policy_version: int | None
+    seq: int | None
+
+
+# --- policies ---------------------------------------------------------------------------------------
+
+
+def policy_of(row: PolicyVersion) -> Policy:
+    """The evaluation view of a stored policy version."""
+    return Policy(
+        version=row.version, effective_at=row.effective_at, applies_to=row.applies_to, defaults=row.defaults
+    )
+
+
+def load_policies(session: Session) -> list[Policy]:
+    """Every policy version."""
+    return [policy_of(row) for row in session.scalars(select(PolicyVersion).order_by(PolicyVersion.version))]
+
+
+def list_policies(session: Session) -> list[PolicyVersion]:
+    """Every policy version, oldest first."""
+    return list(session.scalars(select(PolicyVersion).order_by(PolicyVersion.version)))
+
+
+def add_policy(
+    session: Session,
+    *,
+    effective_at: datetime,
+    applies_to: str,
+    defaults: Any,
+    title: str,
+    summary: str,
+    created_by: str,
+    ctx: ConsentContext,
+    now: datetime | None = None,
+) -> PolicyVersion:
+    """Add a policy version that takes effect in the future. Versions are never edited afterwards."""
+    now = now or utcnow()
+    if effective_at.tzinfo is None:
+        raise InvalidInput("effective_at must carry a time zone", field="effective_at")
+    if effective_at <= now:
+        raise InvalidInput(
+            "effective_at must be in the future; policies never take effect retroactively",
+            field="effective_at",
+        )
+    if applies_to not in APPLIES_TO:
+        raise InvalidInput(f"applies_to must be one of {', '.join(APPLIES_TO)}", field="applies_to")
+    if not title.strip():
+        raise InvalidInput("title must not be empty", field="title")
+    clean = validate_defaults(defaults, catalog=ctx.catalog, jurisdictions=ctx.jurisdictions)
+    version = (session.scalar(select(func.max(PolicyVersion.version))) or 0) + 1
+    row = PolicyVersion(
+        version=version,
+        effective_at=effective_at,
+        applies_to=applies_to,
+        defaults=clean,
+        title=title.strip(),
+        summary=summary.strip(),
+        created_at=now,
+        created_by=created_by,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_policy(session: Session, version: int) -> PolicyVersion:
+    """One policy version, or ``NotFound``."""
+    row = session.get(PolicyVersion, version)
+    if row is None:
+        raise NotFound(f"policy version {version} does not exist", field="version")
+    return row
+
+
+# --- reading and changing settings ------------------------------------------------------------------
+
+
+def _explicit_events(session: Session, account_id: int) -> list[ExplicitEvent]:
+    key = ledger.subject_key_for(session, account_id, create=False)
+    if key is None:
+        return []
+    rows = session.execute(
+        select(ConsentEvent.setting, ConsentEvent.value, ConsentEvent.recorded_at, ConsentEvent.seq).where(
+            ConsentEvent.subject_key == key
+        )
+    ).all()
+    return [ExplicitEvent(setting=s, value=v, recorded_at=r, seq=q) for s, v, r, q in rows]
+
+
+def decide(
+    session: Session, *, account: Account, setting: str, at: datetime, ctx: ConsentContext
+) -> Decision:
+    """The effective consent of one account for one setting at ``at`` (the single-check implementation)."""
+    ctx.catalog.get(setting)
+    return effective_consent(
+        account=facts(account),
+        setting=setting,
+        at=at,
+        events=_explicit_events(session, account.id),
+        policies=load_policies(session),
+        jurisdictions=ctx.jurisdictions,
+    )
+
+
+def settings_view(
+    session: Session, *, account_id: int, ctx: ConsentContext, at: datetime | None = None
+) -> list[SettingState]:
+    """Every catalog setting of an account with its effective value and its basis."""
+    at = at or utcnow()
+    account = get_account(session, account_id)
+    events = _explicit_events(session, account_id)
+    policies = load_policies(session)
+    states = []
+    for setting in ctx.catalog.settings:
+        decision = effective_consent(
+            account=facts(account),
+            setting=setting.key,
+            at=at,
+            events=events,
+            policies=policies,
+            jurisdictions=ctx.jurisdictions,
+        )
+        states.append(
+            SettingState(
+                key=setting.key,
+                label=setting.label,
+                value=decision.value,
+                basis=decision.basis,
+                explicit=decision.basis == "explicit",
+                policy_version=decision.policy_version,
+                seq=decision.seq,
+            )
+        )
+    return states
+
+
+def change_settings(
+    session: Session,
+    *,
+    account_id: int,
+    changes: Mapping[str, str],
+    client: str,
+    ctx: ConsentContext,
+    source: str = "user",
+    at: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Record explicit choices (all or none) and return one signed receipt per change."""
+    if not changes:
+        raise InvalidInput("name at least one setting", field="settings")
+    for key, value in changes.items():
+        ctx.catalog.get(key, field=f"settings.{key}")
+        if value not in ledger.VALUES:
+            raise InvalidInput(f"value must be allow or deny, not {value!r}", field=f"settings.{key}")
+    account = get_account(session, account_id)
+    if account.status != "active":
+        raise Conflict(
+            f"account {account_id} is {account.status}; its settings cannot change", field="account_id"
+        )
+    at = at or utcnow()
+    subject = ledger.subject_key_for(session, account_id)
+    assert subject is not None
+    policy = applicable(load_policies(session), created_at=account.created_at, at=at)
+    version = policy.version if policy else None
+    events = [
+        ledger.NewEvent(
+            subject_key=subject,
+            setting=key,
+            value=value,
+            source=source,
+            policy_version=version,
+            recorded_at=at,
+            client=client,
+        )
+        for key, value in changes.items()
+    ]
+    rows = ledger.append(session, events)
+    title = get_policy(session, version).title if version is not None else None
+    group = ctx.jurisdictions.group_of(account.country)
+    return [_sign(row, ctx=ctx, jurisdiction=group, policy_title=title) for row in rows]
+
+
+def _sign(
+    row: ConsentEvent, *, ctx: ConsentContext, jurisdiction: str, policy_title: str | None
+) -> dict[str, Any]:
+    receipt = build_receipt(
+        event=row,
+        setting=ctx.catalog.get(row.setting),
+        jurisdiction=jurisdiction,
+        operator_name=ctx.operator_name,
+        operator_url=ctx.operator_url,
+        policy_title=policy_title,
+    )
+    return ctx.signer.sign(receipt)
+
+
+def history(
+    session: Session, *, account_id: int, limit: int = 100, before_seq: int | None = None
+) -> list[ConsentEvent]:
+    """An account's consent events, newest first."""
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit must be between 1 and 1000", field="limit")
+    get_account(session, account_id)
+    key = ledger.subject_key_for(session, account_id, create=False)
+    if key is None:
+        return []
+    query = select(ConsentEvent).where(ConsentEvent.subject_key == key)
+    if before_seq is not None:
+        query = query.where(ConsentEvent.seq < before_seq)
+    return list(session.scalars(query.order_by(ConsentEvent.seq.desc()).limit(limit)))
+
+
+def receipt_for(session: Session, *, account_id: int, seq: int, ctx: ConsentContext) -> dict[str, Any]:
+    """The signed receipt of one of the account's own events (regenerated; signatures are deterministic)."""
+    account = get_account(session, account_id)
+    key = ledger.subject_key_for(session, account_id, create=False)
+    row = session.get(ConsentEvent, seq)
+    if row is None or key is None or row.subject_key != key:
+        raise NotFound(f"no consent event {seq} of this account", field="seq")
+    title = get_policy(session, row.policy_version).title if row.policy_version is not None else None
+    return _sign(row, ctx=ctx, jurisdiction=ctx.jurisdictions.group_of(account.country), policy_title=title)
+
+
+# --- bulk evaluation --------------------------------------------------------------------------------
+
+
+def rows_to_table(rows: Sequence[Sequence[Any]], schema: pa.Schema) -> pa.Table:
+    """Result rows (in schema order) as an Arrow table."""
+    columns = [pa.array([row[i] for row in rows], type=f.type) for i, f in enumerate(schema)]
+    return pa.table(columns, schema=schema)
+
+
+def accounts_table(session: Session) -> pa.Table:
+    """Every account, in ``ACCOUNT_SCHEMA``."""
+    rows = session.execute(
+        select(
+            Account.id,
+            Account.created_at,
+            Account.country,
+            Account.birth_year,
+            Account.status,
+            Account.status_changed_at,
+        )
+    ).all()
+    return rows_to_table(rows, ACCOUNT_SCHEMA)
+
+
+def events_table(session: Session, *, until: datetime | None = None) -> pa.Table:
+    """Every explicit event of a still-mapped account, in ``EVENT_SCHEMA``."""
+    query = select(
+        Subject.account_id,
+        ConsentEvent.setting,
+        ConsentEvent.value,
+        ConsentEvent.recorded_at,
+        ConsentEvent.seq,
+    ).join(Subject, Subject.subject_key == ConsentEvent.subject_key)
+    if until is not None:
+        query = query.where(ConsentEvent.recorded_at <= until)
+    rows = session.execute(query).all()
+    return rows_to_table(rows, EVENT_SCHEMA)
+
+
+def evaluate_all(
+    session: Session, *, at: datetime, ctx: ConsentContext, settings: Sequence[str] | None = None
+) -> pa.Table:
+    """Effective consent of every account in the database (vectorised)."""
+    return evaluate_many(
+        accounts_table(session),
+        events_table(session, until=at),
+        settings=list(settings or ctx.catalog.keys),
+        at=at,
+        policies=load_policies(session),
+        jurisdictions=ctx.jurisdictions,
+    )

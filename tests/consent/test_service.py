@@ -1,0 +1,58 @@
+"""Consent use cases on a real database: the vectorised path agrees with per-account reads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from consentry.consent import service
+from consentry.consent.service import ConsentContext
+from consentry.db import Database, utcnow
+from consentry.social.service import deactivate_account, delete_account
+from tests.conftest import make_account
+
+
+def test_evaluate_all_agrees_with_settings_view(database: Database, ctx: ConsentContext) -> None:
+    created = datetime(2021, 1, 1, tzinfo=UTC)
+    people = [
+        ("us", "US", 1990),
+        ("de", "DE", 1980),
+        ("kid", "US", utcnow().year - 12),
+        ("ch", "CH", None),
+        ("gone", "FR", 1970),
+        ("off", "GB", 1960),
+    ]
+    ids = {
+        h: make_account(database, handle=h, country=c, birth_year=b, created_at=created)[0]
+        for h, c, b in people
+    }
+    with database.write() as session:
+        service.change_settings(
+            session, account_id=ids["us"], changes={"third_party_sharing": "deny"}, client="web", ctx=ctx
+        )
+        service.change_settings(
+            session,
+            account_id=ids["de"],
+            changes={"assistant_training_posts": "allow"},
+            client="ios",
+            ctx=ctx,
+        )
+        service.change_settings(
+            session, account_id=ids["gone"], changes={"assistant_realtime": "allow"}, client="ios", ctx=ctx
+        )
+        service.change_settings(
+            session, account_id=ids["off"], changes={"assistant_realtime": "allow"}, client="ios", ctx=ctx
+        )
+    with database.write() as session:
+        delete_account(session, account_id=ids["gone"])
+        deactivate_account(session, account_id=ids["off"])
+    at = utcnow() + timedelta(seconds=1)
+    with database.read() as session:
+        table = service.evaluate_all(session, at=at, ctx=ctx)
+        rows = {r["account_id"]: r for r in table.to_pylist()}
+        for account_id in ids.values():
+            for state in service.settings_view(session, account_id=account_id, ctx=ctx, at=at):
+                assert rows[account_id][state.key] == (state.value == "allow")
+    assert rows[ids["de"]]["assistant_training_posts"] is True
+    assert rows[ids["de"]]["third_party_sharing"] is False
+    assert rows[ids["us"]]["third_party_sharing"] is False and rows[ids["us"]]["assistant_realtime"] is True
+    assert not any(rows[ids[h]][k] for h in ("kid", "gone", "off") for k in ctx.catalog.keys)

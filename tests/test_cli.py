@@ -1,0 +1,124 @@
+"""The ``consentry`` command end to end: a newcomer's path and an admin's tampering, caught."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from consentry.cli import app
+from consentry.config import Settings, get_settings
+from consentry.db import Database
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("CONSENTRY_HOME", str(settings.home))
+    monkeypatch.setenv("CONSENTRY_DATABASE_URL", settings.database_url or "")
+    get_settings.cache_clear()
+    yield settings  # type: ignore[misc]
+    get_settings.cache_clear()
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
+
+
+def test_account_settings_receipt_ledger(env: Settings, database: Database, tmp_path: Path) -> None:
+    code, out = run("account", "create", "ada", "--country", "US", "--birth-year", "1990")
+    assert code == 0, out
+    account_id = json.loads(out)["id"]
+    code, out = run("token", "create", "--account", str(account_id), "--client", "ios")
+    assert code == 0 and out.strip().startswith("cst_")
+
+    receipts = tmp_path / "receipts"
+    code, out = run(
+        "settings",
+        "set",
+        str(account_id),
+        "assistant_training_posts=deny",
+        "--client",
+        "ios",
+        "--receipt-dir",
+        str(receipts),
+    )
+    assert code == 0, out
+    [receipt_file] = receipts.iterdir()
+    code, out = run("receipt", "verify", str(receipt_file))
+    assert code == 0 and "valid" in out
+
+    forged = json.loads(receipt_file.read_text())
+    forged["receipt"]["event"]["value"] = "allow"
+    receipt_file.write_text(json.dumps(forged))
+    code, out = run("receipt", "verify", str(receipt_file))
+    assert code == 1 and "signature" in out
+
+    code, out = run("settings", "show", str(account_id))
+    assert code == 0 and "explicit" in out
+
+    code, out = run("ledger", "verify")
+    assert code == 0 and "intact" in out
+    with database.write() as session:
+        session.execute(sa.text("UPDATE consent_events SET client = 'web' WHERE seq = 1"))
+    code, out = run("ledger", "verify")
+    assert code == 1 and "seq 1" in out
+
+
+def test_bad_input_exits_non_zero_and_changes_nothing(
+    env: Settings, database: Database, tmp_path: Path
+) -> None:
+    code, out = run("account", "create", "bo", "--country", "USA")
+    assert code == 2 and "country" in out
+    code, out = run("settings", "set", "1", "assistant_training_posts=deny")
+    assert code == 1 and "does not exist" in out
+    code, out = run("account", "create", "bo", "--country", "FR", "--birth-year", "1980")
+    account_id = json.loads(out)["id"]
+    code, out = run("settings", "set", str(account_id), "assistant_training_posts=perhaps")
+    assert code == 2 and "allow or deny" in out
+    code, out = run("settings", "set", str(account_id), "nothing=deny")
+    assert code == 2
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps(
+            {
+                "effective_at": "2001-01-01T00:00:00Z",
+                "applies_to": "all",
+                "title": "x",
+                "defaults": {"default": {"*": "allow"}},
+            }
+        )
+    )
+    code, out = run("policy", "add", str(policy))
+    assert code == 2 and "future" in out
+    policy.write_text("{broken")
+    code, out = run("policy", "add", str(policy))
+    assert code == 2
+    code, out = run("token", "create")
+    assert code != 0
+    with database.read() as session:
+        assert session.execute(sa.text("SELECT count(*) FROM consent_events")).scalar_one() == 0
+        assert session.execute(sa.text("SELECT count(*) FROM policy_versions")).scalar_one() == 1
+
+
+def test_policy_add_and_list(env: Settings, database: Database, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps(
+            {
+                "effective_at": "2099-01-01T00:00:00Z",
+                "applies_to": "new_accounts",
+                "title": "Opt-in for new accounts",
+                "defaults": {"default": {"*": "deny"}},
+            }
+        )
+    )
+    code, out = run("policy", "add", str(policy))
+    assert code == 0 and '"version": 2' in out
+    code, out = run("policy", "list")
+    assert code == 0 and "Opt-in for new accounts" in out
