@@ -8,6 +8,8 @@ media type ``application/problem+json``. Domain errors carry their status on the
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from consentry import __version__
 from consentry.config import Settings, get_settings
 from consentry.consent.service import ConsentContext
+from consentry.consent.writer import ConsentWriter
 from consentry.db import Database
 from consentry.errors import ConsentryError, PayloadTooLarge
 
@@ -150,14 +153,24 @@ def create_app(
     database = database or Database(settings.resolved_database_url)
     if migrate:
         upgrade(database)
+    ctx = ConsentContext.from_settings(settings)
+    writer = ConsentWriter(database, ctx)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        writer.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Consentry",
         version=__version__,
         description="Decide whose content may flow into AI, enforce it, and prove it.",
     )
     app.state.settings = settings
     app.state.database = database
-    app.state.consent = ConsentContext.from_settings(settings)
+    app.state.consent = ctx
+    app.state.consent_writer = writer
     app.add_exception_handler(ConsentryError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

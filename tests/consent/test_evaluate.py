@@ -174,11 +174,12 @@ def world(
     draw: st.DrawFn,
 ) -> tuple[list[AccountFacts], list[tuple[int, ExplicitEvent]], list[Policy], datetime]:
     n = draw(st.integers(1, 12))
-    ids = draw(st.lists(st.integers(1, 10**12), min_size=n, max_size=n, unique=True))
+    id_range = draw(st.sampled_from([30, 10**12]))  # dense ids take the lookup path, sparse ones the search
+    ids = draw(st.lists(st.integers(1, id_range), min_size=n, max_size=n, unique=True))
     facts = [draw(accounts_strategy(i)) for i in ids]
     events = []
     for seq in range(1, draw(st.integers(0, 40)) + 1):
-        owner = draw(st.sampled_from([*ids, 999_999_999_999_999]))  # some events of unknown accounts
+        owner = draw(st.sampled_from([*ids, 999_999_999_999_999, 31]))  # some events of unknown accounts
         at = draw(st.one_of(times, st.sampled_from([BASE, BASE + timedelta(seconds=SPAN // 2)])))
         events.append(
             (

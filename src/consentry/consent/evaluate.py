@@ -197,51 +197,82 @@ def evaluate_many(
     blocked = reason != REASON_NONE
 
     groups = _group_index(accounts.column("country"), jurisdictions)
-    chosen = np.full(n, -1, dtype=np.int32)
+    # row 0 of the defaults table stands for "no policy applies" (deny); policy i is row i + 1
+    chosen = np.zeros(n, dtype=np.int32)
     policy_list = ordered(policies)
     for index, policy in enumerate(policy_list):
         p_at = to_micros(policy.effective_at)
         if p_at > t:
             continue
-        mask = np.ones(n, dtype=bool) if policy.applies_to == "all" else created >= p_at
-        chosen[mask] = index
+        if policy.applies_to == "all":
+            chosen[:] = index + 1
+        else:
+            chosen[created >= p_at] = index + 1
+    table = np.zeros((len(policy_list) + 1, len(jurisdictions.names), len(settings)), dtype=bool)
+    for index, policy in enumerate(policy_list):
+        for g, group in enumerate(jurisdictions.names):
+            table[index + 1, g] = [policy.default(group, key) == "allow" for key in settings]
+    value = table[chosen, groups]  # (accounts, settings): the defaults
+    explicit_set, explicit_allow = _latest_explicit(events, ids, settings, t)
+    explicit_set, explicit_allow = explicit_set.reshape(n, -1), explicit_allow.reshape(n, -1)
+    value = np.where(explicit_set, explicit_allow, value) & ~blocked[:, None]
+    columns: dict[str, pa.Array] = {"account_id": pa.array(ids, pa.int64()), "reason": pa.array(reason)}
+    for k, key in enumerate(settings):
+        columns[key] = pa.array(np.ascontiguousarray(value[:, k]))
+    return pa.table(columns)
 
+
+def _account_index(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """For each id in ``wanted``, its position in ``ids`` (-1 when absent)."""
+    n = len(ids)
+    if n == 0 or len(wanted) == 0:
+        return np.full(len(wanted), -1, dtype=np.int64)
+    low, high = int(ids.min()), int(ids.max())
+    if high - low < 8 * n + 1024:  # dense ids: one gather through a lookup array
+        lookup = np.full(high - low + 1, -1, dtype=np.int64)
+        lookup[ids - low] = np.arange(n, dtype=np.int64)
+        inside = (wanted >= low) & (wanted <= high)
+        result = np.full(len(wanted), -1, dtype=np.int64)
+        result[inside] = lookup[wanted[inside] - low]
+        return result
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
-    ev_account = np.asarray(events.column("account_id").to_numpy(), dtype=np.int64)
-    ev_time = _ts(events.column("recorded_at"), np.iinfo(np.int64).max)
-    ev_seq = np.asarray(pc.fill_null(events.column("seq"), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
-    ev_allow = np.asarray(
+    pos = np.minimum(np.searchsorted(sorted_ids, wanted), n - 1)
+    return np.where(sorted_ids[pos] == wanted, order[pos], -1)
+
+
+def _latest_explicit(
+    events: pa.Table, ids: np.ndarray, settings: Sequence[str], t: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per (account, setting) pair, flattened as ``index * len(settings) + k``: whether an explicit event
+    at or before ``t`` exists, and whether the latest one (by time, then seq) allows."""
+    n_pairs = len(ids) * len(settings)
+    present = np.zeros(n_pairs, dtype=bool)
+    allow = np.zeros(n_pairs, dtype=bool)
+    if events.num_rows == 0 or n_pairs == 0:
+        return present, allow
+    code_column = pc.index_in(events.column("setting"), value_set=pa.array(list(settings), pa.string()))
+    code = np.asarray(pc.fill_null(code_column, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    when = _ts(events.column("recorded_at"), np.iinfo(np.int64).max)
+    owner = _account_index(
+        np.asarray(ids, dtype=np.int64), np.asarray(events.column("account_id").to_numpy(), dtype=np.int64)
+    )
+    keep = (code >= 0) & (owner >= 0) & (when <= t)
+    pair = owner[keep] * len(settings) + code[keep]
+    when = when[keep]
+    seq = np.asarray(pc.fill_null(events.column("seq"), 0).to_numpy(zero_copy_only=False), dtype=np.int64)[
+        keep
+    ]
+    says_allow = np.asarray(
         pc.fill_null(pc.equal(events.column("value"), "allow"), False).to_numpy(zero_copy_only=False),
         dtype=bool,
-    )
-    ev_valid = ev_time <= t
-    setting_col = events.column("setting")
-
-    columns: dict[str, pa.Array] = {"account_id": pa.array(ids, pa.int64()), "reason": pa.array(reason)}
-    for key in settings:
-        defaults = np.zeros(n, dtype=bool)
-        if policy_list:
-            table = np.array(
-                [[p.default(g, key) == "allow" for g in jurisdictions.names] for p in policy_list], dtype=bool
-            )
-            has_policy = chosen >= 0
-            defaults[has_policy] = table[chosen[has_policy], groups[has_policy]]
-        value = defaults
-        pick = ev_valid & np.asarray(
-            pc.fill_null(pc.equal(setting_col, key), False).to_numpy(zero_copy_only=False), dtype=bool
-        )
-        if pick.any():
-            acc, tim, seq, alw = ev_account[pick], ev_time[pick], ev_seq[pick], ev_allow[pick]
-            srt = np.lexsort((seq, tim, acc))
-            acc, alw = acc[srt], alw[srt]
-            last = np.ones(len(acc), dtype=bool)
-            last[:-1] = acc[1:] != acc[:-1]
-            acc, alw = acc[last], alw[last]
-            pos = np.searchsorted(sorted_ids, acc)
-            pos_clipped = np.minimum(pos, n - 1) if n else pos
-            known = (pos < n) & (sorted_ids[pos_clipped] == acc) if n else np.zeros(len(acc), dtype=bool)
-            value = defaults.copy()
-            value[order[pos_clipped[known]]] = alw[known]
-        columns[key] = pa.array(value & ~blocked)
-    return pa.table(columns)
+    )[keep]
+    latest_time = np.full(n_pairs, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(latest_time, pair, when)
+    candidate = when == latest_time[pair]
+    latest_seq = np.full(n_pairs, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(latest_seq, pair[candidate], seq[candidate])
+    winner = candidate & (seq == latest_seq[pair])
+    present[pair[winner]] = True
+    allow[pair[winner]] = says_allow[winner]
+    return present, allow

@@ -104,14 +104,11 @@ def new_subject_key() -> str:
 
 def subject_key_for(session: Session, account_id: int, *, create: bool = True) -> str | None:
     """The subject key naming an account in the ledger, created on first use when ``create``."""
-    row = session.get(Subject, account_id)
-    if row is not None:
-        return row.subject_key
-    if not create:
-        return None
+    key = session.scalar(select(Subject.subject_key).where(Subject.account_id == account_id))
+    if key is not None or not create:
+        return key
     key = new_subject_key()
-    session.add(Subject(account_id=account_id, subject_key=key))
-    session.flush()
+    session.execute(insert(Subject).values(account_id=account_id, subject_key=key))
     return key
 
 
@@ -126,95 +123,77 @@ def _validate(event: NewEvent) -> None:
         raise InvalidInput("recorded_at must carry a time zone", field="recorded_at")
 
 
-def lock_head(session: Session) -> LedgerHead:
-    """Lock and return the ledger head; held until the session's transaction ends."""
-    head = session.scalar(select(LedgerHead).where(LedgerHead.id == 1).with_for_update())
+def lock_head(session: Session) -> tuple[int, str]:
+    """Lock the ledger head and return its ``(seq, hash)``; held until the transaction ends."""
+    head = session.execute(
+        select(LedgerHead.seq, LedgerHead.hash).where(LedgerHead.id == 1).with_for_update()
+    ).one_or_none()
     if head is None:
         raise IntegrityFailure("the ledger head row is missing; run 'consentry db upgrade'")
-    return head
+    return int(head[0]), str(head[1])
 
 
-def append(session: Session, events: Sequence[NewEvent]) -> list[ConsentEvent]:
-    """Append events in order and return them with seq and hashes. The caller commits."""
-    for event in events:
-        _validate(event)
-    head = lock_head(session)
-    seq, prev = head.seq, head.hash
-    rows: list[ConsentEvent] = []
-    for event in events:
-        seq += 1
-        document = event_document(
-            seq=seq,
-            subject=event.subject_key,
-            setting=event.setting,
-            value=event.value,
-            source=event.source,
-            policy_version=event.policy_version,
-            recorded_at=event.recorded_at,
-            client=event.client,
-        )
-        digest = chain_hash(prev, document)
-        rows.append(
-            ConsentEvent(
-                seq=seq,
-                subject_key=event.subject_key,
-                setting=event.setting,
-                value=event.value,
-                source=event.source,
-                policy_version=event.policy_version,
-                recorded_at=event.recorded_at,
-                client=event.client,
-                prev_hash=prev,
-                hash=digest,
-            )
-        )
-        prev = digest
-    session.add_all(rows)
-    head.seq, head.hash = seq, prev
-    session.flush()
-    return rows
-
-
-def append_batch(session: Session, events: Iterable[NewEvent], *, chunk: int = 20_000) -> tuple[int, str]:
-    """Append many events through bulk inserts (for imports); returns the new head ``(seq, hash)``.
-
-    Every event is validated before anything is written in its chunk; an invalid event raises and the
-    caller's transaction (with everything appended so far) is rolled back.
-    """
-    head = lock_head(session)
-    seq, prev = head.seq, head.hash
+def link_events(events: Iterable[NewEvent], seq: int, prev: str) -> Iterator[dict[str, Any]]:
+    """Validate events and give each its seq, prev_hash and hash, continuing from ``(seq, prev)``."""
     sha256 = hashlib.sha256
     dumps = functools.partial(json.dumps, ensure_ascii=False)
-    buffer: list[dict[str, Any]] = []
     for event in events:
         _validate(event)
         seq += 1
         stamp = format_time(event.recorded_at)
         version = "null" if event.policy_version is None else int(event.policy_version)
-        document = (  # canonical JSON written out: the bulk path avoids json.dumps of a dict per event
+        document = (  # canonical JSON written out: avoids building and sorting a dict per event
             f'{{"client":{dumps(event.client)},"policy_version":{version},"recorded_at":"{stamp}",'
             f'"seq":{seq},"setting":{dumps(event.setting)},"source":{dumps(event.source)},'
             f'"subject":{dumps(event.subject_key)},"value":"{event.value}"}}'
         )
         digest = sha256(bytes.fromhex(prev) + document.encode("utf-8")).hexdigest()
-        buffer.append(
-            {
-                "seq": seq,
-                "subject_key": event.subject_key,
-                "setting": event.setting,
-                "value": event.value,
-                "source": event.source,
-                "policy_version": event.policy_version,
-                "recorded_at": event.recorded_at,
-                "client": event.client,
-                "prev_hash": prev,
-                "hash": digest,
-            }
-        )
+        yield {
+            "seq": seq,
+            "subject_key": event.subject_key,
+            "setting": event.setting,
+            "value": event.value,
+            "source": event.source,
+            "policy_version": event.policy_version,
+            "recorded_at": event.recorded_at,
+            "client": event.client,
+            "prev_hash": prev,
+            "hash": digest,
+        }
         prev = digest
+
+
+def append(session: Session, events: Sequence[NewEvent]) -> list[ConsentEvent]:
+    """Append events in order and return them with seq and hashes. The caller commits.
+
+    Everything is validated before the head is locked, and the lock is held only for one insert and one
+    update, so concurrent writers wait as little as possible.
+    """
+    for event in events:
+        _validate(event)
+    seq, prev = lock_head(session)
+    rows = list(link_events(events, seq, prev))
+    if rows:
+        session.execute(insert(ConsentEvent), rows)
+        session.execute(
+            update(LedgerHead).where(LedgerHead.id == 1).values(seq=rows[-1]["seq"], hash=rows[-1]["hash"])
+        )
+    return [ConsentEvent(**row) for row in rows]
+
+
+def append_batch(session: Session, events: Iterable[NewEvent], *, chunk: int = 20_000) -> tuple[int, str]:
+    """Append many events through bulk inserts (for imports); returns the new head ``(seq, hash)``.
+
+    An invalid event raises; the caller's transaction (with everything appended so far) rolls back.
+    """
+    seq, prev = lock_head(session)
+    buffer: list[dict[str, Any]] = []
+    for row in link_events(events, seq, prev):
+        buffer.append(row)
         if len(buffer) >= chunk:
             session.execute(insert(ConsentEvent), buffer)
             buffer = []
+        seq, prev = row["seq"], row["hash"]
     if buffer:
         session.execute(insert(ConsentEvent), buffer)
     session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(seq=seq, hash=prev))

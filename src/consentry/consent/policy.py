@@ -23,6 +23,7 @@ class Policy:
     effective_at: datetime
     applies_to: str
     defaults: Mapping[str, Mapping[str, str]]
+    title: str = ""
 
     def applies(self, *, created_at: datetime, at: datetime) -> bool:
         """Whether this version applies at ``at`` to an account created at ``created_at``."""

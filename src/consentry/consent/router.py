@@ -19,6 +19,7 @@ from consentry.consent.schemas import (
     SettingsOut,
     SettingsUpdate,
 )
+from consentry.consent.writer import ConsentWriter
 from consentry.db import utcnow
 
 router = APIRouter()
@@ -58,10 +59,11 @@ def change_my_settings(
     """Record one or many choices; returns a signed receipt per change (the client kind is recorded)."""
     assert principal.account_id is not None
     ctx = context(request)
-    with database.write() as session:
-        receipts = service.change_settings(
-            session, account_id=principal.account_id, changes=body.settings, client=client, ctx=ctx
-        )
+    writer: ConsentWriter = request.app.state.consent_writer
+    receipts = writer.change(
+        service.ChangeRequest(account_id=principal.account_id, changes=body.settings, client=client)
+    )
+    with database.read() as session:
         states = service.settings_view(session, account_id=principal.account_id, ctx=ctx)
     return ChangeOut(receipts=receipts, settings=_settings_out(states))
 

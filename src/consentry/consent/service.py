@@ -26,7 +26,7 @@ from consentry.consent.models import ConsentEvent, PolicyVersion, Subject
 from consentry.consent.policy import APPLIES_TO, Policy, applicable, validate_defaults
 from consentry.consent.receipts import Signer, build_receipt, load_or_create_signer
 from consentry.db import utcnow
-from consentry.errors import Conflict, InvalidInput, NotFound
+from consentry.errors import Conflict, ConsentryError, InvalidInput, NotFound
 from consentry.social.models import Account
 from consentry.social.service import facts, get_account
 
@@ -77,8 +77,17 @@ def policy_of(row: PolicyVersion) -> Policy:
 
 
 def load_policies(session: Session) -> list[Policy]:
-    """Every policy version."""
-    return [policy_of(row) for row in session.scalars(select(PolicyVersion).order_by(PolicyVersion.version))]
+    """Every policy version (one light query: this runs on every consent change)."""
+    rows = session.execute(
+        select(
+            PolicyVersion.version,
+            PolicyVersion.effective_at,
+            PolicyVersion.applies_to,
+            PolicyVersion.defaults,
+            PolicyVersion.title,
+        ).order_by(PolicyVersion.version)
+    ).all()
+    return [Policy(version=v, effective_at=e, applies_to=a, defaults=d, title=t) for v, e, a, d, t in rows]
 
 
 def list_policies(session: Session) -> list[PolicyVersion]:
@@ -198,6 +207,96 @@ def settings_view(
     return states
 
 
+@dataclass(frozen=True)
+class ChangeRequest:
+    """One account holder's explicit choices, as submitted by a client."""
+
+    account_id: int
+    changes: Mapping[str, str]
+    client: str
+    source: str = "user"
+
+
+def _check_request(request: ChangeRequest, ctx: ConsentContext) -> None:
+    if not request.changes:
+        raise InvalidInput("name at least one setting", field="settings")
+    for key, value in request.changes.items():
+        ctx.catalog.get(key, field=f"settings.{key}")
+        if value not in ledger.VALUES:
+            raise InvalidInput(f"value must be allow or deny, not {value!r}", field=f"settings.{key}")
+
+
+def change_settings_many(
+    session: Session, requests: Sequence[ChangeRequest], *, ctx: ConsentContext, at: datetime | None = None
+) -> list[list[dict[str, Any]] | ConsentryError]:
+    """Record many requests' choices in one transaction (the caller commits once).
+
+    Each request is all or nothing: an invalid one gets its error in the result and writes nothing,
+    without failing the others. Accounts, subject keys and policies are read once for the whole batch and
+    every event is appended in one ledger write, so the lock on the ledger head is held briefly.
+    """
+    at = at or utcnow()
+    outcome: list[list[dict[str, Any]] | ConsentryError | None] = [None] * len(requests)
+    for index, request in enumerate(requests):
+        try:
+            _check_request(request, ctx)
+        except ConsentryError as error:
+            outcome[index] = error
+    wanted = sorted({r.account_id for i, r in enumerate(requests) if outcome[i] is None})
+    found = (
+        {
+            row[0]: row[1:]
+            for row in session.execute(
+                select(Account.id, Account.created_at, Account.country, Account.status, Subject.subject_key)
+                .outerjoin(Subject, Subject.account_id == Account.id)
+                .where(Account.id.in_(wanted))
+            )
+        }
+        if wanted
+        else {}
+    )
+    policies = load_policies(session)
+    plans: list[tuple[int, str, Policy | None, int]] = []  # request index, group, policy, event count
+    events: list[ledger.NewEvent] = []
+    for index, request in enumerate(requests):
+        if outcome[index] is not None:
+            continue
+        row = found.get(request.account_id)
+        if row is None:
+            outcome[index] = NotFound(f"account {request.account_id} does not exist", field="account_id")
+            continue
+        created_at, country, status, subject = row
+        if status != "active":
+            outcome[index] = Conflict(
+                f"account {request.account_id} is {status}; its settings cannot change", field="account_id"
+            )
+            continue
+        if subject is None:
+            subject = ledger.subject_key_for(session, request.account_id)
+            found[request.account_id] = (created_at, country, status, subject)
+        policy = applicable(policies, created_at=created_at, at=at)
+        for key, value in request.changes.items():
+            events.append(
+                ledger.NewEvent(
+                    subject_key=str(subject),
+                    setting=key,
+                    value=value,
+                    source=request.source,
+                    policy_version=policy.version if policy else None,
+                    recorded_at=at,
+                    client=request.client,
+                )
+            )
+        plans.append((index, ctx.jurisdictions.group_of(country), policy, len(request.changes)))
+    rows = iter(ledger.append(session, events)) if events else iter(())
+    for index, group, policy, count in plans:
+        title = policy.title if policy else None
+        outcome[index] = [
+            _sign(next(rows), ctx=ctx, jurisdiction=group, policy_title=title) for _ in range(count)
+        ]
+    return [item if item is not None else ConsentryError("request was not processed") for item in outcome]
+
+
 def change_settings(
     session: Session,
     *,
@@ -209,38 +308,12 @@ def change_settings(
     at: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Record explicit choices (all or none) and return one signed receipt per change."""
-    if not changes:
-        raise InvalidInput("name at least one setting", field="settings")
-    for key, value in changes.items():
-        ctx.catalog.get(key, field=f"settings.{key}")
-        if value not in ledger.VALUES:
-            raise InvalidInput(f"value must be allow or deny, not {value!r}", field=f"settings.{key}")
-    account = get_account(session, account_id)
-    if account.status != "active":
-        raise Conflict(
-            f"account {account_id} is {account.status}; its settings cannot change", field="account_id"
-        )
-    at = at or utcnow()
-    subject = ledger.subject_key_for(session, account_id)
-    assert subject is not None
-    policy = applicable(load_policies(session), created_at=account.created_at, at=at)
-    version = policy.version if policy else None
-    events = [
-        ledger.NewEvent(
-            subject_key=subject,
-            setting=key,
-            value=value,
-            source=source,
-            policy_version=version,
-            recorded_at=at,
-            client=client,
-        )
-        for key, value in changes.items()
-    ]
-    rows = ledger.append(session, events)
-    title = get_policy(session, version).title if version is not None else None
-    group = ctx.jurisdictions.group_of(account.country)
-    return [_sign(row, ctx=ctx, jurisdiction=group, policy_title=title) for row in rows]
+    [result] = change_settings_many(
+        session, [ChangeRequest(account_id, dict(changes), client, source)], ctx=ctx, at=at
+    )
+    if isinstance(result, ConsentryError):
+        raise result
+    return result
 
 
 def _sign(
