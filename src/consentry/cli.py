@@ -9,6 +9,7 @@ import typer
 from consentry.auth.cli import app as token_app
 from consentry.cli_support import cli_errors, console, open_database
 from consentry.consent.cli import ledger_app, policy_app, receipt_app, settings_app
+from consentry.lake import cli as lake_cli
 from consentry.social.cli import app as account_app
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+demo_app = typer.Typer(help="Run the demo service, or generate demo data (demo generate).")
 
 app.add_typer(db_app, name="db")
 app.add_typer(account_app, name="account")
@@ -25,6 +27,8 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(token_app, name="token")
+app.add_typer(lake_cli.app, name="lake")
+app.add_typer(demo_app, name="demo")
 
 
 @db_app.command("upgrade")
@@ -60,14 +64,17 @@ def serve(
     uvicorn.run("consentry.api:create_app", factory=True, host=host, port=port, workers=workers)
 
 
-@app.command("demo")
+@demo_app.callback(invoke_without_command=True)
 @cli_errors
 def demo(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Seed and print, then exit.")] = False,
 ) -> None:
     """Seed the embedded database with demo accounts, print tokens and URLs, and serve."""
+    if ctx.invoked_subcommand is not None:
+        return
     import uvicorn
 
     from consentry.demo import seed_demo
@@ -92,6 +99,9 @@ def demo(
     )
     if not no_serve:
         uvicorn.run("consentry.api:create_app", factory=True, host=host, port=port)
+
+
+demo_app.command("generate")(lake_cli.generate)
 
 
 def main() -> None:

@@ -74,6 +74,9 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(
+            "PRAGMA cache_size=-131072"
+        )  # 128 MiB of page cache: bulk index inserts stay in memory
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -151,7 +151,8 @@ def ledger_verify() -> None:
         raise fail(f"ledger broken at seq {report.first_bad_seq}: {report.problem}")
     console.print(
         f"[green]ledger intact[/]: {report.events} events, "
-        f"head seq {report.head_seq}, hash {report.head_hash}"
+        f"head seq {report.head_seq}, hash {report.head_hash}",
+        soft_wrap=True,
     )
 
 
@@ -181,4 +182,31 @@ def receipt_verify(
     console.print(
         f"[green]valid[/]: seq {event['seq']} {event['setting']} = {event['value']} "
         f"recorded {event['recorded_at']} via {event['client']}"
+    )
+
+
+@ledger_app.command("import")
+@cli_errors
+def ledger_import(
+    lake: Annotated[Path, typer.Argument(help="A lake folder holding consent_events/ and accounts/.")],
+) -> None:
+    """Append a lake's consent events to the ledger in one transaction (all or nothing)."""
+    from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from consentry.consent import service
+    from consentry.consent.importer import import_events
+
+    ctx = service.ConsentContext.from_settings(get_settings())
+    database = open_database()
+    columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar, database.write() as session:
+        task = bar.add_task("importing consent events", total=None)
+        report = import_events(
+            session, lake, ctx=ctx, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+        bar.update(task, description="committing")
+    console.print(
+        f"[green]imported[/] {report.events:,} events ({report.new_subjects:,} new subjects) in "
+        f"{report.seconds:.1f} s; head seq {report.head_seq}, hash {report.head_hash}",
+        soft_wrap=True,
     )

@@ -1,0 +1,345 @@
+"""The lake validator: every way a lake breaks the data contract, each with a count and examples.
+
+Schemas are read from the Parquet footers (no data); values are checked by DuckDB straight from the
+files, so a ten-million-post lake never becomes Python objects. Checks that depend on a broken column
+(missing, or of the wrong type in any file) are skipped for that column: fix the type first, then the
+values are checked. Extra columns and extra folders are allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from consentry.errors import NotFound
+from consentry.lake import schema
+
+ViolationKind = Literal[
+    "missing_folder",
+    "no_files",
+    "unreadable",
+    "missing_column",
+    "wrong_type",
+    "null_value",
+    "invalid_value",
+    "duplicate_key",
+    "dangling_reference",
+]
+
+EXAMPLES = 5
+"""How many example values a violation carries at most."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One way the lake breaks the contract, with how often and a few offending values."""
+
+    folder: str
+    column: str | None
+    kind: ViolationKind
+    count: int
+    examples: tuple[str, ...]
+    message: str
+
+
+@dataclass(frozen=True)
+class LakeReport:
+    """The outcome of ``check_lake``: violations in contract order, and rows and files per folder."""
+
+    path: Path
+    violations: tuple[Violation, ...]
+    rows: dict[str, int] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when the lake satisfies the contract."""
+        return not self.violations
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _parquet_files(directory: Path) -> list[Path]:
+    """Parquet files under ``directory``, skipping hidden and ``_``-prefixed names (``_SUCCESS``, ...)."""
+    found = []
+    for path in directory.rglob("*.parquet"):
+        parts = path.relative_to(directory).parts
+        if not any(part.startswith((".", "_")) for part in parts):
+            found.append(path)
+    return sorted(found)
+
+
+class _Checker:
+    def __init__(self, root: Path, settings: Collection[str]) -> None:
+        self.root = root
+        self.allowed = {("consent_events", "setting"): frozenset(settings)}
+        self.violations: list[Violation] = []
+        self.rows: dict[str, int] = {}
+        self.files: dict[str, int] = {}
+        self.valid: dict[str, set[str]] = {}  # folder -> columns present with the right type everywhere
+        self.connection = duckdb.connect(":memory:")
+        self.connection.execute("SET preserve_insertion_order = false")
+
+    def add(
+        self,
+        folder: str,
+        column: str | None,
+        kind: ViolationKind,
+        count: int,
+        examples: Iterable[str],
+        message: str,
+    ) -> None:
+        self.violations.append(Violation(folder, column, kind, count, tuple(examples)[:EXAMPLES], message))
+
+    def scalar(self, sql: str) -> Any:
+        row = self.connection.execute(sql).fetchone()
+        return None if row is None else row[0]
+
+    def shown_values(self, sql: str) -> list[str]:
+        """The first column of a query's rows, as examples (strings quoted, to show stray spaces)."""
+        return [_show(row[0]) for row in self.connection.execute(sql).fetchall()]
+
+    # --- structure ---------------------------------------------------------------------------------
+
+    def load(self, folder: schema.Folder) -> None:
+        """Check files and column types of one folder and expose its valid columns as a view."""
+        directory = self.root / folder.name
+        if not directory.is_dir():
+            self.add(
+                folder.name,
+                None,
+                "missing_folder",
+                1,
+                [f"{folder.name}/"],
+                f"folder {folder.name}/ is missing",
+            )
+            return
+        files = _parquet_files(directory)
+        self.files[folder.name] = len(files)
+        if not files:
+            self.add(
+                folder.name,
+                None,
+                "no_files",
+                1,
+                [f"{folder.name}/"],
+                f"{folder.name}/ holds no Parquet file (an empty table is a file with zero rows)",
+            )
+            return
+        schemas: dict[Path, pa.Schema] = {}
+        unreadable: list[str] = []
+        for path in files:
+            try:
+                schemas[path] = pq.read_schema(path)
+            except (pa.ArrowException, OSError):
+                unreadable.append(self.relative(path))
+        if unreadable:
+            self.add(
+                folder.name,
+                None,
+                "unreadable",
+                len(unreadable),
+                unreadable,
+                f"{len(unreadable):,} file(s) are not readable Parquet",
+            )
+        if not schemas:
+            return
+        valid = set()
+        for column in folder.columns:
+            missing = [
+                self.relative(path) for path, found in schemas.items() if column.name not in found.names
+            ]
+            wrong = [
+                f"{self.relative(path)}: {schema.describe_type(found.field(column.name).type)}"
+                for path, found in schemas.items()
+                if column.name in found.names
+                and not schema.type_matches(column.type, found.field(column.name).type)
+            ]
+            if missing:
+                self.add(
+                    folder.name,
+                    column.name,
+                    "missing_column",
+                    len(missing),
+                    missing,
+                    f"column {column.name} is missing from {len(missing):,} file(s)",
+                )
+            if wrong:
+                self.add(
+                    folder.name,
+                    column.name,
+                    "wrong_type",
+                    len(wrong),
+                    wrong,
+                    f"column {column.name} should be {schema.describe_type(column.type)} "
+                    f"in {len(wrong):,} file(s)",
+                )
+            if not missing and not wrong:
+                valid.add(column.name)
+        file_list = ", ".join(_literal(str(path)) for path in schemas)
+        columns = ", ".join(_quote(name) for name in folder.column_names if name in valid) or "NULL AS _none"
+        try:
+            self.connection.execute(
+                f"CREATE VIEW {_quote(folder.name)} AS SELECT {columns} "
+                f"FROM read_parquet([{file_list}], union_by_name = true)"
+            )
+            self.rows[folder.name] = int(self.scalar(f"SELECT count(*) FROM {_quote(folder.name)}"))
+        except duckdb.Error as error:
+            self.add(
+                folder.name, None, "unreadable", len(schemas), [], f"DuckDB cannot read the files: {error}"
+            )
+            return
+        self.valid[folder.name] = valid
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+    # --- values ------------------------------------------------------------------------------------
+
+    def values(self, folder: schema.Folder) -> None:
+        """Nulls in non-null columns and values outside the allowed set, in one pass over the folder."""
+        valid = self.valid[folder.name]
+        checks: list[tuple[str, ViolationKind, schema.Column]] = []
+        for column in folder.columns:
+            if column.name not in valid:
+                continue
+            name = _quote(column.name)
+            if not column.nullable:
+                checks.append((f"{name} IS NULL", "null_value", column))
+            allowed = self.allowed.get((folder.name, column.name), column.allowed)
+            if allowed is not None:
+                listed = ", ".join(_literal(value) for value in sorted(allowed)) or "NULL"
+                checks.append((f"{name} NOT IN ({listed})", "invalid_value", column))
+        if not checks:
+            return
+        table = _quote(folder.name)
+        counts = ", ".join(f"count(*) FILTER (WHERE {condition})" for condition, _, _ in checks)
+        row = self.connection.execute(f"SELECT {counts} FROM {table}").fetchone()
+        assert row is not None
+        key = next((k[0] for k in folder.keys if len(k) == 1 and k[0] in valid), None)
+        for (condition, kind, column), count in zip(checks, row, strict=True):
+            if not count:
+                continue
+            if kind == "null_value":
+                if key is not None and key != column.name:
+                    examples = [
+                        f"{key}={value}"
+                        for value in self.shown_values(
+                            f"SELECT {_quote(key)} FROM {table} WHERE {condition} ORDER BY 1 LIMIT {EXAMPLES}"
+                        )
+                    ]
+                else:
+                    examples = []
+                message = f"{column.name} is null in {count:,} row(s) but may not be"
+            else:
+                examples = self.shown_values(
+                    f"SELECT DISTINCT {_quote(column.name)} FROM {table} WHERE {condition} "
+                    f"ORDER BY 1 LIMIT {EXAMPLES}"
+                )
+                message = f"{column.name} is outside the allowed values in {count:,} row(s)"
+            self.add(folder.name, column.name, kind, int(count), examples, message)
+
+    def duplicates(self, folder: schema.Folder) -> None:
+        """Key values (ids, handles, pairs) that appear more than once."""
+        valid = self.valid[folder.name]
+        table = _quote(folder.name)
+        for key in folder.keys:
+            if not set(key) <= valid:
+                continue
+            columns = ", ".join(_quote(name) for name in key)
+            not_null = " AND ".join(f"{_quote(name)} IS NOT NULL" for name in key)
+            grouped = (
+                f"SELECT {columns}, count(*) AS n FROM {table} WHERE {not_null} GROUP BY ALL HAVING n > 1"
+            )
+            row = self.connection.execute(f"SELECT count(*), coalesce(sum(n), 0) FROM ({grouped})").fetchone()
+            assert row is not None
+            keys, surplus = int(row[0]), int(row[1]) - int(row[0])
+            if not keys:
+                continue
+            rows = self.connection.execute(f"{grouped} ORDER BY {columns} LIMIT {EXAMPLES}").fetchall()
+            examples = [", ".join(_show(value) for value in row[:-1]) for row in rows]
+            if len(key) > 1:
+                examples = [f"({example})" for example in examples]
+            label = key[0] if len(key) == 1 else "(" + ", ".join(key) + ")"
+            self.add(
+                folder.name,
+                ", ".join(key),
+                "duplicate_key",
+                keys,
+                examples,
+                f"{keys:,} {label} value(s) appear more than once ({surplus:,} surplus row(s))",
+            )
+
+    def references(self, folder: schema.Folder) -> None:
+        """Values naming a row that does not exist in the referenced folder."""
+        for reference in folder.references:
+            target_valid = self.valid.get(reference.target)
+            if reference.column not in self.valid[folder.name] or target_valid is None:
+                continue
+            if reference.target_column not in target_valid:
+                continue
+            column = _quote(reference.column)
+            dangling = (
+                f"FROM {_quote(folder.name)} AS r ANTI JOIN {_quote(reference.target)} AS t "
+                f"ON r.{column} = t.{_quote(reference.target_column)} WHERE r.{column} IS NOT NULL"
+            )
+            count = int(self.scalar(f"SELECT count(*) {dangling}"))
+            if not count:
+                continue
+            examples = self.shown_values(f"SELECT DISTINCT r.{column} {dangling} ORDER BY 1 LIMIT {EXAMPLES}")
+            self.add(
+                folder.name,
+                reference.column,
+                "dangling_reference",
+                count,
+                examples,
+                f"{reference.column} names no {reference.target}.{reference.target_column} "
+                f"in {count:,} row(s)",
+            )
+
+
+def check_lake(path: Path, *, settings: Collection[str] | None = None) -> LakeReport:
+    """Check the lake at ``path`` against the data contract and report every violation.
+
+    ``settings`` replaces the setting keys accepted in ``consent_events.setting`` (default: the shipped
+    catalog). Raises ``NotFound`` when ``path`` is not a folder.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise NotFound(f"no lake folder at {root}", field="path")
+    checker = _Checker(root, schema.SETTING_KEYS if settings is None else settings)
+    try:
+        for folder in schema.FOLDERS:
+            checker.load(folder)
+        for folder in schema.FOLDERS:
+            if folder.name not in checker.valid:
+                continue
+            try:
+                checker.values(folder)
+                checker.duplicates(folder)
+                checker.references(folder)
+            except duckdb.Error as error:
+                checker.add(folder.name, None, "unreadable", 1, [], f"DuckDB cannot read the files: {error}")
+    finally:
+        checker.connection.close()
+    order = {folder.name: number for number, folder in enumerate(schema.FOLDERS)}
+    violations = sorted(checker.violations, key=lambda violation: order[violation.folder])
+    return LakeReport(
+        path=root, violations=tuple(violations), rows=dict(checker.rows), files=dict(checker.files)
+    )

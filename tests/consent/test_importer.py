@@ -1,0 +1,83 @@
+"""Bulk import of a lake's consent events: chain intact, same decisions as the lake, all or nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from consentry.consent import importer, ledger, service
+from consentry.consent.evaluate import evaluate_many
+from consentry.consent.service import ConsentContext
+from consentry.db import Database
+from consentry.errors import InvalidInput
+from consentry.lake.generate import generate_lake
+from consentry.migrate import check
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lake") / "lake"
+    generate_lake(path, accounts=1500, posts=3000, seed=11)
+    return path
+
+
+@pytest.mark.parametrize("rebuild_at", [10, 10**9])
+def test_import_keeps_every_decision_of_the_lake(
+    database: Database, ctx: ConsentContext, lake: Path, rebuild_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger, "REBUILD_INDEX_AT", rebuild_at)  # both the rebuilt-index and plain paths
+    with database.write() as session:
+        report = importer.import_events(session, lake, ctx=ctx)
+    lake_events = ds.dataset(lake / "consent_events").to_table()
+    assert report.events == lake_events.num_rows > 1000
+    with database.read() as session:
+        verified = ledger.verify(session)
+        stored = service.events_table(session)
+        gpc = session.execute(
+            sa.text("SELECT DISTINCT client FROM consent_events WHERE source = 'gpc'")
+        ).all()
+        policies = service.load_policies(session)
+    assert verified.ok and verified.events == report.events
+    assert gpc == [("web",)]
+    check(database)  # the subject index is back after a rebuild
+
+    accounts = ds.dataset(lake / "accounts").to_table(
+        columns=["account_id", "created_at", "country", "birth_year", "status", "status_changed_at"]
+    )
+    as_lake = lake_events.select(["account_id", "setting", "value", "recorded_at"]).append_column(
+        "seq", pa.array(range(lake_events.num_rows), pa.int64())
+    )
+    at = datetime(2026, 11, 2, tzinfo=UTC)
+    args = {"settings": ctx.catalog.keys, "at": at, "policies": policies, "jurisdictions": ctx.jurisdictions}
+    from_lake = evaluate_many(accounts, as_lake, **args)  # type: ignore[arg-type]
+    from_ledger = evaluate_many(accounts, stored, **args)  # type: ignore[arg-type]
+    assert from_lake.equals(from_ledger)
+
+
+def test_a_bad_lake_writes_nothing(
+    database: Database, ctx: ConsentContext, lake: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    (broken / "consent_events").mkdir(parents=True)
+    (broken / "accounts").symlink_to(lake / "accounts")
+    events = ds.dataset(lake / "consent_events").to_table()
+    values = events["value"].to_pylist()
+    values[-1] = "perhaps"
+    pq.write_table(
+        events.set_column(events.schema.get_field_index("value"), "value", pa.array(values)),
+        broken / "consent_events" / "part-0.parquet",
+    )
+    with pytest.raises(InvalidInput) as error, database.write() as session:
+        importer.import_events(session, broken, ctx=ctx)
+    assert error.value.field == "consent_events.value"
+    with pytest.raises(InvalidInput), database.write() as session:
+        importer.import_events(session, tmp_path / "missing", ctx=ctx)
+    with database.read() as session:
+        assert ledger.verify(session).events == 0
+        assert session.execute(sa.text("SELECT count(*) FROM consent_subjects")).scalar_one() == 0
