@@ -56,3 +56,30 @@ def test_evaluate_all_agrees_with_settings_view(database: Database, ctx: Consent
     assert rows[ids["de"]]["third_party_sharing"] is False
     assert rows[ids["us"]]["third_party_sharing"] is False and rows[ids["us"]]["assistant_realtime"] is True
     assert not any(rows[ids[h]][k] for h in ("kid", "gone", "off") for k in ctx.catalog.keys)
+
+
+def test_events_table_reads_only_events_up_to_until(database: Database, ctx: ConsentContext) -> None:
+    account_id, _ = make_account(database)
+    first, second = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, 0, 0, 1, tzinfo=UTC)
+    with database.write() as session:
+        service.change_settings(
+            session,
+            account_id=account_id,
+            changes={"assistant_realtime": "deny"},
+            client="web",
+            ctx=ctx,
+            at=first,
+        )
+        service.change_settings(
+            session,
+            account_id=account_id,
+            changes={"assistant_realtime": "allow"},
+            client="web",
+            ctx=ctx,
+            at=second,
+        )
+    with database.read() as session:
+        everything = service.events_table(session).to_pylist()
+        early = service.events_table(session, until=first).to_pylist()
+    assert [(e["value"], e["recorded_at"]) for e in everything] == [("deny", first), ("allow", second)]
+    assert [(e["account_id"], e["value"], e["seq"]) for e in early] == [(account_id, "deny", 1)]
