@@ -58,10 +58,21 @@ def require_admin(principal: PrincipalDep) -> Principal:
     return principal
 
 
-def require_account(principal: PrincipalDep) -> Principal:
-    """The caller, who must be an account holder."""
+def require_account(request: Request, principal: PrincipalDep) -> Principal:
+    """The caller, who must be an account holder.
+
+    A request carrying ``Sec-GPC: 1`` records the Global Privacy Control opt-out first, where the
+    rule of DESIGN.md says it applies (never twice, never over a later explicit choice).
+    """
     if principal.kind != "account" or principal.account_id is None:
         raise Forbidden("this needs an account token; admins act on accounts through /v1/accounts")
+    if request.headers.get("sec-gpc", "").strip() == "1":
+        from consentry.consent.service import gpc_request
+
+        writer = request.app.state.consent_writer
+        client = request.headers.get("x-consentry-client")
+        kind = check_client(client, field="X-Consentry-Client") if client else principal.client
+        writer.change(gpc_request(principal.account_id, ctx=request.app.state.consent, client=kind or "web"))
     return principal
 
 

@@ -97,6 +97,12 @@ def receipt_key(request: Request) -> dict[str, Any]:
     return {"keys": [context(request).signer.jwk]}
 
 
+@router.get("/.well-known/gpc.json", tags=["signals"])
+def gpc_support() -> dict[str, Any]:
+    """Global Privacy Control support resource: this service honours ``Sec-GPC: 1``."""
+    return {"gpc": True, "lastUpdate": "2026-11-22"}
+
+
 @router.post("/v1/policies", status_code=201, tags=["policies"])
 def add_policy(request: Request, body: PolicyIn, principal: AdminDep, database: DatabaseDep) -> PolicyOut:
     """Add a policy version (admin). It must take effect in the future and cover every setting."""

@@ -258,6 +258,7 @@ def change_settings_many(
     )
     policies = load_policies(session)
     plans: list[tuple[int, str, Policy | None, int]] = []  # request index, group, policy, event count
+    gpc_seen: set[tuple[int, str]] = set()  # GPC signals already recorded in this batch
     events: list[ledger.NewEvent] = []
     for index, request in enumerate(requests):
         if outcome[index] is not None:
@@ -276,7 +277,19 @@ def change_settings_many(
             subject = ledger.subject_key_for(session, request.account_id)
             found[request.account_id] = (created_at, country, status, subject)
         policy = applicable(policies, created_at=created_at, at=at)
-        for key, value in request.changes.items():
+        changes = dict(request.changes)
+        if request.source == "gpc":
+            changes = {
+                k: v
+                for k, v in changes.items()
+                if (request.account_id, k) not in gpc_seen
+                and gpc_applies(session, account_id=request.account_id, setting=k, at=at, ctx=ctx)
+            }
+            gpc_seen.update((request.account_id, k) for k in changes)
+            if not changes:
+                outcome[index] = []
+                continue
+        for key, value in changes.items():
             events.append(
                 ledger.NewEvent(
                     subject_key=str(subject),
@@ -288,7 +301,7 @@ def change_settings_many(
                     client=request.client,
                 )
             )
-        plans.append((index, ctx.jurisdictions.group_of(country), policy, len(request.changes)))
+        plans.append((index, ctx.jurisdictions.group_of(country), policy, len(changes)))
     rows = iter(ledger.append(session, events)) if events else iter(())
     for index, group, policy, count in plans:
         title = policy.title if policy else None
@@ -296,6 +309,40 @@ def change_settings_many(
             _sign(next(rows), ctx=ctx, jurisdiction=group, policy_title=title) for _ in range(count)
         ]
     return [item if item is not None else ConsentryError("request was not processed") for item in outcome]
+
+
+def gpc_settings(ctx: ConsentContext) -> list[str]:
+    """The settings a Global Privacy Control signal opts out of: every third-party setting."""
+    return [s.key for s in ctx.catalog.settings if s.recipient == "third_party"]
+
+
+def gpc_request(account_id: int, *, ctx: ConsentContext, client: str = "web") -> ChangeRequest:
+    """The change a ``Sec-GPC: 1`` request asks for; applied only where ``gpc_applies``."""
+    return ChangeRequest(account_id, dict.fromkeys(gpc_settings(ctx), "deny"), client, source="gpc")
+
+
+def gpc_applies(
+    session: Session, *, account_id: int, setting: str, at: datetime, ctx: ConsentContext
+) -> bool:
+    """Whether a GPC signal must record a deny for ``setting`` now (DESIGN.md, Global Privacy Control).
+
+    Only when the effective value is allow, and the latest event for the setting is neither a GPC event
+    nor an explicit choice made after an earlier GPC event (such a choice stands).
+    """
+    account = get_account(session, account_id)
+    if not decide(session, account=account, setting=setting, at=at, ctx=ctx).allowed:
+        return False
+    key = ledger.subject_key_for(session, account_id, create=False)
+    if key is None:
+        return True
+    sources = session.scalars(
+        select(ConsentEvent.source)
+        .where(
+            ConsentEvent.subject_key == key, ConsentEvent.setting == setting, ConsentEvent.recorded_at <= at
+        )
+        .order_by(ConsentEvent.recorded_at, ConsentEvent.seq)
+    ).all()
+    return not sources or "gpc" not in sources
 
 
 def change_settings(
