@@ -107,3 +107,7 @@ demo_app.command("generate")(lake_cli.generate)
 def main() -> None:
     """Entry point of the ``consentry`` script."""
     app()
+
+
+if __name__ == "__main__":
+    main()
