@@ -7,6 +7,7 @@ import multiprocessing
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
@@ -152,10 +153,21 @@ def test_concurrent_processes_never_fork_the_chain(database: Database) -> None:
     assert report.ok and report.events == 60
 
 
-def test_batch_append_matches_single_appends(database: Database) -> None:
+def test_bulk_append_in_chunks_matches_single_appends(database: Database) -> None:
     events = [event(i, subject=f"b{i % 3}", value="allow" if i % 2 else "deny") for i in range(50)]
     with database.write() as session:
-        seq, head = ledger.append_batch(session, events, chunk=7)
+        table = pa.table(
+            {
+                "subject": [e.subject_key for e in events],
+                "setting": [e.setting for e in events],
+                "value": [e.value for e in events],
+                "source": [e.source for e in events],
+                "client": [e.client for e in events],
+                "policy_version": pa.array([e.policy_version for e in events], pa.int64()),
+                "recorded_at": pa.array([e.recorded_at for e in events], pa.timestamp("us", tz="UTC")),
+            }
+        )
+        seq, head = ledger.append_table(session, table, chunk=7)
     assert seq == 50
     report = verify(database)
     assert report.ok and report.head_hash == head

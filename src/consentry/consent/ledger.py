@@ -15,6 +15,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -184,25 +185,6 @@ def append(session: Session, events: Sequence[NewEvent]) -> list[ConsentEvent]:
     return [ConsentEvent(**row) for row in rows]
 
 
-def append_batch(session: Session, events: Iterable[NewEvent], *, chunk: int = 20_000) -> tuple[int, str]:
-    """Append many events through bulk inserts (for imports); returns the new head ``(seq, hash)``.
-
-    An invalid event raises; the caller's transaction (with everything appended so far) rolls back.
-    """
-    seq, prev = lock_head(session)
-    buffer: list[dict[str, Any]] = []
-    for row in link_events(events, seq, prev):
-        buffer.append(row)
-        if len(buffer) >= chunk:
-            session.execute(insert(ConsentEvent), buffer)
-            buffer = []
-        seq, prev = row["seq"], row["hash"]
-    if buffer:
-        session.execute(insert(ConsentEvent), buffer)
-    session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(seq=seq, hash=prev))
-    return seq, prev
-
-
 SUBJECT_INDEX = "ix_consent_events_subject_setting"
 REBUILD_INDEX_AT = 50_000
 COLUMNS = (
@@ -265,6 +247,47 @@ def _documents(events: pa.Table, first_seq: int) -> tuple[list[bytes], pa.Array]
     return documents, pc.replace_substring(iso, "T", " ")
 
 
+def _chunk_rows(part: pa.Table, seq: int, prev: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The hashes of a chunk continuing the chain from ``(seq, prev)``, and its rows for the driver."""
+    documents, stamps = _documents(part, seq + 1)
+    sha256 = hashlib.sha256
+    previous = bytes.fromhex(prev)
+    links: list[str] = []
+    for document in documents:
+        previous = sha256(previous + document).digest()
+        links.append(previous.hex())
+    rows = list(
+        zip(
+            range(seq + 1, seq + 1 + part.num_rows),
+            part["subject"].to_pylist(),
+            part["setting"].to_pylist(),
+            part["value"].to_pylist(),
+            part["source"].to_pylist(),
+            part["policy_version"].to_pylist(),
+            stamps.to_pylist(),
+            part["client"].to_pylist(),
+            [prev, *links[:-1]],
+            links,
+            strict=True,
+        )
+    )
+    return links, rows
+
+
+def _write_rows(raw: Any, dialect: str, rows: list[tuple[Any, ...]]) -> None:
+    cursor = raw.cursor()
+    try:
+        if dialect == "postgresql":
+            with cursor.copy(f"COPY consent_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" for _ in COLUMNS)
+            cursor.executemany(f"INSERT INTO consent_events ({', '.join(COLUMNS)}) VALUES ({marks})", rows)
+    finally:
+        cursor.close()
+
+
 def append_table(session: Session, events: pa.Table, *, chunk: int = 200_000) -> tuple[int, str]:
     """Bulk-append events straight through the database driver (SQLite ``executemany``, PostgreSQL
     ``COPY``); returns the new head. The caller commits.
@@ -279,45 +302,21 @@ def append_table(session: Session, events: pa.Table, *, chunk: int = 200_000) ->
     rebuild = dialect == "sqlite" and events.num_rows >= REBUILD_INDEX_AT
     if rebuild:  # a large load is faster into the bare table, indexed once afterwards (same transaction)
         session.execute(text(f"DROP INDEX {SUBJECT_INDEX}"))
-    sha256 = hashlib.sha256
-    for start in range(0, events.num_rows, chunk):
-        part = events.slice(start, chunk)
-        documents, stamps = _documents(part, seq + 1)
-        previous = bytes.fromhex(prev)
-        links: list[str] = []
-        for document in documents:
-            previous = sha256(previous + document).digest()
-            links.append(previous.hex())
-        prevs = [prev, *links[:-1]]
-        rows = list(
-            zip(
-                range(seq + 1, seq + 1 + part.num_rows),
-                part["subject"].to_pylist(),
-                part["setting"].to_pylist(),
-                part["value"].to_pylist(),
-                part["source"].to_pylist(),
-                part["policy_version"].to_pylist(),
-                stamps.to_pylist(),
-                part["client"].to_pylist(),
-                prevs,
-                links,
-                strict=True,
-            )
-        )
-        cursor = raw.cursor()
+    # one chunk in flight: the driver writes chunk k while chunk k + 1 is hashed; the connection is
+    # never used by both threads at once, and the thread is drained before the transaction goes on
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-bulk") as writer:
+        pending: Future[None] | None = None
         try:
-            if dialect == "postgresql":
-                with cursor.copy(f"COPY consent_events ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            else:
-                marks = ", ".join("?" for _ in COLUMNS)
-                cursor.executemany(
-                    f"INSERT INTO consent_events ({', '.join(COLUMNS)}) VALUES ({marks})", rows
-                )
+            for start in range(0, events.num_rows, chunk):
+                part = events.slice(start, chunk)
+                links, rows = _chunk_rows(part, seq, prev)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(_write_rows, raw, dialect, rows)
+                seq, prev = seq + part.num_rows, links[-1]
         finally:
-            cursor.close()
-        seq, prev = seq + part.num_rows, links[-1]
+            if pending is not None:
+                pending.result()
     if rebuild:
         session.execute(
             text(f"CREATE INDEX {SUBJECT_INDEX} ON consent_events (subject_key, setting, recorded_at)")
