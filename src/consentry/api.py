@@ -27,6 +27,8 @@ from consentry.errors import ConsentryError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
+METERED_PATHS = ("/v1/platform/",)
+"""Content routes whose responses count posts served, per organisation (the scraping meter)."""
 
 
 def problem(
@@ -146,6 +148,10 @@ def create_app(
 ) -> FastAPI:
     """Build the application; applies migrations first unless ``migrate`` is false."""
     from consentry.consent.router import router as consent_router
+    from consentry.metering.meter import MemoryMeter, Meter, RedisMeter
+    from consentry.metering.middleware import DatabaseDirectory, MeteringMiddleware
+    from consentry.metering.router import router as metering_router
+    from consentry.metering.service import AccessLogWriter
     from consentry.migrate import upgrade
     from consentry.social.router import router as social_router
 
@@ -155,11 +161,15 @@ def create_app(
         upgrade(database)
     ctx = ConsentContext.from_settings(settings)
     writer = ConsentWriter(database, ctx)
+    meter: Meter = RedisMeter(settings.redis_url) if settings.redis_url else MemoryMeter()
+    access_log = AccessLogWriter(database, interval=1.0)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         writer.close()
+        access_log.close()
+        await meter.aclose()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -176,8 +186,19 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        MeteringMiddleware,
+        meter=meter,
+        directory=DatabaseDirectory(database, ttl=30),
+        access_log=access_log,
+        threshold=settings.damages_threshold_posts,
+        unregistered_mode=settings.unregistered_mode,
+        include=METERED_PATHS,
+    )
+    app.state.meter = meter
     app.include_router(consent_router)
     app.include_router(social_router)
+    app.include_router(metering_router)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,12 @@ class Settings(BaseSettings):
     operator_name: str = Field(default="Consentry demo operator", description="Named in receipts.")
     operator_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL of the service.")
     max_body_bytes: int = Field(default=64 * 1024, description="Largest accepted request body.")
+    damages_threshold_posts: int = Field(
+        default=1_000_000, gt=0, description="Posts per organisation per 24 h before liquidated damages."
+    )
+    unregistered_mode: Literal["allow", "meter", "throttle", "block", "pay"] = Field(
+        default="meter", description="Enforcement mode for traffic of organisations nobody registered."
+    )
 
     @property
     def resolved_database_url(self) -> str:

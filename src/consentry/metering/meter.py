@@ -1,0 +1,626 @@
+"""Meters: posts served per subject over a rolling 24 hours, at minute resolution.
+
+A *subject* is what attribution returns (``org:12``, ``crawler:openai``, ``net:203.0.113.0/24``). The
+window at time ``t`` holds the minutes ``[minute(t) - 1439, minute(t)]``. ``consume`` adds posts and
+answers with the new total in one step; given a ``limit``, it refuses (and does not count) posts that
+would take the total above it, and says when they would fit. Without a limit everything is counted,
+however far over any threshold.
+
+Backends:
+
+* :class:`MemoryMeter`: one process (the embedded default).
+* :class:`RedisMeter`: shared by many API servers. Per subject, one Redis hash per hour whose fields are
+  the minutes of the hour (``"0"`` .. ``"59"``), and one hash of hour totals::
+
+      consentry:meter:{org:12}:492034     {"7": 120, "8": 40}
+      consentry:meter:{org:12}:hours      {"492033": 5000, "492034": 160}
+
+  The braces are a Redis Cluster hash tag: all keys of a subject live on one shard. A Lua script reads
+  the two partial hours at the ends of the window minute by minute and the hours between from the
+  totals (one ``HMGET``), then applies the increment atomically: one round trip per call.
+  When Redis cannot be reached the meter counts in memory (``failure_mode="memory"``: enforces limits on
+  the local estimate; ``"open"``: enforces nothing), logs a warning, counts the failure in
+  :class:`MeterMetrics`, retries after ``retry_interval`` seconds and, once Redis answers again, adds
+  what it counted meanwhile to Redis (re-sync). It never raises because Redis is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from consentry.db import utcnow
+from consentry.errors import InvalidInput
+
+log = logging.getLogger("consentry.metering")
+
+WINDOW_MINUTES = 1440
+WINDOW_SECONDS = WINDOW_MINUTES * 60
+FailureMode = Literal["memory", "open"]
+
+
+@dataclass(slots=True)
+class Usage:
+    """The answer of a meter to one ``consume`` call."""
+
+    total: int
+    """Posts in the rolling 24-hour window after this call."""
+    accepted: bool
+    """False when the posts were refused because they would take the total above the limit."""
+    retry_after: int = 0
+    """When refused: seconds until the refused posts would fit; -1 if they never can (posts > limit)."""
+    reset: int = 0
+    """Seconds until the oldest counted minute leaves the window (0 when the window is empty)."""
+    degraded: bool = False
+    """True when the answer came from the in-memory fallback because Redis was unreachable."""
+
+
+@runtime_checkable
+class Meter(Protocol):
+    """Counts posts served per subject over a rolling 24 hours."""
+
+    async def consume(
+        self, subject: str, posts: int, *, limit: int | None = None, at: datetime | None = None
+    ) -> Usage:
+        """Add ``posts`` for ``subject`` at ``at`` (now), unless a ``limit`` would be crossed."""
+        ...
+
+    async def usage(self, subject: str, *, at: datetime | None = None) -> int:
+        """Posts counted for ``subject`` in the 24 hours up to ``at`` (now)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+def check_posts(posts: object, *, field: str = "posts") -> int:
+    """A post count: a non-negative integer (booleans and floats are refused)."""
+    if isinstance(posts, bool) or not isinstance(posts, int):
+        raise InvalidInput(f"{field} must be a whole number, not {posts!r}", field=field)
+    if posts < 0:
+        raise InvalidInput(f"{field} must not be negative ({posts})", field=field)
+    return posts
+
+
+def check_time(at: datetime | None) -> datetime:
+    """``at``, or now; naive datetimes are refused."""
+    if at is None:
+        return utcnow()
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise InvalidInput("times must be timezone-aware (UTC)", field="at")
+    return at
+
+
+def _subject(subject: object) -> str:
+    if not isinstance(subject, str) or not subject or len(subject) > 120 or "{" in subject or "}" in subject:
+        raise InvalidInput("a subject is a non-empty string of at most 120 characters", field="subject")
+    return subject
+
+
+def _reset(oldest: int | None, now_seconds: float) -> int:
+    if oldest is None:
+        return 0
+    return max(1, math.ceil((oldest + WINDOW_MINUTES) * 60 - now_seconds))
+
+
+# --- in memory -----------------------------------------------------------------------------------------
+
+
+class _Series:
+    """Minute buckets of one subject, oldest first, with the running total of what is kept."""
+
+    __slots__ = ("buckets", "latest", "total")
+
+    def __init__(self) -> None:
+        self.buckets: deque[list[int]] = deque()
+        self.latest = -(2**62)
+        self.total = 0
+
+
+class MemoryMeter:
+    """A meter for one process; thread-safe.
+
+    Built for a clock that moves forward: minutes that left the window of the latest time seen for a
+    subject are forgotten, so a call with an earlier time counts only the minutes still kept.
+    """
+
+    SWEEP_EVERY = 10_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._series: dict[str, _Series] = {}
+        self._calls = 0
+        self._latest = -(2**62)
+
+    def _sweep(self) -> None:
+        """Drop subjects whose minutes all left the window of the latest time seen (lock held)."""
+        keep_from = self._latest - WINDOW_MINUTES + 1
+        for subject in [s for s, series in self._series.items() if series.latest < keep_from]:
+            del self._series[subject]
+
+    def consume_now(
+        self, subject: str, posts: int, *, limit: int | None = None, at: datetime | None = None
+    ) -> Usage:
+        """Synchronous ``consume``."""
+        subject = _subject(subject)
+        posts = check_posts(posts)
+        if limit is not None:
+            limit = check_posts(limit, field="limit")
+        return self.consume_checked(subject, posts, limit, check_time(at).timestamp())
+
+    def consume_checked(self, subject: str, posts: int, limit: int | None, now_seconds: float) -> Usage:
+        """``consume_now`` for arguments the caller has already checked (the middleware's hot path)."""
+        now = int(now_seconds // 60)
+        with self._lock:
+            series = self._series.get(subject)
+            if series is None:
+                if posts == 0:
+                    return Usage(0, True)
+                self._calls += 1
+                if self._calls % self.SWEEP_EVERY == 0:
+                    self._sweep()
+                series = self._series[subject] = _Series()
+            buckets = series.buckets
+            if now > self._latest:
+                self._latest = now
+            if now == series.latest:  # the usual case: same minute as the previous call
+                total = series.total
+            elif now > series.latest:  # time moved forward: every kept minute is in the window
+                series.latest = now
+                first = now - WINDOW_MINUTES + 1
+                while buckets and buckets[0][0] < first:
+                    series.total -= buckets.popleft()[1]
+                total = series.total
+            else:  # an earlier time than already seen: sum the window's minutes
+                return self._consume_earlier(subject, series, posts, limit, now, now_seconds)
+            if limit is not None and total + posts > limit:
+                first = now - WINDOW_MINUTES + 1
+                oldest = buckets[0][0] if buckets else None
+                return self._refuse(buckets, total, posts, limit, first, now, now_seconds, oldest)
+            if posts:
+                last = buckets[-1] if buckets else None
+                if last is not None and last[0] == now:
+                    last[1] += posts
+                else:
+                    buckets.append([now, posts])
+                series.total = total = total + posts
+            if not buckets:
+                del self._series[subject]
+                return Usage(total, True)
+            reset = math.ceil((buckets[0][0] + WINDOW_MINUTES) * 60 - now_seconds)
+            return Usage(total, True, 0, reset if reset > 1 else 1)
+
+    def _consume_earlier(
+        self, subject: str, series: _Series, posts: int, limit: int | None, now: int, now_seconds: float
+    ) -> Usage:
+        """``consume`` at a time before the latest one seen for this subject (lock held)."""
+        buckets = series.buckets
+        first = now - WINDOW_MINUTES + 1
+        keep_from = series.latest - WINDOW_MINUTES + 1
+        while buckets and buckets[0][0] < keep_from:
+            series.total -= buckets.popleft()[1]
+        total, oldest = 0, None
+        for minute, count in buckets:
+            if first <= minute <= now:
+                total += count
+                if oldest is None:
+                    oldest = minute
+        if limit is not None and total + posts > limit:
+            return self._refuse(buckets, total, posts, limit, first, now, now_seconds, oldest)
+        if posts:
+            index = bisect_left([bucket[0] for bucket in buckets], now)
+            if index < len(buckets) and buckets[index][0] == now:
+                buckets[index][1] += posts
+            else:
+                buckets.insert(index, [now, posts])
+            series.total += posts
+            total += posts
+            if oldest is None or now < oldest:
+                oldest = now
+        if not buckets:
+            del self._series[subject]
+        return Usage(total, True, 0, _reset(oldest, now_seconds))
+
+    @staticmethod
+    def _refuse(
+        buckets: deque[list[int]],
+        total: int,
+        posts: int,
+        limit: int,
+        first: int,
+        now: int,
+        now_seconds: float,
+        oldest: int | None,
+    ) -> Usage:
+        retry = -1
+        if posts <= limit:
+            excess, removed = total + posts - limit, 0
+            for minute, count in buckets:
+                if first <= minute <= now:
+                    removed += count
+                    if removed >= excess:
+                        retry = _reset(minute, now_seconds)
+                        break
+        return Usage(total=total, accepted=False, retry_after=retry, reset=_reset(oldest, now_seconds))
+
+    async def consume(
+        self, subject: str, posts: int, *, limit: int | None = None, at: datetime | None = None
+    ) -> Usage:
+        """Add ``posts`` for ``subject`` unless ``limit`` would be crossed."""
+        return self.consume_now(subject, posts, limit=limit, at=at)
+
+    async def usage(self, subject: str, *, at: datetime | None = None) -> int:
+        """Posts counted for ``subject`` in the 24 hours up to ``at``."""
+        return self.consume_now(subject, 0, at=at).total
+
+    def subjects(self) -> list[str]:
+        """Subjects with posts in memory."""
+        with self._lock:
+            return list(self._series)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+# --- Redis ---------------------------------------------------------------------------------------------
+
+# KEYS[1]: the subject's hour totals (hash: hour -> posts); KEYS[2..]: its hour hashes (minute of the
+# hour -> posts) covering minutes [now - 1439, now], oldest first.
+# ARGV: now (epoch minute), posts, limit (-1: none), now (epoch seconds), expire-at (epoch seconds).
+# Returns {total, accepted (1/0), retry_after seconds (-1: never), reset seconds}.
+CONSUME_LUA = """
+local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local now_s = tonumber(ARGV[4])
+local expire_at = tonumber(ARGV[5])
+local first = now - 1439
+local first_hour = math.floor(first / 60)
+local last_hour = math.floor(now / 60)
+local nk = #KEYS - 1
+
+-- the minutes of hour i (1 = oldest) inside the window, as {offset, posts}, unsorted
+local function minutes(i)
+  local lo, hi = 0, 59
+  if i == 1 then lo = first % 60 end
+  if i == nk then hi = now % 60 end
+  local flat = redis.call('HGETALL', KEYS[i + 1])
+  local got = {}
+  for j = 1, #flat, 2 do
+    local off = tonumber(flat[j])
+    if off >= lo and off <= hi then got[#got + 1] = {off, tonumber(flat[j + 1])} end
+  end
+  return got
+end
+
+local function sum_and_min(list)
+  local s, m = 0, nil
+  for _, e in ipairs(list) do
+    s = s + e[2]
+    if e[2] > 0 and (m == nil or e[1] < m) then m = e[1] end
+  end
+  return s, m
+end
+
+local totals = {}
+local head = minutes(1)
+local tail = minutes(nk)
+local head_sum, head_min = sum_and_min(head)
+local tail_sum, tail_min = sum_and_min(tail)
+totals[1], totals[nk] = head_sum, tail_sum
+local total = head_sum + tail_sum
+if nk > 2 then
+  local fields = {}
+  for h = first_hour + 1, last_hour - 1 do fields[#fields + 1] = h end
+  local middle = redis.call('HMGET', KEYS[1], unpack(fields))
+  for i = 2, nk - 1 do
+    local v = tonumber(middle[i - 1]) or 0
+    totals[i] = v
+    total = total + v
+  end
+end
+
+local function seconds_until_gone(minute)
+  if minute == nil then return 0 end
+  local s = math.ceil((minute + 1440) * 60 - now_s)
+  if s < 1 then s = 1 end
+  return s
+end
+
+local function oldest()
+  if head_min ~= nil then return first_hour * 60 + head_min end
+  for i = 2, nk - 1 do
+    if totals[i] > 0 then
+      local _, m = sum_and_min(minutes(i))
+      if m ~= nil then return (first_hour + i - 1) * 60 + m end
+    end
+  end
+  if tail_min ~= nil then return last_hour * 60 + tail_min end
+  return nil
+end
+
+if limit >= 0 and total + n > limit then
+  local retry = -1
+  if n <= limit then
+    local excess = total + n - limit
+    local removed = 0
+    for i = 1, nk do
+      if totals[i] > 0 and retry < 0 then
+        local list = minutes(i)
+        table.sort(list, function(a, b) return a[1] < b[1] end)
+        for _, e in ipairs(list) do
+          removed = removed + e[2]
+          if removed >= excess then
+            retry = seconds_until_gone((first_hour + i - 1) * 60 + e[1])
+            break
+          end
+        end
+      end
+    end
+  end
+  return {total, 0, retry, seconds_until_gone(oldest())}
+end
+
+if n > 0 then
+  local off = now % 60
+  -- expiry and pruning only change with the minute or the hour: set them on its first write
+  if redis.call('HINCRBY', KEYS[nk + 1], off, n) == n then
+    redis.call('EXPIREAT', KEYS[nk + 1], expire_at)
+  end
+  if redis.call('HINCRBY', KEYS[1], last_hour, n) == n then
+    redis.call('HDEL', KEYS[1], first_hour - 1)
+    redis.call('EXPIREAT', KEYS[1], expire_at)
+  end
+  total = total + n
+  if tail_min == nil or off < tail_min then tail_min = off end
+end
+return {total, 1, 0, seconds_until_gone(oldest())}
+"""
+
+
+@dataclass
+class MeterMetrics:
+    """Counters of a meter, for logs and a metrics endpoint."""
+
+    round_trips: int = 0
+    redis_errors: int = 0
+    fallback_calls: int = 0
+    resyncs: int = 0
+    resynced_posts: int = 0
+    degraded: bool = False
+
+    def prometheus(self, prefix: str = "consentry_meter") -> str:
+        """The counters in the Prometheus text format."""
+        lines = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            kind = "gauge" if item.name == "degraded" else "counter"
+            name = f"{prefix}_{item.name}" + ("_total" if kind == "counter" else "")
+            lines += [f"# TYPE {name} {kind}", f"{name} {int(value)}"]
+        return "\n".join(lines) + "\n"
+
+
+def hour_key(prefix: str, subject: str, hour: int) -> str:
+    """The Redis key of one hour of one subject."""
+    return f"{prefix}:{{{subject}}}:{hour}"
+
+
+def totals_key(prefix: str, subject: str) -> str:
+    """The Redis key of the hour totals of one subject."""
+    return f"{prefix}:{{{subject}}}:hours"
+
+
+def window_keys(prefix: str, subject: str, now_minute: int) -> list[str]:
+    """The keys of the script: the hour totals, then the hours of the window ending at ``now_minute``."""
+    first_hour = (now_minute - WINDOW_MINUTES + 1) // 60
+    head = f"{prefix}:{{{subject}}}:"
+    return [head + "hours", *(head + str(hour) for hour in range(first_hour, now_minute // 60 + 1))]
+
+
+def _expire_at(minute: int) -> int:
+    hour_end = (minute // 60 + 1) * 3600
+    return max(hour_end + WINDOW_SECONDS + 300, int(time.time()) + 3600)
+
+
+class RedisMeter:
+    """A meter shared through Redis: one Lua script call per ``consume``; in-memory fallback."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: Any | None = None,
+        prefix: str = "consentry:meter",
+        failure_mode: FailureMode = "memory",
+        retry_interval: float = 1.0,
+        timeout: float = 0.5,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if url is None and client is None:
+            raise InvalidInput(
+                "a Redis meter needs a URL (CONSENTRY_REDIS_URL) or a client", field="redis_url"
+            )
+        if failure_mode not in ("memory", "open"):
+            raise InvalidInput("failure_mode must be 'memory' or 'open'", field="failure_mode")
+        if "{" in prefix or "}" in prefix:
+            raise InvalidInput("the key prefix must not contain braces", field="prefix")
+        self.url = url
+        self.prefix = prefix
+        self.failure_mode: FailureMode = failure_mode
+        self.retry_interval = retry_interval
+        self.timeout = timeout
+        self.metrics = MeterMetrics()
+        self._monotonic = monotonic
+        self._given_client = client
+        self._client: Any | None = client
+        self._script: Any | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fallback = MemoryMeter()
+        self._last_total: dict[str, int] = {}
+        self._pending: dict[tuple[str, int], int] = {}
+        self._down_until = 0.0
+
+    # connections are bound to an event loop: make one per loop (tests may run several loops)
+    def _redis(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._client is None or (self._given_client is None and self._loop is not loop):
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            assert self.url is not None
+            self._client = aioredis.Redis.from_url(
+                self.url,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
+            self._script = None
+            self._loop = loop
+        if self._script is None:
+            self._script = self._client.register_script(CONSUME_LUA)
+        return self._client
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the meter is counting in memory because Redis was unreachable."""
+        return self.metrics.degraded
+
+    async def consume(
+        self, subject: str, posts: int, *, limit: int | None = None, at: datetime | None = None
+    ) -> Usage:
+        """Add ``posts`` for ``subject`` unless ``limit`` would be crossed (one Redis round trip)."""
+        subject = _subject(subject)
+        posts = check_posts(posts)
+        if limit is not None:
+            limit = check_posts(limit, field="limit")
+        when = check_time(at)
+        now_seconds = when.timestamp()
+        now = math.floor(now_seconds / 60)
+        if self._monotonic() >= self._down_until:
+            try:
+                if self._pending:
+                    await self.resync()
+                self._redis()
+                assert self._script is not None
+                self.metrics.round_trips += 1
+                raw = await self._script(
+                    keys=window_keys(self.prefix, subject, now),
+                    args=[now, posts, -1 if limit is None else limit, repr(now_seconds), _expire_at(now)],
+                )
+            except Exception as error:  # Redis down, timeout, or a script error: never fail the caller
+                self._failed(error)
+            else:
+                if self.metrics.degraded and not self._pending:
+                    log.warning("Redis meter at %s is reachable again; counting there", self._where())
+                    self.metrics.degraded = False
+                total, accepted, retry, reset = (int(value) for value in raw)
+                if len(self._last_total) >= 100_000 and subject not in self._last_total:
+                    self._last_total.clear()  # a bound; only used as a base while Redis is down
+                self._last_total[subject] = total
+                return Usage(total=total, accepted=bool(accepted), retry_after=retry, reset=reset)
+        return self._consume_locally(subject, posts, limit, when, now)
+
+    def _where(self) -> str:
+        if self.url is None:
+            return "the given client"
+        from redis.connection import parse_url
+
+        try:
+            options = parse_url(self.url)
+        except ValueError:
+            return "the configured URL"
+        return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
+
+    def _failed(self, error: BaseException) -> None:
+        self.metrics.redis_errors += 1
+        self._down_until = self._monotonic() + self.retry_interval
+        if not self.metrics.degraded:
+            self.metrics.degraded = True
+            log.warning(
+                "Redis meter at %s is unreachable (%s: %s); counting in memory (failure mode %r) "
+                "and re-syncing when it is back",
+                self._where(),
+                error.__class__.__name__,
+                error,
+                self.failure_mode,
+            )
+
+    def _consume_locally(
+        self, subject: str, posts: int, limit: int | None, when: datetime, now: int
+    ) -> Usage:
+        self.metrics.fallback_calls += 1
+        base = self._last_total.get(subject, 0)
+        local_limit = None
+        if limit is not None and self.failure_mode == "memory":
+            local_limit = max(0, limit - base)
+        usage = self._fallback.consume_now(subject, posts, limit=local_limit, at=when)
+        if usage.accepted and posts:
+            key = (subject, now)
+            self._pending[key] = self._pending.get(key, 0) + posts
+        return Usage(
+            total=base + usage.total,
+            accepted=usage.accepted,
+            retry_after=usage.retry_after,
+            reset=usage.reset,
+            degraded=True,
+        )
+
+    async def resync(self) -> int:
+        """Add the posts counted in memory while Redis was down; returns how many were added."""
+        if not self._pending:
+            return 0
+        pending, self._pending = self._pending, {}
+        try:
+            client = self._redis()
+            pipe = client.pipeline(transaction=False)
+            for (subject, minute), posts in pending.items():
+                key, totals = hour_key(self.prefix, subject, minute // 60), totals_key(self.prefix, subject)
+                expire_at = _expire_at(minute)
+                pipe.hincrby(key, str(minute % 60), posts)
+                pipe.expireat(key, expire_at)
+                pipe.hincrby(totals, str(minute // 60), posts)
+                pipe.expireat(totals, expire_at)
+            self.metrics.round_trips += 1
+            await pipe.execute()
+        except BaseException:
+            for bucket, count in pending.items():
+                self._pending[bucket] = self._pending.get(bucket, 0) + count
+            raise
+        added = sum(pending.values())
+        self.metrics.resyncs += 1
+        self.metrics.resynced_posts += added
+        if not self._pending:
+            self._fallback = MemoryMeter()
+        log.warning("Redis meter re-synced %d posts counted in memory while Redis was down", added)
+        return added
+
+    async def usage(self, subject: str, *, at: datetime | None = None) -> int:
+        """Posts counted for ``subject`` in the 24 hours up to ``at``."""
+        return (await self.consume(subject, 0, at=at)).total
+
+    async def delete_subject(self, subject: str, *, at: datetime | None = None) -> None:
+        """Forget a subject's counts in the window ending at ``at`` (for tests and admin resets)."""
+        now = math.floor(check_time(at).timestamp() / 60)
+        await self._redis().delete(*window_keys(self.prefix, _subject(subject), now))
+
+    async def aclose(self) -> None:
+        """Close the connection pool (not a client passed in)."""
+        if self._client is not None and self._given_client is None:
+            try:
+                await self._client.aclose()
+            except Exception:  # closing a pool of a dead loop or server must not fail shutdown
+                log.debug("closing the Redis meter client failed", exc_info=True)
+            self._client = None
+            self._script = None

@@ -1,0 +1,352 @@
+"""Meters: the rolling 24-hour window, limits, Redis layout, fallback, re-sync and concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import random
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from consentry.errors import InvalidInput
+from consentry.metering.meter import (
+    CONSUME_LUA,
+    MemoryMeter,
+    Meter,
+    RedisMeter,
+    Usage,
+    hour_key,
+    totals_key,
+    window_keys,
+)
+from tests.metering.conftest import free_port
+from tests.services import REDIS_URL
+
+T0 = datetime(2026, 11, 20, 22, 0, 30, tzinfo=UTC)
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def test_memory_meter_counts_a_rolling_24_hours() -> None:
+    meter = MemoryMeter()
+
+    async def scenario() -> None:
+        assert (await meter.consume("org:1", 100, at=T0)).total == 100
+        assert (await meter.consume("org:1", 50, at=T0 + timedelta(hours=12))).total == 150
+        # the minute of T0 is in the window up to T0 + 23:59 and out of it from T0 + 24:00 (minute start)
+        assert await meter.usage("org:1", at=T0 + timedelta(hours=23, minutes=59)) == 150
+        assert await meter.usage("org:1", at=T0 + timedelta(hours=24) - timedelta(seconds=30)) == 50
+        assert await meter.usage("org:2", at=T0) == 0
+
+    run(scenario())
+
+
+def test_over_limit_traffic_is_still_counted_without_a_limit() -> None:
+    meter = MemoryMeter()
+    usage = meter.consume_now("org:1", 3_000_000, at=T0)
+    assert usage == Usage(total=3_000_000, accepted=True, reset=86400 - 30)
+    assert meter.consume_now("org:1", 1, at=T0).total == 3_000_001
+
+
+def test_a_limit_refuses_posts_that_would_cross_it_and_says_when_they_fit() -> None:
+    meter = MemoryMeter()
+    meter.consume_now("org:1", 60, at=T0)  # minute 22:00
+    meter.consume_now("org:1", 30, at=T0 + timedelta(hours=1))  # minute 23:00
+    refused = meter.consume_now("org:1", 50, limit=100, at=T0 + timedelta(hours=2))
+    assert not refused.accepted and refused.total == 90
+    # 40 posts must leave: the 60 of 22:00 leave at 22:00 next day, 22 hours after 00:00:30
+    assert refused.retry_after == 22 * 3600 - 30
+    assert meter.consume_now("org:1", 10, limit=100, at=T0 + timedelta(hours=2)).accepted
+    never = meter.consume_now("org:1", 101, limit=100, at=T0 + timedelta(hours=2))
+    assert not never.accepted and never.retry_after == -1
+    assert meter.consume_now("org:1", 0, at=T0 + timedelta(hours=2)).total == 100
+
+
+@pytest.mark.parametrize("posts", [-1, 1.5, "3", True, None])
+def test_bad_counts_are_invalid_input(posts: Any) -> None:
+    with pytest.raises(InvalidInput) as error:
+        MemoryMeter().consume_now("org:1", posts, at=T0)
+    assert error.value.field == "posts"
+
+
+def test_naive_times_limits_and_subjects_are_checked() -> None:
+    meter = MemoryMeter()
+    with pytest.raises(InvalidInput, match="timezone"):
+        meter.consume_now("org:1", 1, at=datetime(2026, 1, 1))
+    with pytest.raises(InvalidInput):
+        meter.consume_now("org:1", 1, limit=-5, at=T0)
+    with pytest.raises(InvalidInput):
+        meter.consume_now("org:{1}", 1, at=T0)
+    with pytest.raises(InvalidInput):
+        meter.consume_now("", 1, at=T0)
+
+
+def test_meters_satisfy_the_protocol(redis_meter: RedisMeter) -> None:
+    assert isinstance(MemoryMeter(), Meter)
+    assert isinstance(redis_meter, Meter)
+
+
+def test_redis_meter_agrees_with_the_memory_meter(redis_meter: RedisMeter) -> None:
+    memory = MemoryMeter()
+    rng = random.Random(6)
+
+    async def scenario() -> None:
+        at = T0
+        for _ in range(400):
+            at += timedelta(seconds=rng.randint(0, 900))
+            posts = rng.randint(0, 60)
+            limit = rng.choice([None, 1500, 4000])
+            expected = memory.consume_now("org:1", posts, limit=limit, at=at)
+            assert await redis_meter.consume("org:1", posts, limit=limit, at=at) == expected
+
+    run(scenario())
+
+
+def test_redis_layout_is_hourly_hashes_of_minute_buckets(
+    redis_meter: RedisMeter, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    async def scenario() -> None:
+        await redis_meter.consume("org:42", 120, at=T0)
+        await redis_meter.consume("org:42", 40, at=T0 + timedelta(minutes=1))
+        await redis_meter.consume("org:42", 5, at=T0 + timedelta(hours=1, minutes=3))
+
+    run(scenario())
+    hour = int(T0.timestamp()) // 3600
+    first = redis_client.hgetall(hour_key(redis_prefix, "org:42", hour))
+    assert first == {b"0": b"120", b"1": b"40"}
+    assert redis_client.hgetall(hour_key(redis_prefix, "org:42", hour + 1)) == {b"3": b"5"}
+    assert redis_client.hgetall(totals_key(redis_prefix, "org:42")) == {
+        str(hour).encode(): b"160",
+        str(hour + 1).encode(): b"5",
+    }
+    assert hour_key(redis_prefix, "org:42", hour) == f"{redis_prefix}:{{org:42}}:{hour}"
+    assert redis_client.ttl(hour_key(redis_prefix, "org:42", hour)) > 0
+    assert redis_client.ttl(totals_key(redis_prefix, "org:42")) > 0
+    keys = window_keys(redis_prefix, "org:42", int(T0.timestamp()) // 60)
+    assert len(keys) == 26 and keys[0] == totals_key(redis_prefix, "org:42")
+    assert keys[-1] == hour_key(redis_prefix, "org:42", hour)
+
+
+class CountingRedis(aioredis.Redis):
+    """Counts commands sent (a pipeline or a script call is one round trip)."""
+
+    commands = 0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        type(self).commands += 1
+        return await super().execute_command(*args, **options)
+
+
+def test_redis_meter_makes_one_round_trip_per_call(redis_prefix: str, redis_client: redis.Redis) -> None:
+    async def scenario() -> None:
+        client = CountingRedis.from_url(REDIS_URL)
+        client.register_script(CONSUME_LUA)
+        await client.script_load(CONSUME_LUA)  # as a running server would have it cached
+        meter = RedisMeter(client=client, prefix=redis_prefix)
+        CountingRedis.commands = 0
+        for minute in range(50):
+            await meter.consume("org:1", 3, limit=1000, at=T0 + timedelta(minutes=minute))
+        assert CountingRedis.commands == 50
+        assert meter.metrics.round_trips == 50
+        await client.aclose()
+
+    run(scenario())
+
+
+def test_redis_down_falls_back_to_memory_and_keeps_answering(caplog: pytest.LogCaptureFixture) -> None:
+    meter = RedisMeter(f"redis://127.0.0.1:{free_port()}/0", prefix="consentry-test:down", timeout=0.2)
+
+    async def scenario() -> None:
+        with caplog.at_level(logging.WARNING, logger="consentry.metering"):
+            first = await meter.consume("org:1", 70, limit=100, at=T0)
+            second = await meter.consume("org:1", 40, limit=100, at=T0)
+        assert first.accepted and first.degraded and first.total == 70
+        assert not second.accepted and second.degraded  # the limit holds on the local count
+        await meter.aclose()
+
+    run(scenario())
+    assert meter.degraded
+    assert meter.metrics.redis_errors == 1  # the second call did not retry within retry_interval
+    assert meter.metrics.fallback_calls == 2
+    assert "unreachable" in caplog.text
+    assert "consentry_meter_redis_errors_total 1" in meter.metrics.prometheus()
+    assert "consentry_meter_degraded 1" in meter.metrics.prometheus()
+
+
+class Proxy:
+    """A TCP proxy in front of the test Redis that can be stopped and started (Redis 'down' and 'back')."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    def _call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self.writers |= {writer, upstream_writer}
+        await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+
+    async def _start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    def start(self) -> None:
+        self._call(self._start())
+
+    def stop(self) -> None:
+        self._call(self._stop())
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def proxy(redis_client: redis.Redis) -> Iterator[Proxy]:
+    parts = urlsplit(REDIS_URL)
+    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 6379)
+    proxy.start()
+    yield proxy
+    proxy.close()
+
+
+def test_redis_meter_resyncs_what_it_counted_while_redis_was_down(
+    proxy: Proxy, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    parts = urlsplit(REDIS_URL)
+    url = urlunsplit((parts.scheme, f"127.0.0.1:{proxy.port}", parts.path, "", ""))
+    clock = [0.0]
+    meter = RedisMeter(url, prefix=redis_prefix, monotonic=lambda: clock[0], retry_interval=5.0)
+    direct = RedisMeter(REDIS_URL, prefix=redis_prefix)
+
+    async def scenario() -> None:
+        assert (await meter.consume("org:9", 100, at=T0)).total == 100
+        proxy.stop()
+        with caplog.at_level(logging.WARNING, logger="consentry.metering"):
+            down = await meter.consume("org:9", 25, at=T0 + timedelta(minutes=1))
+            also_down = await meter.consume("org:9", 5, at=T0 + timedelta(minutes=61))
+        assert down.degraded and down.total == 125  # last known Redis total + local count
+        assert also_down.degraded and also_down.total == 130
+        assert await direct.usage("org:9", at=T0 + timedelta(minutes=61)) == 100
+        proxy.start()
+        clock[0] = 10.0  # past retry_interval: the next call tries Redis again
+        with caplog.at_level(logging.WARNING, logger="consentry.metering"):
+            back = await meter.consume("org:9", 1, at=T0 + timedelta(minutes=62))
+        assert not back.degraded and back.total == 131
+        assert await direct.usage("org:9", at=T0 + timedelta(minutes=62)) == 131
+        await meter.aclose()
+        await direct.aclose()
+
+    run(scenario())
+    assert meter.metrics.resyncs == 1 and meter.metrics.resynced_posts == 30
+    assert not meter.degraded
+    assert "re-synced 30 posts" in caplog.text
+
+
+def _thread_worker(prefix: str, seed: int, calls: int, limit: int | None, out: list[tuple[int, int]]) -> None:
+    async def work() -> tuple[int, int]:
+        meter = RedisMeter(REDIS_URL, prefix=prefix)
+        rng = random.Random(seed)
+        sent = accepted = 0
+        for _ in range(calls):
+            posts = rng.randint(1, 9)
+            usage = await meter.consume("org:1", posts, limit=limit, at=T0)
+            sent += posts
+            accepted += posts if usage.accepted else 0
+            assert not usage.degraded
+        await meter.aclose()
+        return sent, accepted
+
+    out.append(asyncio.run(work()))
+
+
+def _process_worker(prefix: str, seed: int, calls: int) -> int:
+    out: list[tuple[int, int]] = []
+    _thread_worker(prefix, seed, calls, None, out)
+    return out[0][1]
+
+
+def test_concurrent_threads_lose_nothing_and_never_cross_a_limit(
+    redis_prefix: str, redis_client: redis.Redis
+) -> None:
+    results: list[tuple[int, int]] = []
+    threads = [
+        threading.Thread(target=_thread_worker, args=(redis_prefix, seed, 150, None, results))
+        for seed in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4
+    total = run(RedisMeter(REDIS_URL, prefix=redis_prefix).usage("org:1", at=T0))
+    assert total == sum(sent for sent, _ in results)
+
+    limited_prefix = redis_prefix + ":limited"
+    results.clear()
+    threads = [
+        threading.Thread(target=_thread_worker, args=(limited_prefix, seed, 100, 1000, results))
+        for seed in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    limited = run(RedisMeter(REDIS_URL, prefix=limited_prefix).usage("org:1", at=T0))
+    assert limited == sum(accepted for _, accepted in results)
+    assert 1000 - 9 < limited <= 1000
+    redis_client.delete(*redis_client.scan_iter(match=f"{limited_prefix}:*"))
+
+
+def test_concurrent_processes_lose_nothing(redis_prefix: str, redis_client: redis.Redis) -> None:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(3) as pool:
+        accepted = pool.starmap(_process_worker, [(redis_prefix, seed, 200) for seed in range(3)])
+    total = run(RedisMeter(REDIS_URL, prefix=redis_prefix).usage("org:1", at=T0))
+    assert total == sum(accepted)
+
+
+def test_open_failure_mode_serves_everything_while_redis_is_down() -> None:
+    meter = RedisMeter(f"redis://127.0.0.1:{free_port()}/0", failure_mode="open", timeout=0.2)
+    usage = run(meter.consume("org:1", 50, limit=10, at=T0))
+    assert usage.accepted and usage.degraded and usage.total == 50
+    with pytest.raises(InvalidInput):
+        RedisMeter("redis://127.0.0.1:6379/0", failure_mode="closed")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        RedisMeter()
