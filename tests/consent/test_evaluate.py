@@ -233,3 +233,15 @@ def test_vectorised_agrees_with_single_checks(
                 account=a, setting=key, at=at, events=own, policies=policies, jurisdictions=J
             )
             assert rows[a.account_id][key] == single.allowed, (a, key)
+
+
+def test_no_accounts_gives_an_empty_table() -> None:
+    empty = evaluate_many(
+        ACCOUNT_SCHEMA.empty_table(),
+        EVENT_SCHEMA.empty_table(),
+        settings=KEYS,
+        at=AT,
+        policies=[START],
+        jurisdictions=J,
+    )
+    assert empty.num_rows == 0 and empty.column_names == ["account_id", "reason", *KEYS]

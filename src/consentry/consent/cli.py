@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -92,16 +92,10 @@ def settings_set(
             (receipt_dir / f"receipt-{chain['seq']}.json").write_text(json.dumps(signed, indent=2), "utf-8")
 
 
-@policy_app.command("add")
-@cli_errors
-def policy_add(
-    file: Annotated[Path, typer.Argument(help="JSON: effective_at, applies_to, defaults, title, summary.")],
-) -> None:
-    """Add a policy version from a JSON file."""
+def _read_policy(file: Path) -> Any:
     from pydantic import ValidationError
 
-    from consentry.consent import service
-    from consentry.consent.schemas import PolicyIn, PolicyOut
+    from consentry.consent.schemas import PolicyIn
 
     try:
         body = PolicyIn.model_validate_json(file.read_bytes())
@@ -110,20 +104,74 @@ def policy_add(
     except ValidationError as error:
         first = error.errors()[0]
         raise InvalidInput(first["msg"], field=".".join(str(p) for p in first["loc"])) from error
-    effective_at = body.effective_at if body.effective_at.tzinfo else body.effective_at.replace(tzinfo=UTC)
+    if body.effective_at.tzinfo is None:
+        body.effective_at = body.effective_at.replace(tzinfo=UTC)
+    return body
+
+
+def _print_impact(impact: Any) -> None:
+    table = Table(
+        "setting", "group", "change", "accounts", title=f"impact at {impact.effective_at.isoformat()}"
+    )
+    for row in impact.rows:
+        table.add_row(row.setting, row.group, f"{row.before} -> {row.after}", f"{row.accounts:,}")
+    console.print(table)
+    console.print(
+        f"{impact.changed_accounts:,} of {impact.accounts:,} accounts change; silent opt-ins: "
+        f"{impact.silent_opt_ins:,}; changes defaults: {'yes' if impact.changes_defaults else 'no'}"
+    )
+
+
+@policy_app.command("impact")
+@cli_errors
+def policy_impact(
+    file: Annotated[Path, typer.Argument(help="JSON: effective_at, applies_to, defaults, title, summary.")],
+) -> None:
+    """Show how many accounts' effective consent a candidate version would change, without adding it."""
+    from consentry.consent import service
+
+    body = _read_policy(file)
+    ctx = service.ConsentContext.from_settings(get_settings())
+    with open_database().read() as session:
+        candidate = service.candidate_policy(
+            session,
+            effective_at=body.effective_at,
+            applies_to=body.applies_to,
+            defaults=body.defaults,
+            title=body.title,
+            ctx=ctx,
+        )
+        _print_impact(service.policy_impact(session, candidate=candidate, ctx=ctx))
+
+
+@policy_app.command("add")
+@cli_errors
+def policy_add(
+    file: Annotated[Path, typer.Argument(help="JSON: effective_at, applies_to, defaults, title, summary.")],
+    allow_opt_in: Annotated[
+        bool, typer.Option("--allow-opt-in", help="Knowingly switch existing accounts from deny to allow.")
+    ] = False,
+) -> None:
+    """Add a policy version from a JSON file (its impact is measured and printed)."""
+    from consentry.consent import service
+    from consentry.consent.schemas import PolicyOut
+
+    body = _read_policy(file)
     ctx = service.ConsentContext.from_settings(get_settings())
     with open_database().write() as session:
-        row = service.add_policy(
+        row, impact = service.add_policy(
             session,
-            effective_at=effective_at,
+            effective_at=body.effective_at,
             applies_to=body.applies_to,
             defaults=body.defaults,
             title=body.title,
             summary=body.summary,
             created_by="cli",
             ctx=ctx,
+            allow_opt_in=allow_opt_in or body.allow_opt_in,
         )
         console.print_json(PolicyOut.model_validate(row).model_dump_json())
+    _print_impact(impact)
 
 
 @policy_app.command("list")

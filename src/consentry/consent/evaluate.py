@@ -155,7 +155,7 @@ def _ts(column: pa.ChunkedArray | pa.Array, fill: int) -> np.ndarray:
     return np.asarray(pc.fill_null(ints, fill).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _group_index(country: pa.ChunkedArray, jurisdictions: Jurisdictions) -> np.ndarray:
+def group_index(country: pa.ChunkedArray, jurisdictions: Jurisdictions) -> np.ndarray:
     """Per account, the index of its jurisdiction group in ``jurisdictions.names``."""
     encoded = pc.dictionary_encode(pc.fill_null(pc.utf8_upper(country), "")).combine_chunks()
     lookup = np.array(
@@ -196,7 +196,7 @@ def evaluate_many(
     reason = np.where(minor, REASON_MINOR, np.where(inactive, REASON_INACTIVE, REASON_NONE)).astype(np.int8)
     blocked = reason != REASON_NONE
 
-    groups = _group_index(accounts.column("country"), jurisdictions)
+    groups = group_index(accounts.column("country"), jurisdictions)
     # row 0 of the defaults table stands for "no policy applies" (deny); policy i is row i + 1
     chosen = np.zeros(n, dtype=np.int32)
     policy_list = ordered(policies)
@@ -214,7 +214,8 @@ def evaluate_many(
             table[index + 1, g] = [policy.default(group, key) == "allow" for key in settings]
     value = table[chosen, groups]  # (accounts, settings): the defaults
     explicit_set, explicit_allow = _latest_explicit(events, ids, settings, t)
-    explicit_set, explicit_allow = explicit_set.reshape(n, -1), explicit_allow.reshape(n, -1)
+    explicit_set = explicit_set.reshape(n, len(settings))
+    explicit_allow = explicit_allow.reshape(n, len(settings))
     value = np.where(explicit_set, explicit_allow, value) & ~blocked[:, None]
     columns: dict[str, pa.Array] = {"account_id": pa.array(ids, pa.int64()), "reason": pa.array(reason)}
     for k, key in enumerate(settings):

@@ -13,11 +13,13 @@ from consentry.consent.schemas import (
     ChangeOut,
     EventOut,
     HistoryOut,
+    ImpactOut,
     PolicyIn,
     PolicyOut,
     SettingOut,
     SettingsOut,
     SettingsUpdate,
+    impact_out,
 )
 from consentry.consent.writer import ConsentWriter
 from consentry.db import utcnow
@@ -103,11 +105,28 @@ def gpc_support() -> dict[str, Any]:
     return {"gpc": True, "lastUpdate": "2026-11-22"}
 
 
+@router.post("/v1/policies/impact", tags=["policies"])
+def policy_impact(request: Request, body: PolicyIn, principal: AdminDep, database: DatabaseDep) -> ImpactOut:
+    """Measure, without adding it, how many accounts' consent a candidate version would change (admin)."""
+    ctx = context(request)
+    with database.read() as session:
+        candidate = service.candidate_policy(
+            session,
+            effective_at=aware(body.effective_at),
+            applies_to=body.applies_to,
+            defaults=body.defaults,
+            title=body.title,
+            ctx=ctx,
+        )
+        return impact_out(service.policy_impact(session, candidate=candidate, ctx=ctx))
+
+
 @router.post("/v1/policies", status_code=201, tags=["policies"])
 def add_policy(request: Request, body: PolicyIn, principal: AdminDep, database: DatabaseDep) -> PolicyOut:
-    """Add a policy version (admin). It must take effect in the future and cover every setting."""
+    """Add a policy version (admin): in the future, announced ahead if it changes defaults, never a
+    silent opt-in unless ``allow_opt_in``."""
     with database.write() as session:
-        row = service.add_policy(
+        row, impact = service.add_policy(
             session,
             effective_at=aware(body.effective_at),
             applies_to=body.applies_to,
@@ -116,8 +135,11 @@ def add_policy(request: Request, body: PolicyIn, principal: AdminDep, database: 
             summary=body.summary,
             created_by=f"token:{principal.token_id}",
             ctx=context(request),
+            allow_opt_in=body.allow_opt_in,
         )
-        return PolicyOut.model_validate(row)
+        out = PolicyOut.model_validate(row)
+    out.impact = impact_out(impact)
+    return out
 
 
 @router.get("/v1/policies", tags=["policies"])

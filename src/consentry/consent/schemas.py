@@ -79,6 +79,33 @@ class PolicyIn(BaseModel):
     )
     title: str = Field(min_length=1, max_length=200)
     summary: str = Field(default="", max_length=5000)
+    allow_opt_in: bool = Field(
+        default=False,
+        description="Knowingly switch existing accounts from deny to allow (otherwise refused).",
+    )
+
+
+class ImpactRowOut(BaseModel):
+    """Accounts of one jurisdiction group whose value of one setting would change."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    setting: str
+    group: str
+    before: Value
+    after: Value
+    accounts: int
+
+
+class ImpactOut(BaseModel):
+    """What a candidate policy version would change when it takes effect."""
+
+    effective_at: datetime
+    accounts: int
+    changed_accounts: int
+    silent_opt_ins: int
+    changes_defaults: bool
+    rows: list[ImpactRowOut]
 
 
 class PolicyOut(BaseModel):
@@ -93,3 +120,16 @@ class PolicyOut(BaseModel):
     title: str
     summary: str
     created_at: datetime
+    impact: ImpactOut | None = Field(default=None, description="Measured when the version was added.")
+
+
+def impact_out(impact: Any) -> ImpactOut:
+    """The API form of a measured impact."""
+    return ImpactOut(
+        effective_at=impact.effective_at,
+        accounts=impact.accounts,
+        changed_accounts=impact.changed_accounts,
+        silent_opt_ins=impact.silent_opt_ins,
+        changes_defaults=impact.changes_defaults,
+        rows=[ImpactRowOut.model_validate(row) for row in impact.rows],
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -23,6 +23,7 @@ from consentry.consent.evaluate import (
     effective_consent,
     evaluate_many,
 )
+from consentry.consent.impact import Impact, measure_impact
 from consentry.consent.models import ConsentEvent, PolicyVersion, Subject
 from consentry.consent.policy import APPLIES_TO, Policy, applicable, validate_defaults
 from consentry.consent.receipts import Signer, build_receipt, load_or_create_signer
@@ -96,19 +97,20 @@ def list_policies(session: Session) -> list[PolicyVersion]:
     return list(session.scalars(select(PolicyVersion).order_by(PolicyVersion.version)))
 
 
-def add_policy(
+DEFAULT_NOTICE = timedelta(days=30)
+
+
+def candidate_policy(
     session: Session,
     *,
     effective_at: datetime,
     applies_to: str,
     defaults: Any,
     title: str,
-    summary: str,
-    created_by: str,
     ctx: ConsentContext,
     now: datetime | None = None,
-) -> PolicyVersion:
-    """Add a policy version that takes effect in the future. Versions are never edited afterwards."""
+) -> Policy:
+    """Validate a would-be policy version and return it (numbered as the next version)."""
     now = now or utcnow()
     if effective_at.tzinfo is None:
         raise InvalidInput("effective_at must carry a time zone", field="effective_at")
@@ -123,11 +125,70 @@ def add_policy(
         raise InvalidInput("title must not be empty", field="title")
     clean = validate_defaults(defaults, catalog=ctx.catalog, jurisdictions=ctx.jurisdictions)
     version = (session.scalar(select(func.max(PolicyVersion.version))) or 0) + 1
-    row = PolicyVersion(
-        version=version,
+    return Policy(
+        version=version, effective_at=effective_at, applies_to=applies_to, defaults=clean, title=title
+    )
+
+
+def policy_impact(session: Session, *, candidate: Policy, ctx: ConsentContext) -> Impact:
+    """How many accounts' effective consent the candidate would change, per setting and jurisdiction."""
+    return measure_impact(
+        candidate=candidate,
+        policies=load_policies(session),
+        accounts=accounts_table(session),
+        events=events_table(session),
+        settings=ctx.catalog.keys,
+        jurisdictions=ctx.jurisdictions,
+    )
+
+
+def add_policy(
+    session: Session,
+    *,
+    effective_at: datetime,
+    applies_to: str,
+    defaults: Any,
+    title: str,
+    summary: str,
+    created_by: str,
+    ctx: ConsentContext,
+    allow_opt_in: bool = False,
+    notice: timedelta = DEFAULT_NOTICE,
+    now: datetime | None = None,
+) -> tuple[PolicyVersion, Impact]:
+    """Add a policy version that takes effect in the future; versions are never edited afterwards.
+
+    A version that changes any default must be announced ``notice`` ahead; one that would silently opt
+    existing accounts in is refused unless ``allow_opt_in``.
+    """
+    now = now or utcnow()
+    candidate = candidate_policy(
+        session,
         effective_at=effective_at,
         applies_to=applies_to,
-        defaults=clean,
+        defaults=defaults,
+        title=title,
+        ctx=ctx,
+        now=now,
+    )
+    impact = policy_impact(session, candidate=candidate, ctx=ctx)
+    if impact.changes_defaults and effective_at < now + notice:
+        raise InvalidInput(
+            f"this version changes defaults, so it must be announced at least {notice.days} days ahead "
+            f"(effective_at on or after {(now + notice).isoformat()})",
+            field="effective_at",
+        )
+    if impact.silent_opt_ins and not allow_opt_in:
+        raise Conflict(
+            f"this version would silently opt {impact.silent_opt_ins} existing accounts in; apply it to "
+            "new accounts only, or pass allow_opt_in to do it knowingly",
+            field="applies_to",
+        )
+    row = PolicyVersion(
+        version=candidate.version,
+        effective_at=effective_at,
+        applies_to=applies_to,
+        defaults=dict(candidate.defaults),
         title=title.strip(),
         summary=summary.strip(),
         created_at=now,
@@ -135,7 +196,7 @@ def add_policy(
     )
     session.add(row)
     session.flush()
-    return row
+    return row, impact
 
 
 def get_policy(session: Session, version: int) -> PolicyVersion:
