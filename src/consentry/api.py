@@ -153,6 +153,7 @@ def create_app(
     from consentry.metering.router import router as metering_router
     from consentry.metering.service import AccessLogWriter
     from consentry.migrate import upgrade
+    from consentry.signals.router import router as signals_router
     from consentry.social.router import router as social_router
 
     settings = settings or get_settings()
@@ -199,6 +200,7 @@ def create_app(
     app.include_router(consent_router)
     app.include_router(social_router)
     app.include_router(metering_router)
+    app.include_router(signals_router)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:

@@ -12,6 +12,7 @@ from consentry.consent.cli import ledger_app, policy_app, receipt_app, settings_
 from consentry.lake import cli as lake_cli
 from consentry.metering.cli import damages_app, org_app
 from consentry.social.cli import app as account_app
+from consentry.social.cli import platform_app
 
 app = typer.Typer(
     help="Consentry: decide whose content may flow into AI, enforce it, and prove it.",
@@ -29,6 +30,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(receipt_app, name="receipt")
 app.add_typer(token_app, name="token")
 app.add_typer(lake_cli.app, name="lake")
+app.add_typer(platform_app, name="platform")
 app.add_typer(org_app, name="org")
 app.add_typer(damages_app, name="damages")
 app.add_typer(demo_app, name="demo")
@@ -91,7 +93,11 @@ def demo(
     console.print(f"Admin token:   {info.admin_token}", highlight=False, soft_wrap=True)
     for handle, (account_id, token) in info.account_tokens.items():
         console.print(f"Account {account_id} @{handle}: {token}", highlight=False, soft_wrap=True)
+    if info.seeded is not None:
+        console.print(f"Seeded: {info.seeded.rows}", highlight=False, soft_wrap=True)
     first = next(iter(info.account_tokens.values()))[1]
+    for line in info.try_commands(base):
+        console.print(line, highlight=False, soft_wrap=True)
     console.print("\nTry, as an iOS client:", highlight=False)
     console.print(
         f"  curl -s -X PUT {base}/v1/me/settings -H 'Authorization: Bearer {first}' "

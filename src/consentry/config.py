@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     damages_threshold_posts: int = Field(
         default=1_000_000, gt=0, description="Posts per organisation per 24 h before liquidated damages."
     )
+    blocked_can_read: bool = Field(
+        default=True, description="Blocked accounts may still read the blocker's public posts."
+    )
+    robots_ai_scope: Literal["all", "training"] = Field(
+        default="all", description="robots.txt blocks every known AI crawler, or only those that train."
+    )
+    tdm_policy_url: str | None = Field(default=None, description="TDM policy linked from tdmrep.json.")
     unregistered_mode: Literal["allow", "meter", "throttle", "block", "pay"] = Field(
         default="meter", description="Enforcement mode for traffic of organisations nobody registered."
     )

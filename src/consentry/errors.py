@@ -7,6 +7,7 @@ message and exits non-zero. Nothing here knows about HTTP beyond the status numb
     ├── InvalidInput               422  bad value; ``field`` names the offending input
     │   └── PayloadTooLarge        413
     ├── NotFound                   404
+    │   └── Gone                   410  it existed but was deleted
     ├── Conflict                   409  the request clashes with the current state
     ├── Unauthenticated            401  missing, unknown or revoked credentials
     ├── Forbidden                  403  authenticated but not allowed
@@ -47,6 +48,13 @@ class NotFound(ConsentryError):
 
     status = 404
     title = "Not found"
+
+
+class Gone(NotFound):
+    """The named thing existed but was deleted (a deleted post, a deleted account)."""
+
+    status = 410
+    title = "Gone"
 
 
 class Conflict(ConsentryError):

@@ -1,14 +1,39 @@
-"""HTTP routes for accounts (admin)."""
+"""HTTP routes of the reference platform: accounts (admin) and the platform API under ``/v1/platform``.
+
+``router`` is what the application mounts; it includes ``platform_router``. Routes only translate HTTP
+into service calls (``consentry.social.service``), which hold every rule.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from consentry.api_deps import AdminDep, DatabaseDep
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from consentry.api_deps import AccountDep, AdminDep, DatabaseDep, bearer_token
+from consentry.auth.service import Principal, resolve_token
+from consentry.metering.middleware import report_posts
+from consentry.signals.headers import post_signal_headers
 from consentry.social import service
-from consentry.social.schemas import AccountIn, AccountOut
+from consentry.social.schemas import (
+    AccountIn,
+    AccountOut,
+    ActionOut,
+    ChatIn,
+    ChatOut,
+    FollowRequestOut,
+    InteractionOut,
+    PostIn,
+    PostOut,
+    PostPage,
+    ProfileOut,
+)
 
 router = APIRouter(tags=["accounts"])
+platform_router = APIRouter(prefix="/v1/platform", tags=["platform"])
+
+
+# --- accounts (admin) -------------------------------------------------------------------------------
 
 
 @router.post("/v1/accounts", status_code=201)
@@ -51,3 +76,264 @@ def delete_account(account_id: int, principal: AdminDep, database: DatabaseDep) 
     """Delete an account (admin): its ledger events become anonymous, the chain still verifies."""
     with database.write() as session:
         return AccountOut.model_validate(service.delete_account(session, account_id=account_id))
+
+
+# --- platform: who is reading, and the block switch ------------------------------------------------
+
+
+def optional_viewer(request: Request, database: DatabaseDep) -> int | None:
+    """The reading account: ``None`` without a token (or with an admin token); 401 for a bad token."""
+    token = bearer_token(request)
+    if not token:
+        return None
+    with database.read() as session:
+        principal: Principal = resolve_token(session, token)
+    return principal.account_id if principal.kind == "account" else None
+
+
+def blocked_can_read(request: Request) -> bool:
+    """Whether blocked accounts may read the blocker's public posts: the ``blocked_can_read`` setting if
+    the application's settings have one, else ``CONSENTRY_BLOCKED_CAN_READ`` (default on)."""
+    value = getattr(request.app.state.settings, "blocked_can_read", None)
+    return value if isinstance(value, bool) else service.blocked_can_read_default()
+
+
+ViewerDep = Annotated[int | None, Depends(optional_viewer)]
+BlockedCanReadDep = Annotated[bool, Depends(blocked_can_read)]
+
+
+def _me(principal: Principal) -> int:
+    assert principal.account_id is not None  # AccountDep guarantees it
+    return principal.account_id
+
+
+# --- posts ------------------------------------------------------------------------------------------
+
+
+@platform_router.post("/posts", status_code=201)
+def create_post(body: PostIn, principal: AccountDep, database: DatabaseDep) -> PostOut:
+    """Publish a post, a reply (``reply_to``) or a quote (``quote_of``)."""
+    with database.write() as session:
+        post = service.create_post(
+            session,
+            author_id=_me(principal),
+            text=body.text,
+            visibility=body.visibility,
+            media=body.media,
+            reply_to=body.reply_to,
+            quote_of=body.quote_of,
+        )
+        return PostOut.of(service.post_views(session, [post])[0])
+
+
+@platform_router.get("/posts/{post_id}")
+def read_post(
+    request: Request,
+    response: Response,
+    post_id: int,
+    viewer: ViewerDep,
+    can_read: BlockedCanReadDep,
+    database: DatabaseDep,
+) -> PostOut:
+    """One post (anonymous readers see public posts of unprotected accounts); 410 once deleted.
+
+    The response carries its author's AI-use signals (``Content-Usage``, ``X-Robots-Tag``) and counts
+    one post served for the scraping meter.
+    """
+    with database.read() as session:
+        view = service.get_post(session, post_id=post_id, viewer_id=viewer, blocked_can_read=can_read)
+        response.headers.update(
+            post_signal_headers(session, author_id=view.post.author_id, ctx=request.app.state.consent)
+        )
+        report_posts(request, 1)
+        return PostOut.of(view)
+
+
+@platform_router.delete("/posts/{post_id}", status_code=204)
+def delete_post(post_id: int, principal: AccountDep, database: DatabaseDep) -> None:
+    """Delete one of your posts; reading it answers 410 from then on."""
+    with database.write() as session:
+        service.delete_post(session, account_id=_me(principal), post_id=post_id)
+
+
+@platform_router.post("/posts/{post_id}/like")
+def like(post_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+    """Like a post."""
+    with database.write() as session:
+        changed = service.like_post(session, account_id=_me(principal), post_id=post_id)
+    return ActionOut(account_id=_me(principal), target_id=post_id, state="liked", changed=changed)
+
+
+@platform_router.delete("/posts/{post_id}/like")
+def unlike(post_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+    """Withdraw a like."""
+    with database.write() as session:
+        changed = service.unlike_post(session, account_id=_me(principal), post_id=post_id)
+    return ActionOut(account_id=_me(principal), target_id=post_id, state="not_liked", changed=changed)
+
+
+@platform_router.post("/posts/{post_id}/repost")
+def repost(post_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+    """Repost a public post to your followers."""
+    with database.write() as session:
+        changed = service.repost_post(session, account_id=_me(principal), post_id=post_id)
+    return ActionOut(account_id=_me(principal), target_id=post_id, state="reposted", changed=changed)
+
+
+@platform_router.delete("/posts/{post_id}/repost")
+def unrepost(post_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+    """Withdraw a repost."""
+    with database.write() as session:
+        changed = service.unrepost_post(session, account_id=_me(principal), post_id=post_id)
+    return ActionOut(account_id=_me(principal), target_id=post_id, state="not_reposted", changed=changed)
+
+
+# --- accounts ---------------------------------------------------------------------------------------
+
+
+@platform_router.get("/accounts/{account_id}")
+def profile(account_id: int, database: DatabaseDep) -> ProfileOut:
+    """An account's public profile; 410 once deleted."""
+    with database.read() as session:
+        return ProfileOut.model_validate(service.visible_account(session, account_id))
+
+
+@platform_router.get("/accounts/{account_id}/posts")
+def account_posts(
+    request: Request,
+    response: Response,
+    account_id: int,
+    viewer: ViewerDep,
+    can_read: BlockedCanReadDep,
+    database: DatabaseDep,
+    limit: Annotated[int, Query(ge=1, le=service.PAGE_LIMIT)] = 20,
+    before: Annotated[int | None, Query(description="only posts with a smaller id")] = None,
+) -> PostPage:
+    """An account's live posts that you may read, newest first (with the author's AI-use signals)."""
+    with database.read() as session:
+        page = service.account_posts(
+            session,
+            account_id=account_id,
+            viewer_id=viewer,
+            blocked_can_read=can_read,
+            limit=limit,
+            before=before,
+        )
+        response.headers.update(
+            post_signal_headers(session, author_id=account_id, ctx=request.app.state.consent)
+        )
+        report_posts(request, len(page.posts))
+        return PostPage(
+            account=ProfileOut.model_validate(page.account),
+            posts=[PostOut.of(view) for view in page.posts],
+            complete=page.complete,
+            next_before=page.next_before,
+        )
+
+
+@platform_router.post("/accounts/{account_id}/follow")
+def follow(account_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+    """Follow an account; for a protected account this asks, and it must approve."""
+    me = _me(principal)
+    with database.write() as session:
+        row, changed = service.follow(session, follower_id=me, followee_id=account_id)
+        state = "requested" if row.pending else "following"
+    return ActionOut(account_id=me, target_id=account_id, state=state, changed=changed)
+
+
+@platform_router.delete("/accounts/{account_id}/follow")
+def unfollow(account_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+    """Stop following an account (or withdraw a request)."""
+    me = _me(principal)
+    with database.write() as session:
+        changed = service.unfollow(session, follower_id=me, followee_id=account_id)
+    return ActionOut(account_id=me, target_id=account_id, state="not_following", changed=changed)
+
+
+@platform_router.post("/accounts/{account_id}/block")
+def block(account_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+    """Block an account: follows between you end, and it can no longer interact with you."""
+    me = _me(principal)
+    with database.write() as session:
+        changed = service.block(session, blocker_id=me, blocked_id=account_id)
+    return ActionOut(account_id=me, target_id=account_id, state="blocking", changed=changed)
+
+
+@platform_router.delete("/accounts/{account_id}/block")
+def unblock(account_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+    """Lift a block."""
+    me = _me(principal)
+    with database.write() as session:
+        changed = service.unblock(session, blocker_id=me, blocked_id=account_id)
+    return ActionOut(account_id=me, target_id=account_id, state="not_blocking", changed=changed)
+
+
+@platform_router.get("/me/follow-requests")
+def follow_requests(principal: AccountDep, database: DatabaseDep) -> list[FollowRequestOut]:
+    """Pending requests to follow you (a protected account), oldest first."""
+    with database.read() as session:
+        rows = service.follow_requests(session, account_id=_me(principal))
+        return [
+            FollowRequestOut(follower_id=row.follower_id, handle=handle, requested_at=row.created_at)
+            for row, handle in rows
+        ]
+
+
+@platform_router.post("/me/follow-requests/{follower_id}")
+def approve_follower(follower_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+    """Approve a follow request: the account now sees your followers-only posts."""
+    me = _me(principal)
+    with database.write() as session:
+        service.approve_follower(session, account_id=me, follower_id=follower_id)
+    return ActionOut(account_id=follower_id, target_id=me, state="following", changed=True)
+
+
+@platform_router.delete("/me/follow-requests/{follower_id}")
+def decline_follower(follower_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+    """Decline a follow request."""
+    me = _me(principal)
+    with database.write() as session:
+        service.decline_follower(session, account_id=me, follower_id=follower_id)
+    return ActionOut(account_id=follower_id, target_id=me, state="declined", changed=True)
+
+
+# --- assistant --------------------------------------------------------------------------------------
+
+
+@platform_router.post("/assistant/chat", status_code=201)
+def chat(body: ChatIn, principal: AccountDep, database: DatabaseDep) -> ChatOut:
+    """Ask the assistant; the prompt and its answer are recorded as an assistant interaction."""
+    with database.write() as session:
+        result = service.chat(session, account_id=_me(principal), prompt=body.prompt)
+        row = result.interaction
+        return ChatOut(
+            id=row.id,
+            account_id=row.account_id,
+            created_at=row.created_at,
+            prompt=row.prompt,
+            response=row.response,
+            source_post_ids=[post.id for post in result.sources],
+        )
+
+
+@platform_router.get("/assistant/interactions")
+def list_interactions(
+    principal: AccountDep,
+    database: DatabaseDep,
+    limit: Annotated[int, Query(ge=1, le=service.PAGE_LIMIT)] = 20,
+    before: Annotated[int | None, Query(description="only interactions with a smaller id")] = None,
+) -> list[InteractionOut]:
+    """Your exchanges with the assistant, newest first."""
+    with database.read() as session:
+        rows = service.interactions(session, account_id=_me(principal), limit=limit, before=before)
+        return [InteractionOut.model_validate(row) for row in rows]
+
+
+@platform_router.delete("/assistant/interactions/{interaction_id}", status_code=204)
+def delete_interaction(interaction_id: int, principal: AccountDep, database: DatabaseDep) -> None:
+    """Delete one of your exchanges with the assistant."""
+    with database.write() as session:
+        service.delete_interaction(session, account_id=_me(principal), interaction_id=interaction_id)
+
+
+router.include_router(platform_router)

@@ -1,0 +1,157 @@
+"""Platform services beyond HTTP: the block switch, account deletion, the assistant's source seam."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from consentry.api import create_app
+from consentry.config import Settings
+from consentry.db import Database
+from consentry.errors import Forbidden, Gone, InvalidInput, NotFound
+from consentry.social import service
+from consentry.social.models import AssistantInteraction, Post
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, True),
+        ("", True),
+        ("1", True),
+        ("on", True),
+        ("TRUE", True),
+        ("0", False),
+        ("off", False),
+        ("No", False),
+    ],
+)
+def test_blocked_can_read_switch_reads_the_environment(
+    monkeypatch: pytest.MonkeyPatch, raw: str | None, expected: bool
+) -> None:
+    if raw is None:
+        monkeypatch.delenv(service.BLOCKED_CAN_READ_ENV, raising=False)
+    else:
+        monkeypatch.setenv(service.BLOCKED_CAN_READ_ENV, raw)
+    assert service.blocked_can_read_default() is expected
+
+
+def test_blocked_can_read_switch_rejects_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(service.BLOCKED_CAN_READ_ENV, "maybe")
+    with pytest.raises(InvalidInput) as error:
+        service.blocked_can_read_default()
+    assert error.value.field == service.BLOCKED_CAN_READ_ENV
+
+
+def _pair(database: Database) -> tuple[int, int]:
+    with database.write() as session:
+        a = service.create_account(session, handle="a", country="US", birth_year=1990)
+        b = service.create_account(session, handle="b", country="FR", birth_year=1980)
+        return a.id, b.id
+
+
+def test_the_switch_applies_to_the_running_service(
+    database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from consentry.auth.service import create_token
+
+    monkeypatch.setenv(service.BLOCKED_CAN_READ_ENV, "off")
+    settings = Settings(home=tmp_path / "home", database_url=database.url)
+    a, b = _pair(database)
+    with database.write() as session:
+        post = service.create_post(session, author_id=a, text="hello")
+        service.block(session, blocker_id=a, blocked_id=b)
+        token = create_token(session, kind="account", account_id=b)
+    with TestClient(create_app(settings, database=database, migrate=False)) as client:
+        response = client.get(f"/v1/platform/posts/{post.id}", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 403 and "@a has blocked you" in response.json()["detail"]
+        assert client.get(f"/v1/platform/posts/{post.id}").status_code == 200
+
+
+def test_deleting_an_account_deletes_its_posts_and_relations(database: Database) -> None:
+    a, b = _pair(database)
+    with database.write() as session:
+        own = service.create_post(session, author_id=a, text="mine")
+        theirs = service.create_post(session, author_id=b, text="theirs")
+        service.like_post(session, account_id=a, post_id=theirs.id)
+        service.repost_post(session, account_id=a, post_id=theirs.id)
+        service.follow(session, follower_id=a, followee_id=b)
+        service.follow(session, follower_id=b, followee_id=a)
+        service.chat(session, account_id=a, prompt="hello there")
+    with database.write() as session:
+        service.block(session, blocker_id=b, blocked_id=a)
+        deleted = service.delete_account(session, account_id=a)
+    with database.read() as session:
+        assert session.get(Post, own.id).deleted_at == deleted.status_changed_at  # type: ignore[union-attr]
+        assert session.get(Post, theirs.id).deleted_at is None  # type: ignore[union-attr]
+        chats = session.scalars(sa.select(AssistantInteraction)).all()
+        assert [c.deleted_at for c in chats] == [deleted.status_changed_at]
+        for table in ("likes", "reposts", "follows", "blocks"):
+            assert session.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one() == 0, table
+        with pytest.raises(Gone):
+            service.get_post(session, post_id=own.id, viewer_id=b)
+
+
+def test_accounts_need_an_iso_country(database: Database) -> None:
+    with pytest.raises(InvalidInput) as error, database.write() as session:
+        service.create_account(session, handle="uk", country="UK", birth_year=1990)
+    assert error.value.field == "country"
+
+
+def test_inactive_accounts_cannot_act(database: Database) -> None:
+    a, b = _pair(database)
+    with database.write() as session:
+        post = service.create_post(session, author_id=b, text="hi")
+        service.deactivate_account(session, account_id=a)
+    for act in (
+        lambda s: service.create_post(s, author_id=a, text="x"),
+        lambda s: service.like_post(s, account_id=a, post_id=post.id),
+        lambda s: service.follow(s, follower_id=a, followee_id=b),
+        lambda s: service.block(s, blocker_id=a, blocked_id=b),
+        lambda s: service.chat(s, account_id=a, prompt="hello"),
+    ):
+        with pytest.raises(Forbidden, match="deactivated"), database.write() as session:
+            act(session)
+    with database.write() as session, pytest.raises(NotFound):
+        service.follow(session, follower_id=b, followee_id=a)  # a deactivated account is hidden
+
+
+def test_realtime_sources_is_the_eligibility_seam(database: Database) -> None:
+    a, b = _pair(database)
+    with database.write() as session:
+        old = service.create_post(session, author_id=b, text="Pizza night")
+        service.create_post(session, author_id=b, text="Pasta night")
+        new = service.create_post(session, author_id=b, text="More PIZZA_100% please")
+        mine = service.create_post(session, author_id=a, text="pizza for me")
+    with database.read() as session:
+        found = service.realtime_sources(session, prompt="Any pizza tips?", viewer_id=a, limit=5)
+        assert [p.id for p in found] == [mine.id, new.id, old.id]
+        assert service.realtime_sources(session, prompt="100% ?", viewer_id=a) == []
+        one = service.realtime_sources(session, prompt="pizza", viewer_id=a, limit=1)
+        assert [p.id for p in one] == [mine.id]
+    with database.write() as session:
+        service.deactivate_account(session, account_id=b)
+    with database.read() as session:
+        assert [p.id for p in service.realtime_sources(session, prompt="pizza", viewer_id=a)] == [mine.id]
+
+
+def test_prompt_keywords() -> None:
+    assert service.prompt_keywords("What are people saying about Sourdough and ramen?") == [
+        "sourdough",
+        "ramen",
+    ]
+    assert service.prompt_keywords("hi, 2024!") == []
+
+
+def test_reply_counts_leave_out_deleted_replies(database: Database) -> None:
+    a, b = _pair(database)
+    with database.write() as session:
+        post = service.create_post(session, author_id=a, text="question")
+        service.create_post(session, author_id=b, text="answer", reply_to=post.id)
+        gone = service.create_post(session, author_id=b, text="oops", reply_to=post.id)
+        service.delete_post(session, account_id=b, post_id=gone.id)
+    with database.read() as session:
+        assert service.get_post(session, post_id=post.id, viewer_id=None).replies == 1
