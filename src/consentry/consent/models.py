@@ -11,6 +11,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from consentry.db import Base, UTCDateTime
 
 
+RowId = BigInteger().with_variant(Integer, "sqlite")
+"""64-bit keys that are SQLite's rowid itself (no second index), BIGINT elsewhere."""
+
+
 class PolicyVersion(Base):
     """A version of the default-consent policy. Never edited once it takes effect."""
 
@@ -32,7 +36,7 @@ class Subject(Base):
 
     __tablename__ = "consent_subjects"
 
-    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    account_id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=False)
     subject_key: Mapped[str] = mapped_column(String(32), unique=True)
 
 
@@ -45,7 +49,7 @@ class ConsentEvent(Base):
         Index("ix_consent_events_subject_setting", "subject_key", "setting", "recorded_at"),
     )
 
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=False)
     subject_key: Mapped[str] = mapped_column(String(32))
     setting: Mapped[str] = mapped_column(String(64))
     value: Mapped[str] = mapped_column(String(8))

@@ -58,7 +58,9 @@ def upgrade() -> None:
 
     op.create_table(
         "consent_events",
-        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column(
+            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False
+        ),
         sa.Column("subject_key", sa.String(length=32), nullable=False),
         sa.Column("setting", sa.String(length=64), nullable=False),
         sa.Column("value", sa.String(length=8), nullable=False),
@@ -78,7 +80,12 @@ def upgrade() -> None:
 
     op.create_table(
         "consent_subjects",
-        sa.Column("account_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column(
+            "account_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=False,
+            nullable=False,
+        ),
         sa.Column("subject_key", sa.String(length=32), nullable=False),
         sa.PrimaryKeyConstraint("account_id", name=op.f("pk_consent_subjects")),
         sa.UniqueConstraint("subject_key", name=op.f("uq_consent_subjects_subject_key")),
