@@ -148,6 +148,7 @@ def create_app(
 ) -> FastAPI:
     """Build the application; applies migrations first unless ``migrate`` is false."""
     from consentry.consent.router import router as consent_router
+    from consentry.datasets.router import router as datasets_router
     from consentry.metering.meter import MemoryMeter, Meter, RedisMeter
     from consentry.metering.middleware import DatabaseDirectory, MeteringMiddleware
     from consentry.metering.router import router as metering_router
@@ -201,6 +202,7 @@ def create_app(
     app.include_router(social_router)
     app.include_router(metering_router)
     app.include_router(signals_router)
+    app.include_router(datasets_router)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:

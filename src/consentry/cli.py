@@ -9,6 +9,7 @@ import typer
 from consentry.auth.cli import app as token_app
 from consentry.cli_support import cli_errors, console, open_database
 from consentry.consent.cli import ledger_app, policy_app, receipt_app, settings_app
+from consentry.datasets.cli import dataset_app, recipient_app
 from consentry.lake import cli as lake_cli
 from consentry.metering.cli import damages_app, org_app
 from consentry.social.cli import app as account_app
@@ -31,6 +32,8 @@ app.add_typer(receipt_app, name="receipt")
 app.add_typer(token_app, name="token")
 app.add_typer(lake_cli.app, name="lake")
 app.add_typer(platform_app, name="platform")
+app.add_typer(recipient_app, name="recipient")
+app.add_typer(dataset_app, name="dataset")
 app.add_typer(org_app, name="org")
 app.add_typer(damages_app, name="damages")
 app.add_typer(demo_app, name="demo")

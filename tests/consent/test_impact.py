@@ -152,3 +152,30 @@ def test_impact_api(client: TestClient, database: Database, ctx: ConsentContext,
         headers={"Authorization": f"Bearer {admin_token}"},
     )
     assert accepted.status_code == 201 and accepted.json()["impact"]["changed_accounts"] == 2
+
+
+def test_accounts_whose_consent_changes_are_notified(
+    client: TestClient, database: Database, ctx: ConsentContext
+) -> None:
+    ids = populate(database, ctx)
+    with database.write() as session:
+        row, _ = service.add_policy(
+            session,
+            effective_at=utcnow() + timedelta(days=45),
+            applies_to="all",
+            defaults=OPEN_EEA,
+            title="Open EEA",
+            summary="",
+            created_by="test",
+            ctx=ctx,
+            allow_opt_in=True,
+        )
+    with database.read() as session:
+        notified = {n.account_id for n in session.execute(sa.text("SELECT account_id FROM notifications"))}
+    assert notified == set(ids[1:3])
+    with database.write() as session:
+        from consentry.auth.service import create_token
+
+        token = create_token(session, kind="account", account_id=ids[2])
+    [notice] = client.get("/v1/me/notifications", headers={"Authorization": f"Bearer {token}"}).json()
+    assert notice["kind"] == "policy_change" and notice["payload"]["policy_version"] == row.version

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from consentry.db import Base, UTCDateTime
 
-
 RowId = BigInteger().with_variant(Integer, "sqlite")
 """64-bit keys that are SQLite's rowid itself (no second index), BIGINT elsewhere."""
 
@@ -69,3 +68,16 @@ class LedgerHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Notification(Base):
+    """A message for an account holder that the platform delivers (in-app, e-mail: its choice)."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

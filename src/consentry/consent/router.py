@@ -14,6 +14,7 @@ from consentry.consent.schemas import (
     EventOut,
     HistoryOut,
     ImpactOut,
+    NotificationOut,
     PolicyIn,
     PolicyOut,
     SettingOut,
@@ -91,6 +92,17 @@ def my_receipt(request: Request, seq: int, principal: AccountDep, database: Data
     assert principal.account_id is not None
     with database.read() as session:
         return service.receipt_for(session, account_id=principal.account_id, seq=seq, ctx=context(request))
+
+
+@router.get("/v1/me/notifications", tags=["settings"])
+def my_notifications(
+    principal: AccountDep, database: DatabaseDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[NotificationOut]:
+    """The caller's notifications, newest first (policy changes that change their effective consent)."""
+    assert principal.account_id is not None
+    with database.read() as session:
+        rows = service.notifications(session, account_id=principal.account_id, limit=limit)
+        return [NotificationOut.model_validate(row) for row in rows]
 
 
 @router.get("/.well-known/consentry/receipt-key", tags=["receipts"])

@@ -133,3 +133,15 @@ def impact_out(impact: Any) -> ImpactOut:
         changes_defaults=impact.changes_defaults,
         rows=[ImpactRowOut.model_validate(row) for row in impact.rows],
     )
+
+
+class NotificationOut(BaseModel):
+    """A message for the account holder (for example: a policy change that changes their consent)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    created_at: datetime
+    delivered_at: datetime | None

@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from consentry.config import Settings
@@ -24,7 +24,7 @@ from consentry.consent.evaluate import (
     evaluate_many,
 )
 from consentry.consent.impact import Impact, measure_impact
-from consentry.consent.models import ConsentEvent, PolicyVersion, Subject
+from consentry.consent.models import ConsentEvent, Notification, PolicyVersion, Subject
 from consentry.consent.policy import APPLIES_TO, Policy, applicable, validate_defaults
 from consentry.consent.receipts import Signer, build_receipt, load_or_create_signer
 from consentry.db import utcnow
@@ -159,7 +159,8 @@ def add_policy(
     """Add a policy version that takes effect in the future; versions are never edited afterwards.
 
     A version that changes any default must be announced ``notice`` ahead; one that would silently opt
-    existing accounts in is refused unless ``allow_opt_in``.
+    existing accounts in is refused unless ``allow_opt_in``. Every account whose effective consent
+    changes gets a notification for the platform to deliver.
     """
     now = now or utcnow()
     candidate = candidate_policy(
@@ -196,7 +197,30 @@ def add_policy(
     )
     session.add(row)
     session.flush()
+    notices = [
+        {
+            "account_id": account_id,
+            "kind": "policy_change",
+            "payload": {
+                "policy_version": row.version,
+                "effective_at": effective_at.isoformat(),
+                "title": row.title,
+            },
+            "created_at": now,
+        }
+        for account_id in impact.changed_account_ids
+    ]
+    for start in range(0, len(notices), 10_000):
+        session.execute(insert(Notification), notices[start : start + 10_000])
     return row, impact
+
+
+def notifications(session: Session, *, account_id: int, limit: int = 100) -> list[Notification]:
+    """An account's notifications, newest first."""
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit must be between 1 and 1000", field="limit")
+    query = select(Notification).where(Notification.account_id == account_id)
+    return list(session.scalars(query.order_by(Notification.id.desc()).limit(limit)))
 
 
 def get_policy(session: Session, version: int) -> PolicyVersion:

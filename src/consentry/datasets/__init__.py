@@ -1,0 +1,1 @@
+"""Consent-enforced dataset releases: eligibility, transforms, engines, manifests, lineage."""

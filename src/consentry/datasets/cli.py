@@ -1,0 +1,267 @@
+"""``consentry recipient add|list`` and ``consentry dataset build|list|show|verify``.
+
+Heavy libraries (pyarrow, duckdb, pyspark) are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from consentry.cli_support import cli_errors, console, fail, open_database
+from consentry.config import get_settings
+from consentry.consent.cli import parse_time
+from consentry.errors import InvalidInput
+
+recipient_app = typer.Typer(help="Recipients of dataset releases.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Build, list, show and verify consent-enforced releases.", no_args_is_help=True
+)
+
+
+def _time(text: str | None, field: str) -> datetime | None:
+    return parse_time(text, field=field) if text is not None else None
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _pairs(items: list[str] | None, field: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"{item!r} is not KEY=VALUE", field=field)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+@recipient_app.command("add")
+@cli_errors
+def recipient_add(
+    name: str,
+    kind: Annotated[str, typer.Option(help="first_party or third_party.")],
+    purposes: Annotated[str, typer.Option(help="Comma-separated, e.g. train-ai,ai-input.")] = "train-ai",
+    categories: Annotated[str, typer.Option(help="Comma-separated.")] = "posts",
+) -> None:
+    """Register a recipient (its pseudonymisation secret is generated and kept in the database)."""
+    from consentry.datasets import service
+
+    with open_database().write() as session:
+        recipient = service.add_recipient(
+            session, name=name, kind=kind, purposes=_split(purposes), categories=_split(categories)
+        )
+        console.print(
+            f"recipient [bold]{recipient.name}[/] ({recipient.kind}): purposes "
+            f"{', '.join(recipient.purposes)}; categories {', '.join(recipient.categories)}",
+            highlight=False,
+        )
+
+
+@recipient_app.command("list")
+@cli_errors
+def recipient_list() -> None:
+    """List recipients."""
+    from consentry.datasets import service
+
+    table = Table("name", "kind", "purposes", "categories", "created")
+    with open_database().read() as session:
+        for r in service.list_recipients(session):
+            table.add_row(
+                r.name, r.kind, ", ".join(r.purposes), ", ".join(r.categories), r.created_at.isoformat()
+            )
+    console.print(table)
+
+
+@dataset_app.command("build")
+@cli_errors
+def dataset_build(
+    recipient: Annotated[str, typer.Option(help="Recipient name.")],
+    lake: Annotated[Path, typer.Option(help="The lake folder (accounts/, posts/, ...).")],
+    out: Annotated[Path, typer.Option(help="New (or empty) folder for the release.")],
+    purpose: Annotated[str, typer.Option(help="train-ai, ai-input, ai-train or search.")] = "train-ai",
+    categories: Annotated[
+        str, typer.Option(help="Comma-separated: posts, assistant_interactions.")
+    ] = "posts",
+    since: Annotated[str | None, typer.Option(help="Only records created at or after (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Only records created before (ISO 8601).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Evaluate consent at (default now).")] = None,
+    engine: Annotated[str, typer.Option(help="duckdb (default) or spark.")] = "duckdb",
+    since_release: Annotated[
+        str | None, typer.Option("--since-release", help="Incremental on top of this release.")
+    ] = None,
+    scrub_pii: Annotated[
+        bool | None,
+        typer.Option(
+            "--scrub-pii/--no-scrub-pii", help="Replace e-mails and phones (default: third parties)."
+        ),
+    ] = None,
+    retain: Annotated[
+        list[str] | None, typer.Option("--retain", help="CATEGORY=DAYS retention window; repeatable.")
+    ] = None,
+    license: Annotated[str, typer.Option(help="License field of the dataset card.")] = "other",
+    engine_option: Annotated[
+        list[str] | None,
+        typer.Option("--engine-option", help="KEY=VALUE (DuckDB memory_limit/threads, spark.*); repeatable."),
+    ] = None,
+) -> None:
+    """Build and publish a consent-enforced release; prints what was included and excluded."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from consentry.consent.service import ConsentContext
+    from consentry.datasets import service
+    from consentry.datasets.eligibility import Retention
+
+    retention_days: dict[str, int] = {}
+    for key, value in _pairs(retain, "retain").items():
+        if not value.isdigit():
+            raise InvalidInput(f"retention of {key} must be a whole number of days", field="retain")
+        retention_days[key] = int(value)
+    retention = Retention(retention_days)
+    settings = get_settings()
+    ctx = ConsentContext.from_settings(settings)
+    database = open_database(settings)
+    bar = Progress(
+        TextColumn("{task.description:<36}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    tasks: list[TaskID] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if not tasks:
+            bar.start()
+            tasks.append(bar.add_task(stage, total=total))
+        bar.update(tasks[0], description=stage, completed=done, total=total)
+
+    try:
+        release = service.build_release(
+            database,
+            ctx=ctx,
+            recipient=recipient,
+            purpose=purpose,
+            categories=_split(categories),
+            lake=lake,
+            out=out,
+            as_of=_time(as_of, "as_of"),
+            since=_time(since, "since"),
+            until=_time(until, "until"),
+            engine=engine,
+            since_release=since_release,
+            scrub_pii=scrub_pii,
+            retention=retention,
+            license=license,
+            engine_options=_pairs(engine_option, "engine_option"),
+            progress=progress,
+        )
+    finally:
+        if tasks:
+            bar.stop()
+    manifest = service.read_manifest(release)
+    console.print(f"[green]published[/] release [bold]{release.id}[/] at {release.path}", highlight=False)
+    _print_summary(manifest)
+
+
+def _print_summary(manifest: dict[str, Any]) -> None:
+    from consentry.datasets.eligibility import REASONS
+
+    rows: dict[str, int] = manifest["rows"]
+    excluded: dict[str, dict[str, int]] = manifest["excluded"]
+    table = Table("records", *rows, title=f"release {manifest['release_id']}", title_justify="left")
+    table.add_row("[green]released[/]", *(f"{n:,}" for n in rows.values()))
+    for reason in REASONS:
+        table.add_row(f"excluded: {reason}", *(f"{excluded[c].get(reason, 0):,}" for c in rows))
+    console.print(table)
+    incremental = manifest.get("incremental") or {}
+    if incremental.get("since_release"):
+        removals = incremental.get("removals", {})
+        console.print(
+            f"incremental on {incremental['since_release']}: removals "
+            + ", ".join(f"{c} {n:,}" for c, n in removals.items()),
+            highlight=False,
+        )
+
+
+@dataset_app.command("list")
+@cli_errors
+def dataset_list(
+    recipient: Annotated[str | None, typer.Option(help="Only this recipient's releases.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 100,
+) -> None:
+    """List releases, newest first."""
+    from consentry.datasets import service
+
+    table = Table(title="releases", title_justify="left")
+    table.add_column("id", no_wrap=True, min_width=26)
+    for name in ("recipient", "purpose", "categories", "as of", "rows", "excluded", "status"):
+        table.add_column(name, overflow="fold", justify="right" if name in ("rows", "excluded") else "left")
+    with open_database().read() as session:
+        names = service.recipient_names(session)
+        for r in service.list_releases(session, recipient=recipient, limit=limit):
+            table.add_row(
+                r.id,
+                names.get(r.recipient_id, "?"),
+                r.purpose,
+                ", ".join(r.categories),
+                r.as_of.isoformat(),
+                f"{r.rows:,}",
+                f"{r.excluded:,}",
+                r.status,
+            )
+    console.print(table)
+
+
+@dataset_app.command("show")
+@cli_errors
+def dataset_show(
+    release_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False,
+) -> None:
+    """Show a release: where it is, what it holds, and what was excluded and why."""
+    from consentry.datasets import service
+
+    with open_database().read() as session:
+        release = service.get_release(session, release_id)
+        manifest = service.read_manifest(release)
+        path, status = release.path, release.status
+    if as_json:
+        console.print_json(json.dumps(manifest))
+        return
+    console.print(
+        f"[bold]{release_id}[/] ({status}) for {manifest['recipient']['name']} ({manifest['purpose']}), "
+        f"consent as of {manifest['as_of']}, engine {manifest['engine']}\n{path}",
+        highlight=False,
+    )
+    _print_summary(manifest)
+
+
+@dataset_app.command("verify")
+@cli_errors
+def dataset_verify(release_id: str) -> None:
+    """Recompute checksums and row counts against the manifest; exit 1 on any difference."""
+    from consentry.datasets import service
+
+    with open_database().read() as session:
+        report = service.verify_release(session, release_id=release_id)
+    if not report.ok:
+        for problem in report.problems:
+            console.print(f"[red]✗[/] {problem}", highlight=False)
+        raise fail(f"release {release_id} does not match its manifest ({len(report.problems)} problem(s))")
+    rows = ", ".join(f"{c} {n:,}" for c, n in report.rows.items())
+    console.print(f"[green]✓[/] {report.release_id}: {report.files} files match the manifest ({rows} rows)")

@@ -1,0 +1,110 @@
+"""API shapes of the datasets domain (kept apart from the ORM tables)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Kind = Literal["first_party", "third_party"]
+EngineName = Literal["duckdb", "spark"]
+
+
+class RecipientCreate(BaseModel):
+    """A recipient to register; its pseudonymisation secret is generated and never returned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, examples=["assistant"])
+    kind: Kind
+    purposes: list[str] = Field(min_length=1, examples=[["train-ai"]])
+    categories: list[str] = Field(min_length=1, examples=[["posts", "assistant_interactions"]])
+
+
+class RecipientOut(BaseModel):
+    """A recipient (without its secret)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    kind: str
+    purposes: list[str]
+    categories: list[str]
+    created_at: datetime
+
+
+class BuildCreate(BaseModel):
+    """A release to build in the background (times without an offset are UTC)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipient: str
+    purpose: str = Field(examples=["train-ai"])
+    categories: list[str] = Field(min_length=1, examples=[["posts"]])
+    lake: str = Field(description="Lake folder on the server.")
+    out: str | None = Field(default=None, description="Release folder; default <home>/releases/job-<id>.")
+    as_of: datetime | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    engine: EngineName = "duckdb"
+    since_release: str | None = None
+    scrub_pii: bool | None = Field(default=None, description="Default: on for third parties.")
+    retention_days: dict[str, int] = Field(default_factory=dict, description="Per category, in days.")
+    license: str = "other"
+
+
+class BuildJobOut(BaseModel):
+    """A build job and its progress (``done`` of ``total`` steps, the current ``stage``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    status: Literal["queued", "running", "succeeded", "failed"]
+    stage: str
+    done: int
+    total: int
+    release_id: str | None
+    error: str | None
+    params: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ReleaseOut(BaseModel):
+    """A published release."""
+
+    id: str
+    recipient: str
+    purpose: str
+    categories: list[str]
+    as_of: datetime
+    since: datetime | None
+    until: datetime | None
+    since_release: str | None
+    engine: str
+    status: str
+    path: str
+    manifest_sha256: str
+    rows: int
+    excluded: int
+    removals: int
+    created_at: datetime
+
+
+class ReleaseDetail(ReleaseOut):
+    """A release with its manifest."""
+
+    manifest: dict[str, Any]
+
+
+class VerifyOut(BaseModel):
+    """The outcome of recomputing a release's checksums and row counts."""
+
+    release_id: str
+    ok: bool
+    files: int
+    rows: dict[str, int]
+    problems: list[str]

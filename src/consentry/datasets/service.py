@@ -1,0 +1,991 @@
+"""Dataset use cases: recipients, building releases, listing, showing and verifying them, build jobs.
+
+A build checks the request and the lake, reads policies, ledger head and the recipient's secret, then
+runs an engine into a staging folder while a worker thread evaluates the author facts (ledger events
+up to ``as_of`` over the lake's ``accounts/``); it writes lineage, manifest and dataset card, and
+publishes by one atomic rename while the release row is recorded (one commit). Any failure before the
+rename leaves nothing published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from pyroaring import BitMap64
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consentry import __version__
+from consentry.consent.catalog import PURPOSES
+from consentry.consent.evaluate import EVENT_SCHEMA
+from consentry.consent.models import LedgerHead
+from consentry.consent.service import ConsentContext, load_policies
+from consentry.datasets import lineage, writer
+from consentry.datasets.eligibility import (
+    RELEASE_CATEGORIES,
+    SPECS,
+    Authors,
+    Retention,
+    Window,
+    author_facts,
+    covering_settings,
+    with_pseudonyms,
+)
+from consentry.datasets.engines import (
+    ENGINES,
+    REMOVALS_SCHEMA,
+    STEPS_PER_CATEGORY,
+    CategoryJob,
+    CategoryOutcome,
+    EngineJob,
+    Progress,
+    get_engine,
+)
+from consentry.datasets.manifest import MANIFEST_FORMAT, dataset_card, write_manifest
+from consentry.datasets.models import RECIPIENT_KINDS, BuildJob, LakeCheck, Recipient, Release
+from consentry.datasets.transforms import PSEUDONYM_SCHEME
+from consentry.db import Database, utcnow
+from consentry.errors import Conflict, ConsentryError, IntegrityFailure, InvalidInput, NotFound
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+REMOVALS = "removals.parquet"
+README = "README.md"
+WORK = ".work"
+
+# --- recipients -------------------------------------------------------------------------------------
+
+
+def add_recipient(
+    session: Session,
+    *,
+    name: str,
+    kind: str,
+    purposes: Sequence[str],
+    categories: Sequence[str],
+    now: datetime | None = None,
+) -> Recipient:
+    """Register a recipient with the purposes and categories it may receive; its pseudonymisation secret
+    is generated here and never shown."""
+    if not NAME.match(name):
+        raise InvalidInput("name must be 1-100 letters, digits, '.', '_' or '-'", field="name")
+    if kind not in RECIPIENT_KINDS:
+        raise InvalidInput(f"kind must be one of {', '.join(RECIPIENT_KINDS)}", field="kind")
+    if not purposes or any(p not in PURPOSES for p in purposes):
+        raise InvalidInput(f"purposes must be a non-empty subset of {', '.join(PURPOSES)}", field="purposes")
+    if not categories or any(c not in RELEASE_CATEGORIES for c in categories):
+        raise InvalidInput(
+            f"categories must be a non-empty subset of {', '.join(RELEASE_CATEGORIES)}", field="categories"
+        )
+    if session.scalar(select(Recipient.id).where(Recipient.name == name)) is not None:
+        raise Conflict(f"recipient {name!r} exists", field="name")
+    recipient = Recipient(
+        name=name,
+        kind=kind,
+        purposes=sorted(set(purposes), key=PURPOSES.index),
+        categories=sorted(set(categories), key=RELEASE_CATEGORIES.index),
+        secret=secrets.token_hex(32),
+        created_at=now or utcnow(),
+    )
+    session.add(recipient)
+    session.flush()
+    return recipient
+
+
+def list_recipients(session: Session) -> list[Recipient]:
+    """Every recipient, by name."""
+    return list(session.scalars(select(Recipient).order_by(Recipient.name)))
+
+
+def get_recipient(session: Session, name: str) -> Recipient:
+    """The recipient called ``name``, or ``NotFound``."""
+    recipient = session.scalar(select(Recipient).where(Recipient.name == name))
+    if recipient is None:
+        raise NotFound(
+            f"unknown recipient {name!r}; add it with 'consentry recipient add'", field="recipient"
+        )
+    return recipient
+
+
+# --- consent inputs ---------------------------------------------------------------------------------
+
+
+def _timestamps(values: Sequence[Any]) -> pa.Array:
+    """Database timestamps (SQLite text or naive datetimes, both UTC) as an Arrow UTC column."""
+    array = pa.array(values)
+    if pa.types.is_string(array.type) or pa.types.is_null(array.type):
+        array = array.cast(pa.string()).cast(pa.timestamp("us"))
+    return array.cast(pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
+
+
+def _fetch(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of a query run straight on the driver (no per-row ORM processing); ``?`` placeholders."""
+    raw: Any = session.connection().connection.dbapi_connection
+    if session.get_bind().dialect.name == "postgresql":
+        sql = sql.replace("?", "%s")
+    cursor = raw.cursor()
+    try:
+        cursor.execute(sql, tuple(params))
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+    finally:
+        cursor.close()
+    return rows
+
+
+_EVENT_CSV = pacsv.ConvertOptions(
+    column_types={
+        "account_id": pa.int64(),
+        "setting": pa.string(),
+        "value": pa.string(),
+        "recorded_at": pa.timestamp("us"),
+        "seq": pa.int64(),
+    }
+)
+
+
+def _csv_table(data: bytes, names: list[str], convert: pacsv.ConvertOptions) -> pa.Table:
+    if not data:
+        return pa.table({n: pa.array([], convert.column_types[n]) for n in names})
+    return pacsv.read_csv(
+        io.BytesIO(data), read_options=pacsv.ReadOptions(column_names=names), convert_options=convert
+    )
+
+
+def ledger_events(session: Session, *, settings: Sequence[str], until: datetime) -> pa.Table:
+    """Explicit events for ``settings`` recorded at or before ``until`` of still-mapped accounts, in
+    ``EVENT_SCHEMA``: the rows ``consent.service.events_table`` gives for those settings.
+
+    Millions of events must not become Python objects one by one: SQLite concatenates the rows into one
+    CSV text (``group_concat``) and PostgreSQL streams them with ``COPY ... TO STDOUT``; Arrow parses
+    the CSV. Every value is an identifier, a number or a timestamp, so no quoting is needed.
+    """
+    if not settings:
+        return EVENT_SCHEMA.empty_table()
+    bound = until.astimezone(UTC).replace(tzinfo=None)
+    dialect = session.get_bind().dialect.name
+    names = ["account_id", "setting", "value", "recorded_at", "seq"]
+    raw: Any = session.connection().connection.dbapi_connection
+    if dialect == "sqlite":
+        marks = ", ".join("?" for _ in settings)
+        cursor = raw.cursor()
+        try:
+            # the mapping, then the events: two plain scans joined in Arrow beat SQLite's index join
+            cursor.execute(
+                "SELECT group_concat(subject_key || ',' || account_id, char(10)) FROM consent_subjects"
+            )
+            subjects_csv = (cursor.fetchone()[0] or "").encode()
+            cursor.execute(
+                "SELECT group_concat(subject_key || ',' || setting || ',' || value || ',' || recorded_at "
+                f"|| ',' || seq, char(10)) FROM consent_events "
+                f"WHERE setting IN ({marks}) AND recorded_at <= ?",
+                (*settings, bound.strftime("%Y-%m-%d %H:%M:%S.%f")),
+            )
+            events_csv = (cursor.fetchone()[0] or "").encode()
+        finally:
+            cursor.close()
+        subjects = _csv_table(
+            subjects_csv,
+            ["subject_key", "account_id"],
+            pacsv.ConvertOptions(column_types={"subject_key": pa.string(), "account_id": pa.int64()}),
+        )
+        events = _csv_table(
+            events_csv,
+            ["subject_key", *names[1:]],
+            pacsv.ConvertOptions(column_types={"subject_key": pa.string(), **_EVENT_CSV.column_types}),
+        )
+        table = events.join(subjects, keys="subject_key", join_type="inner")
+    elif dialect == "postgresql":
+        literal = ", ".join("'" + s.replace("'", "''") + "'" for s in settings)
+        query = (
+            "COPY (SELECT s.account_id, e.setting, e.value, e.recorded_at, e.seq FROM consent_events e "
+            f"JOIN consent_subjects s ON s.subject_key = e.subject_key WHERE e.setting IN ({literal}) "
+            f"AND e.recorded_at <= '{bound.isoformat(sep=' ')}') TO STDOUT WITH (FORMAT csv)"
+        )
+        buffer = io.BytesIO()
+        with raw.cursor() as cursor, cursor.copy(query) as copy:
+            for block in copy:
+                buffer.write(block)
+        table = _csv_table(buffer.getvalue(), names, _EVENT_CSV)
+    else:  # any other database: row by row
+        marks = ", ".join("?" for _ in settings)
+        rows = _fetch(
+            session,
+            "SELECT s.account_id, e.setting, e.value, e.recorded_at, e.seq FROM consent_events e "
+            "JOIN consent_subjects s ON s.subject_key = e.subject_key "
+            f"WHERE e.setting IN ({marks}) AND e.recorded_at <= ?",
+            [*settings, bound],
+        )
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 5
+        table = pa.table(
+            {
+                name: _timestamps(values)
+                if name == "recorded_at"
+                else pa.array(values, _EVENT_CSV.column_types[name])
+                for name, values in zip(names, columns, strict=True)
+            }
+        )
+    table = table.set_column(
+        table.schema.get_field_index("recorded_at"),
+        "recorded_at",
+        pc.cast(table["recorded_at"], pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),
+    )
+    return table.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
+
+
+def _accounts(lake: Path) -> pa.Table:
+    columns = [
+        "account_id",
+        "created_at",
+        "country",
+        "birth_year",
+        "status",
+        "status_changed_at",
+        "protected",
+    ]
+    table = ds.dataset(lake / "accounts", format="parquet").to_table(columns=columns)
+    return table.cast(
+        pa.schema(
+            [
+                ("account_id", pa.int64()),
+                ("created_at", pa.timestamp("us", tz="UTC")),
+                ("country", pa.string()),
+                ("birth_year", pa.int16()),
+                ("status", pa.string()),
+                ("status_changed_at", pa.timestamp("us", tz="UTC")),
+                ("protected", pa.bool_()),
+            ]
+        )
+    )
+
+
+# --- the lake ---------------------------------------------------------------------------------------
+
+
+def _lake_files(lake: Path, folder: str) -> list[str]:
+    directory = lake / folder
+    files = []
+    for path in sorted(directory.rglob("*.parquet")):
+        if not any(part.startswith((".", "_")) for part in path.relative_to(directory).parts):
+            files.append(str(path.resolve()))
+    return files
+
+
+def lake_fingerprint(lake: Path) -> tuple[str, int]:
+    """SHA-256 over every Parquet file's relative path, size and modification time; and the file count."""
+    digest = hashlib.sha256()
+    count = 0
+    for path in sorted(lake.rglob("*.parquet")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(lake)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        count += 1
+    return digest.hexdigest(), count
+
+
+def _check_lake(session: Session, lake: Path) -> LakeCheck | None:
+    """Run the full data-contract check unless this exact lake snapshot passed it before; returns the
+    record to store when it newly passed."""
+    from consentry.lake.check import check_lake
+
+    if not lake.is_dir():
+        raise NotFound(f"no lake folder at {lake}", field="lake")
+    fingerprint, files = lake_fingerprint(lake)
+    if session.get(LakeCheck, fingerprint) is not None:
+        return None
+    report = check_lake(lake)
+    if not report.ok:
+        shown = "; ".join(f"{v.folder}: {v.message}" for v in report.violations[:3])
+        more = f" (and {len(report.violations) - 3} more)" if len(report.violations) > 3 else ""
+        raise InvalidInput(
+            f"the lake fails the data-contract check: {shown}{more}; run 'consentry lake check {lake}'",
+            field="lake",
+        )
+    return LakeCheck(fingerprint=fingerprint, path=str(lake.resolve()), files=files, checked_at=utcnow())
+
+
+# --- building ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Steps:
+    """Counts build steps and reports them to the caller's progress callback."""
+
+    total: int
+    progress: Progress | None
+    done: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+    _current: str | None = None
+    _since: float = 0.0
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self._current is not None:
+            self.timings[self._current] = round(now - self._since, 3)
+            self.done = min(self.done + 1, self.total)
+        self._current, self._since = stage, now
+        if self.progress is not None:
+            self.progress(stage, self.done, self.total)
+
+    def finish(self) -> None:
+        """Report the end of the last step: ``("published", total, total)``."""
+        self("published")
+        self._current = None
+
+
+@dataclass(frozen=True)
+class _FutureAuthors:
+    """Author facts computed on the worker thread (``engines.AuthorSource``)."""
+
+    evaluated: Future[tuple[Authors, int]]
+    names: Future[pa.Table]
+
+    def ready(self) -> bool:
+        return self.evaluated.done()
+
+    def facts(self) -> pa.Table:
+        return self.evaluated.result()[0].table
+
+    def named(self) -> pa.Table:
+        return self.names.result()
+
+
+def _release_id(now: datetime) -> str:
+    return f"rel-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def _aware(at: datetime | None, field_name: str) -> datetime | None:
+    if at is not None and at.tzinfo is None:
+        raise InvalidInput(f"{field_name} must carry a time zone", field=field_name)
+    return at
+
+
+@dataclass(frozen=True)
+class _Link:
+    """A release of an incremental chain, detached from the session."""
+
+    id: str
+    path: str
+    categories: tuple[str, ...]
+
+
+def _held(
+    session: Session, base: Release, categories: Sequence[str]
+) -> tuple[dict[str, BitMap64], list[_Link]]:
+    """What the recipient holds after ``base`` and the releases it builds on, per category."""
+    chain: list[_Link] = []
+    current: Release | None = base
+    while current is not None:
+        chain.append(_Link(current.id, current.path, tuple(current.categories)))
+        current = session.get(Release, current.since_release) if current.since_release else None
+    chain.reverse()
+    held = {category: BitMap64() for category in categories}
+    for release in chain:
+        folder = Path(release.path)
+        for category in categories:
+            if category not in release.categories:
+                continue
+            held[category] |= lineage.read_bitmap(lineage.records_path(folder, category))
+            removed = lineage.removed_path(folder, category)
+            if removed.exists():
+                held[category] -= lineage.read_bitmap(removed)
+    return held, chain
+
+
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A build request that passed ``check_request``."""
+
+    recipient: Recipient
+    categories: list[str]
+    as_of: datetime
+    base: Release | None
+
+
+def check_request(
+    session: Session,
+    *,
+    recipient: str,
+    purpose: str,
+    categories: Sequence[str],
+    out: Path,
+    as_of: datetime | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    engine: str = "duckdb",
+    since_release: str | None = None,
+    now: datetime | None = None,
+) -> CheckedRequest:
+    """Every check of a build request that needs no lake scan (the API runs it before queueing)."""
+    now = now or utcnow()
+    as_of = _aware(as_of, "as_of") or now
+    since, until = _aware(since, "since"), _aware(until, "until")
+    if as_of > now:
+        raise InvalidInput("as_of must not be in the future", field="as_of")
+    if since is not None and until is not None and since >= until:
+        raise InvalidInput("--since must be before --until", field="since")
+    if engine not in ENGINES:
+        raise InvalidInput(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}", field="engine")
+    if purpose not in PURPOSES:
+        raise InvalidInput(f"unknown purpose {purpose!r}; known: {', '.join(PURPOSES)}", field="purpose")
+    wanted = list(dict.fromkeys(categories))
+    if not wanted:
+        raise InvalidInput("name at least one category", field="categories")
+    for category in wanted:
+        if category not in RELEASE_CATEGORIES:
+            raise InvalidInput(
+                f"unknown category {category!r}; releases hold {', '.join(RELEASE_CATEGORIES)}",
+                field="categories",
+            )
+    target = get_recipient(session, recipient)
+    if purpose not in target.purposes:
+        raise InvalidInput(
+            f"recipient {target.name!r} may not receive data for {purpose!r} "
+            f"(allowed: {', '.join(target.purposes)})",
+            field="purpose",
+        )
+    refused = [c for c in wanted if c not in target.categories]
+    if refused:
+        raise InvalidInput(
+            f"recipient {target.name!r} may not receive {', '.join(refused)} "
+            f"(allowed: {', '.join(target.categories)})",
+            field="categories",
+        )
+    base = None
+    if since_release is not None:
+        base = get_release(session, since_release)
+        if base.recipient_id != target.id or base.purpose != purpose:
+            raise InvalidInput(
+                f"release {since_release} was not built for {target.name!r} and {purpose!r}",
+                field="since_release",
+            )
+        if base.status != "published":
+            raise InvalidInput(f"release {since_release} is {base.status}", field="since_release")
+        if as_of < base.as_of:
+            raise InvalidInput(
+                f"as_of must not be earlier than that of release {since_release}", field="as_of"
+            )
+    writer.check_out(Path(out))
+    return CheckedRequest(recipient=target, categories=wanted, as_of=as_of, base=base)
+
+
+def build_release(
+    database: Database,
+    *,
+    ctx: ConsentContext,
+    recipient: str,
+    purpose: str,
+    categories: Sequence[str],
+    lake: Path,
+    out: Path,
+    as_of: datetime | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    engine: str = "duckdb",
+    since_release: str | None = None,
+    scrub_pii: bool | None = None,
+    retention: Retention | None = None,
+    license: str = "other",
+    engine_options: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> Release:
+    """Build and publish a release; returns its stored row. Nothing is published unless everything
+    succeeds (see the module docstring)."""
+    now = now or utcnow()
+    retention = retention or Retention()
+    lake, out = Path(lake), Path(out)
+    with database.read() as session:
+        request = check_request(
+            session,
+            recipient=recipient,
+            purpose=purpose,
+            categories=categories,
+            out=out,
+            as_of=as_of,
+            since=since,
+            until=until,
+            engine=engine,
+            since_release=since_release,
+            now=now,
+        )
+        target, wanted, as_of = request.recipient, request.categories, request.as_of
+        steps = _Steps(total=4 + STEPS_PER_CATEGORY * len(wanted), progress=progress)
+        prior: dict[str, BitMap64] | None = None
+        chain: list[_Link] = []
+        if request.base is not None:
+            prior, chain = _held(session, request.base, wanted)
+        steps("check lake")
+        lake_check = _check_lake(session, lake)
+        policies = load_policies(session)
+        head = session.execute(select(LedgerHead.seq, LedgerHead.hash).where(LedgerHead.id == 1)).one()
+        kind, secret, recipient_id = target.kind, bytes.fromhex(target.secret), target.id
+        recipient_name = target.name
+    covering = covering_settings(ctx.catalog, kind=kind, purpose=purpose, categories=wanted)
+    keys = sorted({key for keys in covering.values() for key in keys})
+
+    def consent() -> tuple[Authors, int]:
+        """The author facts; runs on a worker thread while the engine reads the records."""
+        with database.read() as reader:
+            events = ledger_events(reader, settings=keys, until=as_of)
+        facts = author_facts(
+            _accounts(lake),
+            events,
+            kind=kind,
+            purpose=purpose,
+            categories=wanted,
+            as_of=as_of,
+            policies=policies,
+            catalog=ctx.catalog,
+            jurisdictions=ctx.jurisdictions,
+        )
+        return facts, events.num_rows
+
+    scrub = (kind == "third_party") if scrub_pii is None else scrub_pii
+    release_id = _release_id(now)
+    writer.clean_stale(out.parent if out.parent != Path() else Path.cwd())
+    staging = writer.new_staging(out)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent")
+    evaluated = pool.submit(consent)  # one worker: the pseudonyms start once the facts are ready
+    named = pool.submit(lambda: with_pseudonyms(evaluated.result()[0], secret))
+    try:
+        jobs = tuple(
+            CategoryJob(
+                spec=SPECS[category],
+                files=tuple(_lake_files(lake, category)),
+                out_dir=staging / "data" / category,
+                cutoff=retention.cutoff(category, as_of),
+                prior=None if prior is None else lineage.ids_of(prior[category]),
+            )
+            for category in wanted
+        )
+        work = staging / WORK
+        steps("start engine")
+        outcomes = get_engine(engine).run(
+            EngineJob(
+                window=Window(as_of=as_of, since=since, until=until),
+                categories=jobs,
+                authors=_FutureAuthors(evaluated, named),
+                scrub_pii=scrub,
+                work_dir=work,
+                options=dict(engine_options or {}),
+            ),
+            step=steps,
+        )
+        steps("manifest")
+        manifest = _finish_folder(
+            staging,
+            outcomes,
+            release_id=release_id,
+            recipient={"name": recipient_name, "kind": kind},
+            purpose=purpose,
+            categories=wanted,
+            window=Window(as_of=as_of, since=since, until=until),
+            engine=engine,
+            chain=chain,
+            covering=covering,
+            policies=[
+                {
+                    "version": p.version,
+                    "effective_at": p.effective_at.isoformat(),
+                    "applies_to": p.applies_to,
+                    "title": p.title,
+                }
+                for p in policies
+                if p.effective_at <= as_of
+            ],
+            head={"seq": int(head[0]), "hash": str(head[1])},
+            events=evaluated.result()[1],
+            scrub=scrub,
+            retention=retention,
+            license=license,
+            now=now,
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        manifest_bytes = write_manifest(staging / writer.MANIFEST, manifest)
+        steps("publish")
+        writer.fsync_tree(staging)
+        row = Release(
+            id=release_id,
+            recipient_id=recipient_id,
+            purpose=purpose,
+            categories=wanted,
+            as_of=as_of,
+            since=since,
+            until=until,
+            since_release=since_release,
+            engine=engine,
+            status="published",
+            path=str(out.resolve()),
+            manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+            rows=sum(manifest["rows"].values()),
+            excluded=sum(sum(v.values()) for v in manifest["excluded"].values()),
+            removals=sum(manifest["incremental"]["removals"].values()),
+            created_at=now,
+        )
+        published = False
+        try:
+            with database.write() as session:
+                session.add(row)
+                if lake_check is not None and session.get(LakeCheck, lake_check.fingerprint) is None:
+                    session.add(lake_check)
+                session.flush()
+                writer.publish(staging, out)
+                published = True
+        except BaseException:
+            if published:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        steps.finish()
+        return row
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _finish_folder(
+    staging: Path,
+    outcomes: Mapping[str, CategoryOutcome],
+    *,
+    release_id: str,
+    recipient: dict[str, str],
+    purpose: str,
+    categories: list[str],
+    window: Window,
+    engine: str,
+    chain: list[_Link],
+    covering: Mapping[str, tuple[str, ...]],
+    policies: list[dict[str, Any]],
+    head: dict[str, Any],
+    events: int,
+    scrub: bool,
+    retention: Retention,
+    license: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """Name the shards, write lineage and removals, and return the manifest (without writing it)."""
+    rows: dict[str, int] = {}
+    removal_counts: dict[str, int] = {}
+    removal_tables: list[pa.Table] = []
+    for category in categories:
+        outcome = outcomes[category]
+        spec = SPECS[category]
+        folder = staging / "data" / category
+        shards = writer.name_shards(outcome.shards, folder)
+        if not shards:
+            empty = folder / writer.shard_name(0, 1)
+            pq.write_table(spec.schema.empty_table(), empty, compression="zstd")
+            shards = [empty]
+        for shard in shards:
+            found = pq.read_schema(shard)
+            if [(f.name, f.type) for f in found] != [(f.name, f.type) for f in spec.schema]:
+                raise IntegrityFailure(
+                    f"{engine} wrote {shard.name} with schema {found}, expected {spec.schema}", field="engine"
+                )
+        written = sum(writer.parquet_rows(shard) for shard in shards)
+        if written != outcome.rows:
+            raise IntegrityFailure(
+                f"{engine} wrote {written} {category} rows but included {outcome.rows}", field="engine"
+            )
+        rows[category] = written
+        lineage.write_bitmap(lineage.records_path(staging, category), lineage.bitmap_of(outcome.record_ids))
+        lineage.write_bitmap(lineage.authors_path(staging, category), lineage.bitmap_of(outcome.author_ids))
+        removal_counts[category] = len(outcome.removed_ids)
+        if chain:
+            removed = lineage.bitmap_of(outcome.removed_ids)
+            lineage.write_bitmap(lineage.removed_path(staging, category), removed)
+            delivered_by = np.full(len(outcome.removed_ids), "", dtype=object)
+            for release in chain:  # the latest release of the chain that delivered each record
+                path = lineage.records_path(Path(release.path), category)
+                if category in release.categories and path.exists():
+                    holds = lineage.ids_of(lineage.read_bitmap(path) & removed)
+                    delivered_by[np.isin(outcome.removed_ids, holds)] = release.id
+            removal_tables.append(
+                pa.table(
+                    {
+                        "category": pa.array([category] * len(outcome.removed_ids), pa.string()),
+                        "id": pa.array(outcome.removed_ids, pa.int64()),
+                        "reason": pa.array(outcome.removed_reasons, pa.string()),
+                        "release": pa.array(delivered_by.tolist(), pa.string()),
+                    },
+                    schema=REMOVALS_SCHEMA,
+                )
+            )
+    if chain:
+        table = pa.concat_tables(removal_tables) if removal_tables else REMOVALS_SCHEMA.empty_table()
+        pq.write_table(
+            table.sort_by([("category", "ascending"), ("id", "ascending")]),
+            staging / REMOVALS,
+            compression="zstd",
+        )
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "release_id": release_id,
+        "created_at": now.isoformat(),
+        "recipient": recipient,
+        "purpose": purpose,
+        "categories": categories,
+        "as_of": window.as_of.isoformat(),
+        "window": {
+            "since": window.since.isoformat() if window.since else None,
+            "until": window.until.isoformat() if window.until else None,
+        },
+        "engine": engine,
+        "incremental": {
+            "since_release": chain[-1].id if chain else None,
+            "chain": [release.id for release in chain],
+            "already_held": {c: outcomes[c].already_held for c in categories},
+            "removals": removal_counts,
+        },
+        "consent": {
+            "settings": {c: list(covering[c]) for c in categories},
+            "policies": policies,
+            "ledger_head": head,
+            "events_considered": events,
+        },
+        "transforms": {
+            "pseudonym": PSEUDONYM_SCHEME,
+            "pii_scrubbing": scrub,
+            "links": "reply_to and quote_of naming an ineligible record are null",
+        },
+        "retention_days": retention.describe(),
+        "rows": rows,
+        "excluded": {c: dict(outcomes[c].excluded) for c in categories},
+        "schema": {c: [{"name": f.name, "type": str(f.type)} for f in SPECS[c].schema] for c in categories},
+        "license": license,
+        "consentry_version": __version__,
+    }
+    (staging / README).write_text(dataset_card(manifest), "utf-8")
+    files = []
+    for path in sorted(
+        p for p in staging.rglob("*") if p.is_file() and WORK not in p.relative_to(staging).parts
+    ):
+        entry: dict[str, Any] = {
+            "path": path.relative_to(staging).as_posix(),
+            "bytes": path.stat().st_size,
+            "sha256": writer.sha256_file(path),
+        }
+        if path.suffix == ".parquet":
+            entry["rows"] = writer.parquet_rows(path)
+        files.append(entry)
+    manifest["files"] = files
+    return manifest
+
+
+# --- reading releases -------------------------------------------------------------------------------
+
+
+def get_release(session: Session, release_id: str) -> Release:
+    """One release, or ``NotFound``."""
+    release = session.get(Release, release_id)
+    if release is None:
+        raise NotFound(f"no release {release_id!r}", field="release_id")
+    return release
+
+
+def list_releases(session: Session, *, recipient: str | None = None, limit: int = 100) -> list[Release]:
+    """Releases, newest first (of one recipient when named)."""
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit must be between 1 and 1000", field="limit")
+    query = select(Release)
+    if recipient is not None:
+        query = query.where(Release.recipient_id == get_recipient(session, recipient).id)
+    return list(session.scalars(query.order_by(Release.created_at.desc(), Release.id.desc()).limit(limit)))
+
+
+def recipient_names(session: Session) -> dict[int, str]:
+    """Recipient names by id."""
+    return {rid: name for rid, name in session.execute(select(Recipient.id, Recipient.name))}
+
+
+def read_manifest(release: Release) -> dict[str, Any]:
+    """The manifest of a release, from its folder."""
+    path = Path(release.path) / writer.MANIFEST
+    try:
+        data: dict[str, Any] = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise IntegrityFailure(f"cannot read the manifest of {release.id}: {error}", field="path") from error
+    return data
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of ``verify_release``."""
+
+    release_id: str
+    files: int
+    rows: dict[str, int]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when every checksum and row count matches."""
+        return not self.problems
+
+
+def verify_release(session: Session, *, release_id: str) -> VerifyReport:
+    """Recompute every file's size, SHA-256 and row count and compare with the manifest (and the
+    manifest's own SHA-256 with the one recorded at publication)."""
+    release = get_release(session, release_id)
+    folder = Path(release.path)
+    problems: list[str] = []
+    manifest_path = folder / writer.MANIFEST
+    if not manifest_path.exists():
+        return VerifyReport(release.id, 0, {}, (f"{manifest_path} is missing",))
+    if writer.sha256_file(manifest_path) != release.manifest_sha256:
+        problems.append("manifest.json differs from the one published")
+    manifest = read_manifest(release)
+    rows: dict[str, int] = dict.fromkeys(manifest.get("categories", []), 0)
+    listed = set()
+    for entry in manifest.get("files", []):
+        relative = str(entry["path"])
+        listed.add(relative)
+        path = folder / relative
+        if not path.is_file():
+            problems.append(f"{relative} is missing")
+            continue
+        if path.stat().st_size != entry["bytes"]:
+            problems.append(f"{relative}: {path.stat().st_size} bytes, manifest says {entry['bytes']}")
+        if writer.sha256_file(path) != entry["sha256"]:
+            problems.append(f"{relative}: SHA-256 differs from the manifest")
+        if "rows" in entry:
+            try:
+                count = writer.parquet_rows(path)
+            except (OSError, pa.ArrowException) as error:
+                problems.append(f"{relative}: unreadable Parquet ({error})")
+                continue
+            if count != entry["rows"]:
+                problems.append(f"{relative}: {count} rows, manifest says {entry['rows']}")
+            parts = relative.split("/")
+            if len(parts) == 3 and parts[0] == "data" and parts[1] in rows:
+                rows[parts[1]] += count
+    for category, expected in manifest.get("rows", {}).items():
+        if rows.get(category) != expected:
+            problems.append(f"{category}: {rows.get(category)} rows in files, manifest says {expected}")
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_file() and relative != writer.MANIFEST and relative not in listed:
+            problems.append(f"{relative} is not listed in the manifest")
+    return VerifyReport(release.id, len(listed), rows, tuple(problems))
+
+
+def find_releases(session: Session, *, category: str, record_id: int) -> list[Release]:
+    """Published releases that delivered record ``record_id`` of ``category`` (from their lineage)."""
+    found = []
+    for release in session.scalars(select(Release).where(Release.status == "published")):
+        path = lineage.records_path(Path(release.path), category)
+        if category in release.categories and path.exists() and record_id in lineage.read_bitmap(path):
+            found.append(release)
+    return found
+
+
+# --- background build jobs --------------------------------------------------------------------------
+
+
+def create_job(session: Session, *, params: Mapping[str, Any], created_by: str) -> BuildJob:
+    """Queue a build (the caller commits, then runs ``run_job``)."""
+    job = BuildJob(
+        status="queued",
+        params=dict(params),
+        stage="queued",
+        done=0,
+        total=0,
+        created_by=created_by,
+        created_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: int) -> BuildJob:
+    """One build job, or ``NotFound``."""
+    job = session.get(BuildJob, job_id)
+    if job is None:
+        raise NotFound(f"no build job {job_id}", field="job_id")
+    return job
+
+
+def _update_job(database: Database, job_id: int, **values: Any) -> None:
+    with database.write() as session:
+        job = get_job(session, job_id)
+        for key, value in values.items():
+            setattr(job, key, value)
+
+
+def run_job(
+    database: Database,
+    *,
+    job_id: int,
+    ctx: ConsentContext,
+    build: Callable[..., Release] | None = None,
+    min_interval: float = 0.5,
+) -> None:
+    """Run a queued build job, recording progress (at most every ``min_interval`` seconds) and the
+    outcome on its row. Never raises: failures are recorded on the job."""
+    with database.read() as session:
+        params = dict(get_job(session, job_id).params)
+    _update_job(database, job_id, status="running", stage="starting", started_at=utcnow())
+    last = 0.0
+
+    def progress(stage: str, done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= min_interval or done == total:
+            last = now
+            _update_job(database, job_id, stage=stage, done=done, total=total)
+
+    try:
+        release = (build or build_release)(database, ctx=ctx, progress=progress, **_build_arguments(params))
+    except ConsentryError as error:
+        _update_job(database, job_id, status="failed", error=error.detail, finished_at=utcnow())
+        return
+    except Exception as error:  # the job records any failure; the API process keeps serving
+        _update_job(
+            database,
+            job_id,
+            status="failed",
+            error=f"{error.__class__.__name__}: {error}",
+            finished_at=utcnow(),
+        )
+        return
+    _update_job(
+        database, job_id, status="succeeded", stage="published", release_id=release.id, finished_at=utcnow()
+    )
+
+
+def _build_arguments(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of ``build_release`` from a job's stored (JSON) parameters."""
+    arguments: dict[str, Any] = {
+        "recipient": params["recipient"],
+        "purpose": params["purpose"],
+        "categories": list(params["categories"]),
+        "lake": Path(params["lake"]),
+        "out": Path(params["out"]),
+        "engine": params.get("engine", "duckdb"),
+        "since_release": params.get("since_release"),
+        "scrub_pii": params.get("scrub_pii"),
+        "retention": Retention(dict(params.get("retention_days") or {})),
+        "license": params.get("license", "other"),
+    }
+    for key in ("as_of", "since", "until"):
+        value = params.get(key)
+        arguments[key] = datetime.fromisoformat(value) if value else None
+    return arguments
