@@ -69,3 +69,37 @@ def test_reads_carry_signals_and_are_metered(app: FastAPI, database: Database) -
             )
         ).all()
     assert served == [("Reader Co", 3)]
+
+
+def test_the_assistant_quotes_only_authors_who_allow_real_time_use(app: FastAPI, database: Database) -> None:
+    _, asker = make_account(database, handle="asker", country="US")
+    _, keen = make_account(database, handle="keen", country="US")
+    _, shy = make_account(database, handle="shy", country="US")
+    _, eu = make_account(database, handle="eu_author", country="FR")  # opt-in region: default deny
+    with TestClient(app) as client:
+        keen_post = post(client, keen, "Sourdough pizza is the best pizza")
+        shy_post = post(client, shy, "My pizza recipe, please do not quote me")
+        eu_post = post(client, eu, "Pizza in Naples tastes different")
+        client.put(
+            "/v1/me/settings",
+            headers={"Authorization": f"Bearer {shy}"},
+            json={"settings": {"assistant_realtime": "deny"}},
+        )
+
+        def sources() -> list[int]:
+            answer = client.post(
+                "/v1/platform/assistant/chat",
+                json={"prompt": "Tell me about pizza"},
+                headers={"Authorization": f"Bearer {asker}"},
+            )
+            assert answer.status_code in (200, 201), answer.text
+            return list(answer.json()["source_post_ids"])
+
+        assert sources() == [keen_post]
+        client.put(
+            "/v1/me/settings",
+            headers={"Authorization": f"Bearer {eu}"},
+            json={"settings": {"assistant_realtime": "allow"}},
+        )
+        assert sorted(sources()) == sorted([keen_post, eu_post])
+        assert shy_post not in sources()

@@ -98,7 +98,7 @@ def test_errors_fail_closed(database: Database, ctx: ConsentContext, monkeypatch
         raise RuntimeError("database went away")
 
     monkeypatch.setattr("consentry.signals.headers.settings_view", broken)
-    monkeypatch.setattr("consentry.signals.headers.evaluate_many", broken)
+    monkeypatch.setattr("consentry.signals.headers.evaluate_accounts", broken)
     assert one(database, ctx, author) == restrictive_headers()
     with database.read() as session:
         assert signal_headers_many(session, author_ids=[author, author], ctx=ctx) == {

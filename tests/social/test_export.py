@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,11 @@ from consentry.social.models import Account, AssistantInteraction, Block, Follow
 from consentry.social.seed import export_lake, lake_source
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def everyone(author_ids: Sequence[int]) -> set[int]:
+    """A consent check that lets every author through (the service tests look at the other rules)."""
+    return set(author_ids)
 
 
 def at(minutes: int) -> datetime:
@@ -65,8 +70,10 @@ def platform(database: Database, ctx: ConsentContext) -> None:
             session, author_id=chloe.id, text="quote", quote_of=first.id, media="image", at=at(18)
         )
         service.block(session, blocker_id=bruno.id, blocked_id=chloe.id, at=at(19))
-        service.chat(session, account_id=ada.id, prompt="Tell me about the world", at=at(20))
-        old = service.chat(session, account_id=chloe.id, prompt="forget me", at=at(21))
+        service.chat(
+            session, allowed=everyone, account_id=ada.id, prompt="Tell me about the world", at=at(20)
+        )
+        old = service.chat(session, allowed=everyone, account_id=chloe.id, prompt="forget me", at=at(21))
         service.delete_interaction(session, account_id=chloe.id, interaction_id=old.interaction.id, at=at(22))
         service.create_post(session, author_id=dario.id, text="bye", at=at(23))
         ids = ada.id, chloe.id, dario.id

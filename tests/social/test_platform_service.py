@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,11 @@ def test_blocked_can_read_switch_reads_the_environment(
     else:
         monkeypatch.setenv(service.BLOCKED_CAN_READ_ENV, raw)
     assert service.blocked_can_read_default() is expected
+
+
+def everyone(author_ids: Sequence[int]) -> set[int]:
+    """A consent check that lets every author through (the service tests look at the other rules)."""
+    return set(author_ids)
 
 
 def test_blocked_can_read_switch_rejects_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +86,7 @@ def test_deleting_an_account_deletes_its_posts_and_relations(database: Database)
         service.repost_post(session, account_id=a, post_id=theirs.id)
         service.follow(session, follower_id=a, followee_id=b)
         service.follow(session, follower_id=b, followee_id=a)
-        service.chat(session, account_id=a, prompt="hello there")
+        service.chat(session, allowed=everyone, account_id=a, prompt="hello there")
     with database.write() as session:
         service.block(session, blocker_id=b, blocked_id=a)
         deleted = service.delete_account(session, account_id=a)
@@ -111,7 +117,7 @@ def test_inactive_accounts_cannot_act(database: Database) -> None:
         lambda s: service.like_post(s, account_id=a, post_id=post.id),
         lambda s: service.follow(s, follower_id=a, followee_id=b),
         lambda s: service.block(s, blocker_id=a, blocked_id=b),
-        lambda s: service.chat(s, account_id=a, prompt="hello"),
+        lambda s: service.chat(s, allowed=everyone, account_id=a, prompt="hello"),
     ):
         with pytest.raises(Forbidden, match="deactivated"), database.write() as session:
             act(session)
@@ -127,15 +133,19 @@ def test_realtime_sources_is_the_eligibility_seam(database: Database) -> None:
         new = service.create_post(session, author_id=b, text="More PIZZA_100% please")
         mine = service.create_post(session, author_id=a, text="pizza for me")
     with database.read() as session:
-        found = service.realtime_sources(session, prompt="Any pizza tips?", viewer_id=a, limit=5)
+        found = service.realtime_sources(
+            session, allowed=everyone, prompt="Any pizza tips?", viewer_id=a, limit=5
+        )
         assert [p.id for p in found] == [mine.id, new.id, old.id]
-        assert service.realtime_sources(session, prompt="100% ?", viewer_id=a) == []
-        one = service.realtime_sources(session, prompt="pizza", viewer_id=a, limit=1)
+        assert service.realtime_sources(session, allowed=everyone, prompt="100% ?", viewer_id=a) == []
+        one = service.realtime_sources(session, allowed=everyone, prompt="pizza", viewer_id=a, limit=1)
         assert [p.id for p in one] == [mine.id]
     with database.write() as session:
         service.deactivate_account(session, account_id=b)
     with database.read() as session:
-        assert [p.id for p in service.realtime_sources(session, prompt="pizza", viewer_id=a)] == [mine.id]
+        assert [
+            p.id for p in service.realtime_sources(session, allowed=everyone, prompt="pizza", viewer_id=a)
+        ] == [mine.id]
 
 
 def test_prompt_keywords() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,8 @@ from consentry.db import utcnow
 from consentry.errors import Conflict, ConsentryError, InvalidInput, NotFound
 from consentry.social.models import Account
 from consentry.social.service import facts, get_account
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -554,6 +557,76 @@ def events_table(session: Session, *, until: datetime | None = None) -> pa.Table
         [pa.array(ids, pa.int64()), pa.array(settings), pa.array(values), when, pa.array(seqs, pa.int64())],
         schema=EVENT_SCHEMA,
     )
+
+
+def evaluate_accounts(
+    session: Session,
+    *,
+    account_ids: Sequence[int],
+    settings: Sequence[str],
+    at: datetime,
+    ctx: ConsentContext,
+) -> pa.Table:
+    """Effective consent of the given accounts only: their rows and events are read, then evaluated
+    vectorised. Unknown ids are simply absent from the result (callers treat absence as deny)."""
+    ids = sorted({int(a) for a in account_ids})
+    accounts: list[Any] = []
+    events: list[Any] = []
+    for start in range(0, len(ids), 5_000):
+        chunk = ids[start : start + 5_000]
+        accounts += session.execute(
+            select(
+                Account.id,
+                Account.created_at,
+                Account.country,
+                Account.birth_year,
+                Account.status,
+                Account.status_changed_at,
+            ).where(Account.id.in_(chunk))
+        ).all()
+        events += session.execute(
+            select(
+                Subject.account_id,
+                ConsentEvent.setting,
+                ConsentEvent.value,
+                ConsentEvent.recorded_at,
+                ConsentEvent.seq,
+            )
+            .join(Subject, Subject.subject_key == ConsentEvent.subject_key)
+            .where(
+                Subject.account_id.in_(chunk),
+                ConsentEvent.setting.in_(list(settings)),
+                ConsentEvent.recorded_at <= at,
+            )
+        ).all()
+    return evaluate_many(
+        rows_to_table(accounts, ACCOUNT_SCHEMA),
+        rows_to_table(events, EVENT_SCHEMA),
+        settings=list(settings),
+        at=at,
+        policies=load_policies(session),
+        jurisdictions=ctx.jurisdictions,
+    )
+
+
+def allowed_accounts(
+    session: Session,
+    *,
+    account_ids: Sequence[int],
+    setting: str,
+    ctx: ConsentContext,
+    at: datetime | None = None,
+) -> set[int]:
+    """The ids among ``account_ids`` whose effective consent for ``setting`` is allow; on error, none."""
+    ctx.catalog.get(setting)
+    try:
+        table = evaluate_accounts(
+            session, account_ids=account_ids, settings=[setting], at=at or utcnow(), ctx=ctx
+        )
+    except Exception:  # fail closed
+        log.exception("consent evaluation failed for %d accounts; allowing none", len(account_ids))
+        return set()
+    return set(table.filter(table[setting])["account_id"].to_pylist())
 
 
 def evaluate_all(

@@ -14,23 +14,18 @@ cover it (and the vocabulary lets ``search=y`` override ``train-ai=n``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consentry.consent.catalog import Catalog
-from consentry.consent.evaluate import ACCOUNT_SCHEMA, EVENT_SCHEMA, evaluate_many
-from consentry.consent.models import ConsentEvent, Subject
-from consentry.consent.service import ConsentContext, load_policies, rows_to_table, settings_view
+from consentry.consent.service import ConsentContext, evaluate_accounts, settings_view
 from consentry.db import utcnow
-from consentry.social.models import Account
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +38,6 @@ AIPREF_LABELS: Mapping[str, str] = {"train-ai": "train-ai", "ai-input": "ai-use"
 CONTENT_USAGE = "Content-Usage"
 X_ROBOTS_TAG = "X-Robots-Tag"
 NOAI = "noai, noimageai"
-CHUNK = 5000
-"""Largest number of account ids bound in one query."""
 
 
 @dataclass(frozen=True)
@@ -156,43 +149,6 @@ def usages_from_table(table: pa.Table, *, catalog: Catalog, author_ids: Iterable
     return result
 
 
-def _chunks(values: Sequence[int]) -> Iterable[Sequence[int]]:
-    for start in range(0, len(values), CHUNK):
-        yield values[start : start + CHUNK]
-
-
-def _tables(
-    session: Session, ids: Sequence[int], keys: Sequence[str], at: datetime
-) -> tuple[pa.Table, pa.Table]:
-    accounts: list[Any] = []
-    events: list[Any] = []
-    for chunk in _chunks(ids):
-        accounts += session.execute(
-            select(
-                Account.id,
-                Account.created_at,
-                Account.country,
-                Account.birth_year,
-                Account.status,
-                Account.status_changed_at,
-            ).where(Account.id.in_(chunk))
-        ).all()
-        events += session.execute(
-            select(
-                Subject.account_id,
-                ConsentEvent.setting,
-                ConsentEvent.value,
-                ConsentEvent.recorded_at,
-                ConsentEvent.seq,
-            )
-            .join(Subject, Subject.subject_key == ConsentEvent.subject_key)
-            .where(
-                Subject.account_id.in_(chunk), ConsentEvent.setting.in_(keys), ConsentEvent.recorded_at <= at
-            )
-        ).all()
-    return rows_to_table(accounts, ACCOUNT_SCHEMA), rows_to_table(events, EVENT_SCHEMA)
-
-
 def usage_many(
     session: Session, *, author_ids: Iterable[int], ctx: ConsentContext, at: datetime | None = None
 ) -> dict[int, Usage]:
@@ -203,15 +159,7 @@ def usage_many(
         keys = list(dict.fromkeys(k for ks in covering_settings(ctx.catalog).values() for k in ks))
         if not wanted or not keys:
             return dict.fromkeys(wanted, RESTRICTIVE)
-        accounts, events = _tables(session, sorted(wanted), keys, at)
-        table = evaluate_many(
-            accounts,
-            events,
-            settings=keys,
-            at=at,
-            policies=load_policies(session),
-            jurisdictions=ctx.jurisdictions,
-        )
+        table = evaluate_accounts(session, account_ids=wanted, settings=keys, at=at, ctx=ctx)
         return usages_from_table(table, catalog=ctx.catalog, author_ids=wanted)
     except Exception:
         log.exception(

@@ -6,12 +6,14 @@ into service calls (``consentry.social.service``), which hold every rule.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from consentry.api_deps import AccountDep, AdminDep, DatabaseDep, bearer_token
 from consentry.auth.service import Principal, resolve_token
+from consentry.consent.service import allowed_accounts
 from consentry.metering.middleware import report_posts
 from consentry.signals.headers import post_signal_headers
 from consentry.social import service
@@ -97,6 +99,9 @@ def blocked_can_read(request: Request) -> bool:
     value = getattr(request.app.state.settings, "blocked_can_read", None)
     return value if isinstance(value, bool) else service.blocked_can_read_default()
 
+
+REALTIME_SETTING = "assistant_realtime"
+"""The setting an author's posts need for the assistant to quote them in real time."""
 
 ViewerDep = Annotated[int | None, Depends(optional_viewer)]
 BlockedCanReadDep = Annotated[bool, Depends(blocked_can_read)]
@@ -301,10 +306,16 @@ def decline_follower(follower_id: int, principal: AccountDep, database: Database
 
 
 @platform_router.post("/assistant/chat", status_code=201)
-def chat(body: ChatIn, principal: AccountDep, database: DatabaseDep) -> ChatOut:
-    """Ask the assistant; the prompt and its answer are recorded as an assistant interaction."""
+def chat(request: Request, body: ChatIn, principal: AccountDep, database: DatabaseDep) -> ChatOut:
+    """Ask the assistant; the prompt and its answer are recorded as an assistant interaction. Its sources
+    are only posts whose authors allow ``assistant_realtime``."""
+    ctx = request.app.state.consent
     with database.write() as session:
-        result = service.chat(session, account_id=_me(principal), prompt=body.prompt)
+
+        def allowed(author_ids: Sequence[int]) -> set[int]:
+            return allowed_accounts(session, account_ids=author_ids, setting=REALTIME_SETTING, ctx=ctx)
+
+        result = service.chat(session, account_id=_me(principal), prompt=body.prompt, allowed=allowed)
         row = result.interaction
         return ChatOut(
             id=row.id,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -596,13 +596,19 @@ def prompt_keywords(prompt: str, *, limit: int = 5) -> list[str]:
     return sorted(words, key=len, reverse=True)[:limit]
 
 
-def realtime_sources(session: Session, *, prompt: str, viewer_id: int, limit: int = 3) -> list[Post]:
+def realtime_sources(
+    session: Session,
+    *,
+    prompt: str,
+    viewer_id: int,
+    allowed: Callable[[Sequence[int]], set[int]],
+    limit: int = 3,
+) -> list[Post]:
     """Posts the assistant may draw on when answering ``viewer_id`` in real time.
 
-    The seam for real-time eligibility: today these are the newest live public posts of active,
-    unprotected accounts with no block either way between author and viewer that mention a keyword of the
-    prompt. The eligibility API narrows this further to authors whose ``assistant_realtime`` consent is
-    allow.
+    The newest live public posts of active, unprotected accounts with no block either way between
+    author and viewer that mention a keyword of the prompt, and whose authors ``allowed`` (the consent
+    check for ``assistant_realtime``) lets through.
     """
     keywords = prompt_keywords(prompt)
     if not keywords:
@@ -622,9 +628,11 @@ def realtime_sources(session: Session, *, prompt: str, viewer_id: int, limit: in
             or_(*(Post.text.icontains(word, autoescape=True) for word in keywords)),
         )
         .order_by(Post.id.desc())
-        .limit(limit)
+        .limit(limit * 20)
     )
-    return list(session.scalars(query))
+    candidates = list(session.scalars(query))
+    permitted = allowed(sorted({post.author_id for post in candidates}))
+    return [post for post in candidates if post.author_id in permitted][:limit]
 
 
 def _snippet(text: str, size: int = 120) -> str:
@@ -653,11 +661,21 @@ class ChatResult:
     sources: list[Post]
 
 
-def chat(session: Session, *, account_id: int, prompt: str, at: datetime | None = None) -> ChatResult:
-    """Ask the assistant; the prompt and its (canned) response are recorded as an interaction."""
+def chat(
+    session: Session,
+    *,
+    account_id: int,
+    prompt: str,
+    allowed: Callable[[Sequence[int]], set[int]],
+    at: datetime | None = None,
+) -> ChatResult:
+    """Ask the assistant; the prompt and its (canned) response are recorded as an interaction.
+
+    ``allowed`` returns the authors, among those given, who allow real-time AI use of their posts.
+    """
     _check_text(prompt, field="prompt", limit=PROMPT_LIMIT)
     _actor(session, account_id)
-    sources = realtime_sources(session, prompt=prompt, viewer_id=account_id)
+    sources = realtime_sources(session, prompt=prompt, viewer_id=account_id, allowed=allowed)
     interaction = AssistantInteraction(
         account_id=account_id,
         created_at=at or utcnow(),
