@@ -502,18 +502,21 @@ def rows_to_table(rows: Sequence[Sequence[Any]], schema: pa.Schema) -> pa.Table:
     return pa.table(columns, schema=schema)
 
 
+def account_columns() -> tuple[Any, ...]:
+    """The account columns of ``ACCOUNT_SCHEMA``, in its order."""
+    return (
+        Account.id,
+        Account.created_at,
+        Account.country,
+        Account.birth_year,
+        Account.status,
+        Account.status_changed_at,
+    )
+
+
 def accounts_table(session: Session) -> pa.Table:
     """Every account, in ``ACCOUNT_SCHEMA``."""
-    rows = session.execute(
-        select(
-            Account.id,
-            Account.created_at,
-            Account.country,
-            Account.birth_year,
-            Account.status,
-            Account.status_changed_at,
-        )
-    ).all()
+    rows = session.execute(select(*account_columns())).all()
     return rows_to_table(rows, ACCOUNT_SCHEMA)
 
 
@@ -574,16 +577,7 @@ def evaluate_accounts(
     events: list[Any] = []
     for start in range(0, len(ids), 5_000):
         chunk = ids[start : start + 5_000]
-        accounts += session.execute(
-            select(
-                Account.id,
-                Account.created_at,
-                Account.country,
-                Account.birth_year,
-                Account.status,
-                Account.status_changed_at,
-            ).where(Account.id.in_(chunk))
-        ).all()
+        accounts += session.execute(select(*account_columns()).where(Account.id.in_(chunk))).all()
         events += session.execute(
             select(
                 Subject.account_id,
