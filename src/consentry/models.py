@@ -5,6 +5,15 @@ from consentry.consent import models as consent_models
 from consentry.datasets import models as datasets_models
 from consentry.db import Base
 from consentry.metering import models as metering_models
+from consentry.partners import models as partners_models
 from consentry.social import models as social_models
 
-__all__ = ["Base", "auth_models", "consent_models", "datasets_models", "metering_models", "social_models"]
+__all__ = [
+    "Base",
+    "auth_models",
+    "consent_models",
+    "datasets_models",
+    "metering_models",
+    "partners_models",
+    "social_models",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from consentry.consent.policy import APPLIES_TO, Policy, applicable, validate_de
 from consentry.consent.receipts import Signer, build_receipt, load_or_create_signer
 from consentry.db import utcnow
 from consentry.errors import Conflict, ConsentryError, InvalidInput, NotFound
+from consentry.partners.revocations import revoke_accounts
 from consentry.social.models import Account
 from consentry.social.service import facts, get_account
 
@@ -348,6 +350,7 @@ def change_settings_many(
     plans: list[tuple[int, str, Policy | None, int]] = []  # request index, group, policy, event count
     gpc_seen: set[tuple[int, str]] = set()  # GPC signals already recorded in this batch
     events: list[ledger.NewEvent] = []
+    denied: dict[str, list[int]] = defaultdict(list)  # setting -> accounts opting out in this batch
     for index, request in enumerate(requests):
         if outcome[index] is not None:
             continue
@@ -378,6 +381,8 @@ def change_settings_many(
                 outcome[index] = []
                 continue
         for key, value in changes.items():
+            if value == "deny":
+                denied[key].append(request.account_id)
             events.append(
                 ledger.NewEvent(
                     subject_key=str(subject),
@@ -391,6 +396,8 @@ def change_settings_many(
             )
         plans.append((index, ctx.jurisdictions.group_of(country), policy, len(changes)))
     rows = iter(ledger.append(session, events)) if events else iter(())
+    for key, accounts in denied.items():
+        revoke_accounts(session, account_ids=accounts, reason="opt_out", setting=ctx.catalog.get(key), at=at)
     for index, group, policy, count in plans:
         title = policy.title if policy else None
         outcome[index] = [

@@ -2,8 +2,10 @@
 
 ``lineage/records-<category>.roaring`` holds the record ids a release delivers, ``authors-<category>
 .roaring`` the account ids of their authors, and for incremental releases ``removed-<category>.roaring``
-the ids it withdraws. Later opt-outs and deletions find every release holding a record by loading these
-files, which takes milliseconds.
+the ids it withdraws. ``by-author-<category>.npy`` pairs each author with their records (an ``(n, 2)``
+int64 array sorted by author, then record), so an opt-out names the records it revokes with a binary
+search on a memory-mapped file. Later opt-outs and deletions find every release holding a record by loading
+these files, which takes milliseconds.
 """
 
 from __future__ import annotations
@@ -70,3 +72,44 @@ def authors_path(release: Path, category: str) -> Path:
 def removed_path(release: Path, category: str) -> Path:
     """Where an incremental release keeps the ids it withdraws."""
     return release / LINEAGE / f"removed-{category}.roaring"
+
+
+def by_author_path(release: Path, category: str) -> Path:
+    """Where a release keeps its (author, record) pairs of ``category``."""
+    return release / LINEAGE / f"by-author-{category}.npy"
+
+
+def write_by_author(path: Path, *, author_ids: np.ndarray, record_ids: np.ndarray) -> None:
+    """Write the (author, record) pairs sorted by author, then record."""
+    authors = np.asarray(author_ids, dtype=np.int64)
+    records = np.asarray(record_ids, dtype=np.int64)
+    if authors.shape != records.shape:
+        raise IntegrityFailure("every record needs exactly one author", field="lineage")
+    order = np.lexsort((records, authors))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        np.save(handle, np.stack([authors[order], records[order]], axis=1))
+
+
+def read_by_author(path: Path) -> np.ndarray:
+    """The (author, record) pairs of a release, memory-mapped (``IntegrityFailure`` if unreadable)."""
+    try:
+        pairs: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise IntegrityFailure(f"cannot read lineage index {path}: {error}", field="lineage") from error
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype != np.int64:
+        raise IntegrityFailure(f"lineage index {path} is not an (n, 2) int64 array", field="lineage")
+    return pairs
+
+
+def records_of(pairs: np.ndarray, author_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The records of ``author_ids`` in ``pairs``: (authors, records), both int64 and aligned."""
+    authors = pairs[:, 0]
+    wanted = np.unique(np.asarray(author_ids, dtype=np.int64))
+    starts = np.searchsorted(authors, wanted, side="left")
+    ends = np.searchsorted(authors, wanted, side="right")
+    if not wanted.size or not int((ends - starts).sum()):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy()
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True) if b > a])
+    return np.asarray(pairs[rows, 0], dtype=np.int64), np.asarray(pairs[rows, 1], dtype=np.int64)

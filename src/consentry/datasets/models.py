@@ -19,10 +19,15 @@ class Recipient(Base):
     """Who receives releases: the platform itself (first party) or a partner (third party).
 
     ``secret`` keys the author pseudonyms of this recipient's releases; it never leaves the database.
+    The partner columns (status, deletion deadline, webhook endpoint and its ``whsec_`` signing secret)
+    complete a partner's record; a suspended recipient gets no new release.
     """
 
     __tablename__ = "recipients"
-    __table_args__ = (CheckConstraint("kind IN ('first_party', 'third_party')", name="kind"),)
+    __table_args__ = (
+        CheckConstraint("kind IN ('first_party', 'third_party')", name="kind"),
+        CheckConstraint("status IN ('active', 'suspended')", name="status"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -31,6 +36,10 @@ class Recipient(Base):
     categories: Mapped[list[str]] = mapped_column(JSON)
     secret: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    deletion_deadline_hours: Mapped[int] = mapped_column(Integer, default=72, server_default="72")
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_secret: Mapped[str | None] = mapped_column(String(128))
 
 
 class Release(Base):

@@ -707,6 +707,11 @@ def _finish_folder(
         rows[category] = written
         lineage.write_bitmap(lineage.records_path(staging, category), lineage.bitmap_of(outcome.record_ids))
         lineage.write_bitmap(lineage.authors_path(staging, category), lineage.bitmap_of(outcome.author_ids))
+        lineage.write_by_author(
+            lineage.by_author_path(staging, category),
+            author_ids=outcome.author_ids,
+            record_ids=outcome.record_ids,
+        )
         removal_counts[category] = len(outcome.removed_ids)
         if chain:
             removed = lineage.bitmap_of(outcome.removed_ids)

@@ -160,6 +160,8 @@ def _insert_rows(session: Session, table: Table, rows: pa.Table, names: dict[str
     raw: Any = session.connection().connection.dbapi_connection
     cursor = raw.cursor()
     try:
+        if session.get_bind().dialect.name == "sqlite":  # replies may name posts later in the file
+            cursor.execute("PRAGMA defer_foreign_keys = ON")
         for batch in rows.to_batches(max_chunksize=_BATCH):
             if session.get_bind().dialect.name == "postgresql":
                 buffer = io.BytesIO()

@@ -36,6 +36,7 @@ from consentry.consent.models import Subject
 from consentry.db import Base, utcnow
 from consentry.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
 from consentry.lake.schema import COUNTRY_CODES
+from consentry.partners.revocations import revoke_accounts, revoke_records
 from consentry.social.models import (
     MEDIA_KINDS,
     VISIBILITIES,
@@ -125,6 +126,9 @@ def deactivate_account(session: Session, *, account_id: int, at: datetime | None
     if account.status != "active":
         raise Conflict(f"account {account_id} is {account.status}", field="account_id")
     account.status, account.status_changed_at = "deactivated", at or utcnow()
+    revoke_accounts(
+        session, account_ids=[account_id], reason="account_deactivated", at=account.status_changed_at
+    )
     return account
 
 
@@ -149,6 +153,7 @@ def delete_account(session: Session, *, account_id: int, at: datetime | None = N
         raise Conflict(f"account {account_id} is already deleted", field="account_id")
     when = at or utcnow()
     account.status, account.status_changed_at = "deleted", when
+    revoke_accounts(session, account_ids=[account_id], reason="account_deleted", at=when)
     session.execute(delete(Subject).where(Subject.account_id == account_id))
     revoke_tokens(session, account_id=account_id)
     session.execute(
@@ -363,6 +368,14 @@ def delete_post(session: Session, *, account_id: int, post_id: int, at: datetime
     if author.id != account_id:
         raise Forbidden(f"post {post_id} is @{author.handle}'s: only its author can delete it")
     post.deleted_at = at or utcnow()
+    revoke_records(
+        session,
+        category="posts",
+        record_ids=[post_id],
+        account_ids=[account_id],
+        reason="post_deleted",
+        at=post.deleted_at,
+    )
     return post
 
 
@@ -711,4 +724,12 @@ def delete_interaction(
     if row.deleted_at is not None:
         raise Gone(f"interaction {interaction_id} was deleted", field="interaction_id")
     row.deleted_at = at or utcnow()
+    revoke_records(
+        session,
+        category="assistant_interactions",
+        record_ids=[interaction_id],
+        account_ids=[account_id],
+        reason="interaction_deleted",
+        at=row.deleted_at,
+    )
     return row

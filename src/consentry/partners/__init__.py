@@ -1,0 +1,1 @@
+"""Partners: registry, API keys, delivery, revocations that follow the data, signed webhooks."""

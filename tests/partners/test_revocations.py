@@ -1,0 +1,198 @@
+"""Revocations follow released records: opt-outs, deletions, deactivation; found through lineage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import select
+
+from consentry.consent.service import ConsentContext, change_settings
+from consentry.datasets import lineage
+from consentry.datasets import service as datasets
+from consentry.datasets.models import Recipient, Release
+from consentry.db import Database
+from consentry.partners import revocations
+from consentry.partners.models import OutboxMessage, Revocation
+from consentry.social import service as social
+from consentry.social.seed import seed_from_lake
+from tests.datasets.conftest import CATEGORIES, build
+from tests.datasets.scenario import write_scenario
+
+NOW = datetime(2026, 7, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def scenario_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The datasets tests' hand-made lake, in which every exclusion reason occurs."""
+    return write_scenario(tmp_path_factory.mktemp("scenario") / "lake")
+
+
+@pytest.fixture
+def platform(
+    database: Database, ctx: ConsentContext, scenario_lake: Path, tmp_path: Path
+) -> dict[str, Release]:
+    """The scenario lake seeded into the platform, with one release to a first party and one to a partner."""
+    revocations.CACHE.clear()
+    seed_from_lake(database, scenario_lake, ctx=ctx)
+    with database.write() as session:
+        datasets.add_recipient(
+            session, name="assistant", kind="first_party", purposes=["train-ai"], categories=CATEGORIES
+        )
+        datasets.add_recipient(
+            session, name="partner", kind="third_party", purposes=["train-ai"], categories=CATEGORIES
+        )
+        partner = session.scalars(select(Recipient).where(Recipient.name == "partner")).one()
+        partner.webhook_url = "http://127.0.0.1:9/hooks"
+        partner.webhook_secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
+        partner.deletion_deadline_hours = 48
+    first = build(database, ctx, scenario_lake, tmp_path / "first", categories=CATEGORIES)
+    third = build(
+        database, ctx, scenario_lake, tmp_path / "third", recipient="partner", categories=CATEGORIES
+    )
+    return {"first": first, "third": third}
+
+
+def lake_posts_by(lake: Path, author: int) -> set[int]:
+    """Post ids of ``author`` in the lake (independent of lineage)."""
+    posts = pq.read_table(lake / "posts").to_pylist()
+    return {row["post_id"] for row in posts if row["author_id"] == author}
+
+
+def held(release: Release, category: str) -> set[int]:
+    """Record ids a release delivered, read from its Parquet shards (independent of the lineage index)."""
+    return set(pq.read_table(Path(release.path) / "data" / category).column("id").to_pylist())
+
+
+def all_revocations(database: Database) -> list[Revocation]:
+    with database.read() as session:
+        found = list(session.scalars(select(Revocation).order_by(Revocation.id)))
+        session.expunge_all()
+        return found
+
+
+def test_an_opt_out_revokes_exactly_the_authors_released_records_where_the_setting_covers_them(
+    database: Database, ctx: ConsentContext, scenario_lake: Path, platform: dict[str, Release]
+) -> None:
+    with database.write() as session:
+        change_settings(
+            session, account_id=1, changes={"third_party_sharing": "deny"}, client="ios", ctx=ctx, at=NOW
+        )
+    found = all_revocations(database)
+    third = platform["third"]
+    expected = {
+        category: held(third, category) & (lake_posts_by(scenario_lake, 1) if category == "posts" else {1, 2})
+        for category in CATEGORIES
+    }
+    by_category = {r.category: r for r in found}
+    assert {r.release_id for r in found} == {third.id}  # the first party's release is not covered
+    for category, ids in expected.items():
+        if ids:
+            revocation = by_category[category]
+            assert set(revocation.record_ids) == ids
+            assert revocation.records == len(ids)
+            assert revocation.reason == "opt_out"
+            assert revocation.setting == "third_party_sharing"
+            assert revocation.account_id == 1
+            assert revocation.deadline_at == datetime(2026, 7, 3, tzinfo=UTC)
+    assert expected["posts"]
+    with database.read() as session:
+        messages = list(session.scalars(select(OutboxMessage)))
+        session.expunge_all()
+    assert sorted(m.payload["data"]["id"] for m in messages) == sorted(r.id for r in found)
+    assert all(
+        m.event_type == "revocation.created" and "account_id" not in m.payload["data"] for m in messages
+    )
+
+
+def test_an_allow_or_a_repeated_opt_out_revokes_nothing_new(
+    database: Database, ctx: ConsentContext, platform: dict[str, Release]
+) -> None:
+    with database.write() as session:
+        change_settings(
+            session, account_id=1, changes={"third_party_sharing": "allow"}, client="web", ctx=ctx
+        )
+    assert all_revocations(database) == []
+    for _ in range(2):
+        with database.write() as session:
+            change_settings(
+                session, account_id=1, changes={"third_party_sharing": "deny"}, client="web", ctx=ctx
+            )
+    assert len({(r.release_id, r.category) for r in all_revocations(database)}) == len(
+        all_revocations(database)
+    )
+
+
+def test_deleting_a_released_post_revokes_it_from_every_release_holding_it(
+    database: Database, platform: dict[str, Release]
+) -> None:
+    assert 101 in held(platform["first"], "posts") and 101 in held(platform["third"], "posts")
+    with database.write() as session:
+        social.delete_post(session, account_id=1, post_id=101, at=NOW)
+    found = all_revocations(database)
+    assert sorted(r.release_id for r in found) == sorted([platform["first"].id, platform["third"].id])
+    assert all(r.record_ids == [101] and r.reason == "post_deleted" and r.account_id == 1 for r in found)
+
+
+def test_deleting_an_unreleased_post_revokes_nothing(
+    database: Database, platform: dict[str, Release]
+) -> None:
+    assert 102 not in held(platform["first"], "posts")
+    with database.write() as session:
+        social.delete_post(session, account_id=1, post_id=102, at=NOW)
+    assert all_revocations(database) == []
+
+
+def test_account_deletion_revokes_everything_not_already_revoked(
+    database: Database, ctx: ConsentContext, scenario_lake: Path, platform: dict[str, Release]
+) -> None:
+    with database.write() as session:
+        social.delete_post(session, account_id=1, post_id=101, at=NOW)
+    with database.write() as session:
+        social.delete_account(session, account_id=1, at=NOW)
+    found = all_revocations(database)
+    for release in platform.values():
+        for category in CATEGORIES:
+            mine = lake_posts_by(scenario_lake, 1) if category == "posts" else {1, 2}
+            revoked = [
+                i
+                for r in found
+                if r.release_id == release.id and r.category == category
+                for i in r.record_ids
+            ]
+            assert sorted(revoked) == sorted(held(release, category) & mine)  # each once, none missing
+    assert {r.reason for r in found} == {"post_deleted", "account_deleted"}
+
+
+def test_deactivation_revokes_and_a_failed_transaction_leaves_nothing(
+    database: Database, platform: dict[str, Release]
+) -> None:
+    inside: list[int] = []
+
+    def deactivate_then_fail() -> None:
+        with database.write() as session:
+            social.deactivate_account(session, account_id=8, at=NOW)
+            inside.append(len(list(session.scalars(select(Revocation)))))
+            raise RuntimeError("the caller fails after the event")
+
+    with pytest.raises(RuntimeError):
+        deactivate_then_fail()
+    assert inside[0] > 0  # the revocations existed inside the transaction...
+    assert all_revocations(database) == []  # ...and vanish with it
+    with database.write() as session:
+        social.deactivate_account(session, account_id=8, at=NOW)
+    found = all_revocations(database)
+    assert found and {r.reason for r in found} == {"account_deactivated"}
+    assert {r.account_id for r in found} == {8}
+
+
+def test_lineage_index_names_the_same_records_as_the_shards(platform: dict[str, Release]) -> None:
+    for release in platform.values():
+        for category in CATEGORIES:
+            pairs = lineage.read_by_author(lineage.by_author_path(Path(release.path), category))
+            assert set(pairs[:, 1].tolist()) == held(release, category)
+            authors, records = lineage.records_of(pairs, pairs[:, 0])
+            assert sorted(records.tolist()) == sorted(pairs[:, 1].tolist())
+            assert list(authors) == sorted(authors)
