@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from consentry.auth.service import create_token
 from consentry.consent.service import ConsentContext, change_settings
 from consentry.datasets import lineage
 from consentry.datasets import service as datasets
@@ -16,6 +18,7 @@ from consentry.datasets.models import Recipient, Release
 from consentry.db import Database
 from consentry.partners import revocations
 from consentry.partners.models import OutboxMessage, Revocation
+from consentry.partners.usage import data_usage
 from consentry.social import service as social
 from consentry.social.seed import seed_from_lake
 from tests.datasets.conftest import CATEGORIES, build
@@ -196,3 +199,41 @@ def test_lineage_index_names_the_same_records_as_the_shards(platform: dict[str, 
             authors, records = lineage.records_of(pairs, pairs[:, 0])
             assert sorted(records.tolist()) == sorted(pairs[:, 1].tolist())
             assert list(authors) == sorted(authors)
+
+
+def test_data_usage_lists_the_releases_holding_the_account_and_the_state_of_each_revocation(
+    database: Database,
+    ctx: ConsentContext,
+    scenario_lake: Path,
+    platform: dict[str, Release],
+    client: TestClient,
+) -> None:
+    mine = {"posts": lake_posts_by(scenario_lake, 1), "assistant_interactions": {1, 2}}
+    expected = {
+        release.id: {c: len(held(release, c) & mine[c]) for c in CATEGORIES if held(release, c) & mine[c]}
+        for release in platform.values()
+    }
+    with database.write() as session:
+        token = create_token(session, kind="account", account_id=1)
+        assert {u.release_id: u.records for u in data_usage(session, account_id=1)} == expected
+        assert data_usage(session, account_id=7) == []  # EEA default deny: never released
+        change_settings(
+            session, account_id=1, changes={"third_party_sharing": "deny"}, client="web", ctx=ctx, at=NOW
+        )
+    with database.read() as session:
+        usage = {u.release_id: u for u in data_usage(session, account_id=1, now=NOW)}
+        late = {u.release_id: u for u in data_usage(session, account_id=1, now=NOW + timedelta(days=3))}
+    assert usage[platform["first"].id].revocations == []
+    assert {r.state for r in usage[platform["third"].id].revocations} == {"pending"}
+    assert {r.state for r in late[platform["third"].id].revocations} == {"overdue"}
+    with database.write() as session:
+        for revocation in session.scalars(select(Revocation)):
+            revocation.acknowledged_at = revocation.deleted_at = NOW
+    response = client.get("/v1/me/data-usage", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["records"] == sum(sum(counts.values()) for counts in expected.values())
+    third = next(r for r in body["releases"] if r["release_id"] == platform["third"].id)
+    assert third["recipient"] == "partner" and third["recipient_kind"] == "third_party"
+    assert {r["state"] for r in third["revocations"]} == {"acknowledged"}
+    assert client.get("/v1/me/data-usage").status_code == 401

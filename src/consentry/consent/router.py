@@ -11,12 +11,14 @@ from consentry.api_deps import AccountDep, AdminDep, ClientDep, DatabaseDep
 from consentry.consent import service
 from consentry.consent.schemas import (
     ChangeOut,
+    DataUsageOut,
     EventOut,
     HistoryOut,
     ImpactOut,
     NotificationOut,
     PolicyIn,
     PolicyOut,
+    ReleaseUsageOut,
     SettingOut,
     SettingsOut,
     SettingsUpdate,
@@ -24,6 +26,7 @@ from consentry.consent.schemas import (
 )
 from consentry.consent.writer import ConsentWriter
 from consentry.db import utcnow
+from consentry.partners.usage import data_usage
 
 router = APIRouter()
 
@@ -103,6 +106,17 @@ def my_notifications(
     with database.read() as session:
         rows = service.notifications(session, account_id=principal.account_id, limit=limit)
         return [NotificationOut.model_validate(row) for row in rows]
+
+
+@router.get("/v1/me/data-usage", tags=["settings"])
+def my_data_usage(principal: AccountDep, database: DatabaseDep) -> DataUsageOut:
+    """Every release that delivered the caller's records (from lineage), and the state of each revocation."""
+    assert principal.account_id is not None
+    with database.read() as session:
+        usage = data_usage(session, account_id=principal.account_id)
+        releases = [ReleaseUsageOut.model_validate(item) for item in usage]
+    total = sum(sum(item.records.values()) for item in releases)
+    return DataUsageOut(account_id=principal.account_id, releases=releases, records=total)
 
 
 @router.get("/.well-known/consentry/receipt-key", tags=["receipts"])

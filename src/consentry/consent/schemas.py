@@ -145,3 +145,42 @@ class NotificationOut(BaseModel):
     payload: dict[str, Any]
     created_at: datetime
     delivered_at: datetime | None
+
+
+class RevocationStateOut(BaseModel):
+    """A revocation of some of the caller's records and whether the recipient confirmed deletion."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    category: str
+    reason: str
+    records: int
+    created_at: datetime
+    deadline_at: datetime
+    acknowledged_at: datetime | None
+    deleted_at: datetime | None
+    state: str = Field(description="pending, overdue or acknowledged")
+
+
+class ReleaseUsageOut(BaseModel):
+    """A release that delivered some of the caller's records."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    release_id: str
+    recipient: str
+    recipient_kind: str
+    purpose: str
+    categories: list[str]
+    delivered_at: datetime
+    records: dict[str, int]
+    revocations: list[RevocationStateOut]
+
+
+class DataUsageOut(BaseModel):
+    """Where the caller's data went, from release lineage."""
+
+    account_id: int
+    releases: list[ReleaseUsageOut]
+    records: int = Field(description="records delivered, over every release")

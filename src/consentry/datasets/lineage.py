@@ -113,3 +113,9 @@ def records_of(pairs: np.ndarray, author_ids: np.ndarray) -> tuple[np.ndarray, n
         return empty, empty.copy()
     rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True) if b > a])
     return np.asarray(pairs[rows, 0], dtype=np.int64), np.asarray(pairs[rows, 1], dtype=np.int64)
+
+
+def count_of(pairs: np.ndarray, author_id: int) -> int:
+    """How many records of ``author_id`` the (author, record) pairs hold."""
+    authors = pairs[:, 0]
+    return int(np.searchsorted(authors, author_id, side="right") - np.searchsorted(authors, author_id))

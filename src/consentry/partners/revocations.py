@@ -47,6 +47,7 @@ class Holder:
     path: Path
     purpose: str
     categories: tuple[str, ...]
+    delivered_at: datetime
     recipient: Recipient
 
 
@@ -101,13 +102,20 @@ CACHE = LineageCache()
 def holders(session: Session, *, category: str | None = None) -> list[Holder]:
     """Every published release (optionally: holding ``category``), oldest first, with its recipient."""
     rows = session.execute(
-        select(Release.id, Release.path, Release.purpose, Release.categories, Recipient)
+        select(Release.id, Release.path, Release.purpose, Release.categories, Release.created_at, Recipient)
         .join(Recipient, Recipient.id == Release.recipient_id)
         .where(Release.status == "published")
         .order_by(Release.created_at, Release.id)
     ).all()
     found = [
-        Holder(release_id=r[0], path=Path(r[1]), purpose=r[2], categories=tuple(r[3]), recipient=r[4])
+        Holder(
+            release_id=r[0],
+            path=Path(r[1]),
+            purpose=r[2],
+            categories=tuple(r[3]),
+            delivered_at=r[4],
+            recipient=r[5],
+        )
         for r in rows
     ]
     return [h for h in found if category is None or category in h.categories]
