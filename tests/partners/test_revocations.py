@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from consentry.auth.service import create_token
+from consentry.consent.importer import import_events
 from consentry.consent.service import ConsentContext, change_settings
 from consentry.datasets import lineage
 from consentry.datasets import service as datasets
@@ -237,3 +239,30 @@ def test_data_usage_lists_the_releases_holding_the_account_and_the_state_of_each
     assert third["recipient"] == "partner" and third["recipient_kind"] == "third_party"
     assert {r["state"] for r in third["revocations"]} == {"acknowledged"}
     assert client.get("/v1/me/data-usage").status_code == 401
+
+
+def test_a_bulk_import_revokes_where_an_accounts_last_imported_choice_is_a_deny(
+    database: Database, ctx: ConsentContext, scenario_lake: Path, platform: dict[str, Release], tmp_path: Path
+) -> None:
+    lake = tmp_path / "import"
+    (lake / "consent_events").mkdir(parents=True)
+    (lake / "accounts").symlink_to(scenario_lake / "accounts", target_is_directory=True)
+    later = NOW + timedelta(hours=1)
+    rows = [(1, "deny", NOW), (8, "deny", NOW), (8, "allow", later)]  # 8 changed their mind again
+    pq.write_table(
+        pa.table(
+            {
+                "account_id": pa.array([r[0] for r in rows], pa.int64()),
+                "setting": ["third_party_sharing"] * len(rows),
+                "value": [r[1] for r in rows],
+                "source": ["web"] * len(rows),
+                "recorded_at": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        lake / "consent_events" / "part-0.parquet",
+    )
+    with database.write() as session:
+        import_events(session, lake, ctx=ctx)
+    found = all_revocations(database)
+    assert found and {r.account_id for r in found} == {1}
+    assert {r.release_id for r in found} == {platform["third"].id}

@@ -30,6 +30,7 @@ from consentry.consent.models import Subject
 from consentry.consent.policy import ordered
 from consentry.consent.service import ConsentContext, load_policies
 from consentry.errors import InvalidInput
+from consentry.partners.revocations import holders, revoke_accounts
 
 SOURCE_MAP = {
     "web": ("user", "web"),
@@ -81,6 +82,20 @@ def _check(events: pa.Table, ctx: ConsentContext) -> None:
         nulls = events[column].null_count
         if nulls:
             raise InvalidInput(f"{nulls} events have no {column}", field=f"consent_events.{column}")
+
+
+def _revoke_opt_outs(session: Session, *, owners: np.ndarray, events: pa.Table, ctx: ConsentContext) -> None:
+    """Revoke released records of accounts whose last imported event for a setting is a deny."""
+    if not holders(session):
+        return
+    settings = np.asarray(events["setting"].to_numpy(zero_copy_only=False))
+    denies = np.asarray(pc.equal(events["value"], "deny").to_numpy(zero_copy_only=False), dtype=bool)
+    for key in np.unique(settings).tolist():
+        mask = settings == key
+        latest, first = np.unique(owners[mask][::-1], return_index=True)  # events are in time order
+        denied = latest[denies[mask][::-1][first]]
+        if denied.size:
+            revoke_accounts(session, account_ids=denied, reason="opt_out", setting=ctx.catalog.get(key))
 
 
 def import_events(
@@ -165,6 +180,7 @@ def import_events(
         }
     )
     seq, head = ledger.append_table(session, table)
+    _revoke_opt_outs(session, owners=owners, events=events, ctx=ctx)
     if progress is not None:
         progress(total, total)
     seconds = (datetime.now(UTC) - started).total_seconds()
