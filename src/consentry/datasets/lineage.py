@@ -85,10 +85,15 @@ def write_by_author(path: Path, *, author_ids: np.ndarray, record_ids: np.ndarra
     records = np.asarray(record_ids, dtype=np.int64)
     if authors.shape != records.shape:
         raise IntegrityFailure("every record needs exactly one author", field="lineage")
-    order = np.lexsort((records, authors))
+    ordered = bool(
+        np.all((authors[1:] > authors[:-1]) | ((authors[1:] == authors[:-1]) & (records[1:] >= records[:-1])))
+    )
+    if not ordered:  # engines deliver them in order; sort only what comes otherwise
+        order = np.lexsort((records, authors))
+        authors, records = authors[order], records[order]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:
-        np.save(handle, np.stack([authors[order], records[order]], axis=1))
+        np.save(handle, np.stack([authors, records], axis=1))
 
 
 def read_by_author(path: Path) -> np.ndarray:

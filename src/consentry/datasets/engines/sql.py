@@ -55,11 +55,11 @@ def _new(job: CategoryJob, alias: str, column: str) -> tuple[str, str]:
 
 
 def included_query(job: CategoryJob) -> str:
-    """Ids and authors of the records the release delivers."""
+    """Ids and authors of the records the release delivers, by author (the order of the lineage index)."""
     join, condition = _new(job, "x", "id")
     return (
         f"SELECT x.id, x.author_id FROM reasons_{job.spec.name} x{join} "
-        f"WHERE x.in_window AND x.reason = 0{condition}"
+        f"WHERE x.in_window AND x.reason = 0{condition} ORDER BY x.author_id, x.id"
     )
 
 
