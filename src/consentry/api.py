@@ -8,6 +8,7 @@ media type ``application/problem+json``. Domain errors carry their status on the
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,6 +25,7 @@ from consentry.consent.service import ConsentContext
 from consentry.consent.writer import ConsentWriter
 from consentry.db import Database
 from consentry.errors import ConsentryError, PayloadTooLarge
+from consentry.partners.revocations import warm as warm_lineage
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -168,6 +170,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=warm_lineage, args=(database,), name="lineage-warm", daemon=True).start()
         yield
         writer.close()
         access_log.close()

@@ -266,3 +266,15 @@ def test_a_bulk_import_revokes_where_an_accounts_last_imported_choice_is_a_deny(
     found = all_revocations(database)
     assert found and {r.account_id for r in found} == {1}
     assert {r.release_id for r in found} == {platform["third"].id}
+
+
+def test_warming_loads_every_published_releases_lineage(
+    database: Database, platform: dict[str, Release]
+) -> None:
+    revocations.CACHE.clear()
+    assert revocations.warm(database) == len(platform) * len(CATEGORIES)
+    with database.write() as session:
+        first = session.get(Release, platform["first"].id)
+        assert first is not None
+        first.status = "withdrawn"
+    assert revocations.warm(database) == len(CATEGORIES)

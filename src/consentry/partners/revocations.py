@@ -14,6 +14,7 @@ keeps them in a ``LineageCache`` after first use.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -24,16 +25,18 @@ from pathlib import Path
 import numpy as np
 from pyroaring import BitMap64
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from consentry.consent.catalog import Setting
 from consentry.datasets import lineage
 from consentry.datasets.models import Recipient, Release
-from consentry.db import utcnow
-from consentry.errors import InvalidInput
+from consentry.db import Database, utcnow
+from consentry.errors import IntegrityFailure, InvalidInput
 from consentry.partners import outbox
 from consentry.partners.models import REVOCATION_REASONS, Revocation
 
+log = logging.getLogger(__name__)
 Ids = Sequence[int] | np.ndarray
 ACCOUNT_REASONS = ("opt_out", "account_deleted", "account_deactivated")
 RECORD_REASONS = ("post_deleted", "interaction_deleted", "retention_purge")
@@ -97,6 +100,29 @@ class LineageCache:
 
 
 CACHE = LineageCache()
+
+
+def warm(database: Database) -> int:
+    """Load every published release's lineage into ``CACHE`` (run at start-up, off the request path, so
+    the first opt-out does not pay for it); returns how many (release, category) pairs were loaded."""
+    try:
+        with database.read() as session:
+            found = holders(session)
+    except SQLAlchemyError as error:  # the cache fills on first use instead
+        log.warning("could not list releases to warm the lineage cache: %s", error)
+        return 0
+    loaded = 0
+    for holder in found:
+        for category in holder.categories:
+            try:
+                CACHE.authors(holder, category)
+                CACHE.records(holder, category)
+                CACHE.pairs(holder, category)
+            except IntegrityFailure as error:  # reported again, and failed on, when it is needed
+                log.warning("lineage of release %s is unreadable: %s", holder.release_id, error)
+                continue
+            loaded += 1
+    return loaded
 
 
 def holders(session: Session, *, category: str | None = None) -> list[Holder]:
