@@ -156,6 +156,7 @@ def create_app(
     from consentry.metering.router import router as metering_router
     from consentry.metering.service import AccessLogWriter
     from consentry.migrate import upgrade
+    from consentry.partners.router import router as partners_router
     from consentry.signals.router import router as signals_router
     from consentry.social.router import router as social_router
 
@@ -206,6 +207,7 @@ def create_app(
     app.include_router(metering_router)
     app.include_router(signals_router)
     app.include_router(datasets_router)
+    app.include_router(partners_router)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:

@@ -12,6 +12,8 @@ from consentry.consent.cli import ledger_app, policy_app, receipt_app, settings_
 from consentry.datasets.cli import dataset_app, recipient_app
 from consentry.lake import cli as lake_cli
 from consentry.metering.cli import damages_app, org_app
+from consentry.partners.cli import partner_app
+from consentry.partners.worker_cli import webhook_app, worker_command
 from consentry.social.cli import app as account_app
 from consentry.social.cli import platform_app
 
@@ -34,6 +36,8 @@ app.add_typer(lake_cli.app, name="lake")
 app.add_typer(platform_app, name="platform")
 app.add_typer(recipient_app, name="recipient")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(partner_app, name="partner")
+app.add_typer(webhook_app, name="webhook")
 app.add_typer(org_app, name="org")
 app.add_typer(damages_app, name="damages")
 app.add_typer(demo_app, name="demo")
@@ -70,6 +74,9 @@ def serve(
 
     open_database()
     uvicorn.run("consentry.api:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+app.command("worker")(worker_command)
 
 
 @demo_app.callback(invoke_without_command=True)

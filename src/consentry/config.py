@@ -36,6 +36,24 @@ class Settings(BaseSettings):
     unregistered_mode: Literal["allow", "meter", "throttle", "block", "pay"] = Field(
         default="meter", description="Enforcement mode for traffic of organisations nobody registered."
     )
+    block_releases_when_overdue: bool = Field(
+        default=True, description="Refuse new releases to a partner with overdue revocations."
+    )
+    webhook_max_attempts: int = Field(
+        default=12, ge=1, le=100, description="Attempts to deliver a webhook before it is dead (dead letter)."
+    )
+    webhook_backoff_base_seconds: float = Field(
+        default=60, gt=0, description="Webhook retry backoff: the longest wait after the first failure."
+    )
+    webhook_backoff_cap_seconds: float = Field(
+        default=8 * 3600, gt=0, description="Webhook retry backoff: the longest wait between two attempts."
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10, gt=0, le=300, description="Time limit of one webhook request, connection included."
+    )
+    worker_concurrency: int = Field(
+        default=16, ge=1, le=1024, description="Webhook requests the worker keeps in flight at once."
+    )
 
     @property
     def resolved_database_url(self) -> str:

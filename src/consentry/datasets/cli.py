@@ -169,6 +169,7 @@ def dataset_build(
             license=license,
             engine_options=_pairs(engine_option, "engine_option"),
             progress=progress,
+            block_when_overdue=settings.block_releases_when_overdue,
         )
     finally:
         if tasks:

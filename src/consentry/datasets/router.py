@@ -89,10 +89,17 @@ def start_build(
             until=_utc(body.until),
             engine=body.engine,
             since_release=body.since_release,
+            block_when_overdue=settings.block_releases_when_overdue,
         )
         created = BuildJobOut.model_validate(job)
     ctx: ConsentContext = request.app.state.consent
-    background.add_task(service.run_job, database, job_id=created.id, ctx=ctx)
+    background.add_task(
+        service.run_job,
+        database,
+        job_id=created.id,
+        ctx=ctx,
+        block_when_overdue=settings.block_releases_when_overdue,
+    )
     return created
 
 

@@ -431,8 +431,12 @@ def check_request(
     engine: str = "duckdb",
     since_release: str | None = None,
     now: datetime | None = None,
+    block_when_overdue: bool = True,
 ) -> CheckedRequest:
-    """Every check of a build request that needs no lake scan (the API runs it before queueing)."""
+    """Every check of a build request that needs no lake scan (the API runs it before queueing).
+
+    A suspended recipient gets no release, nor (with ``block_when_overdue``, the setting
+    ``block_releases_when_overdue``) one with overdue revocations: ``Conflict`` naming ``recipient``."""
     now = now or utcnow()
     as_of = _aware(as_of, "as_of") or now
     since, until = _aware(since, "since"), _aware(until, "until")
@@ -454,6 +458,9 @@ def check_request(
                 field="categories",
             )
     target = get_recipient(session, recipient)
+    from consentry.partners.service import check_can_receive
+
+    check_can_receive(session, recipient=target, now=now, block_when_overdue=block_when_overdue)
     if purpose not in target.purposes:
         raise InvalidInput(
             f"recipient {target.name!r} may not receive data for {purpose!r} "
@@ -505,6 +512,7 @@ def build_release(
     engine_options: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
+    block_when_overdue: bool = True,
 ) -> Release:
     """Build and publish a release; returns its stored row. Nothing is published unless everything
     succeeds (see the module docstring)."""
@@ -524,6 +532,7 @@ def build_release(
             engine=engine,
             since_release=since_release,
             now=now,
+            block_when_overdue=block_when_overdue,
         )
         target, wanted, as_of = request.recipient, request.categories, request.as_of
         steps = _Steps(total=4 + STEPS_PER_CATEGORY * len(wanted), progress=progress)
@@ -942,6 +951,7 @@ def run_job(
     ctx: ConsentContext,
     build: Callable[..., Release] | None = None,
     min_interval: float = 0.5,
+    block_when_overdue: bool = True,
 ) -> None:
     """Run a queued build job, recording progress (at most every ``min_interval`` seconds) and the
     outcome on its row. Never raises: failures are recorded on the job."""
@@ -958,7 +968,13 @@ def run_job(
             _update_job(database, job_id, stage=stage, done=done, total=total)
 
     try:
-        release = (build or build_release)(database, ctx=ctx, progress=progress, **_build_arguments(params))
+        release = (build or build_release)(
+            database,
+            ctx=ctx,
+            progress=progress,
+            block_when_overdue=block_when_overdue,
+            **_build_arguments(params),
+        )
     except ConsentryError as error:
         _update_job(database, job_id, status="failed", error=error.detail, finished_at=utcnow())
         return
