@@ -157,6 +157,7 @@ def create_app(
     from consentry.metering.service import AccessLogWriter
     from consentry.migrate import upgrade
     from consentry.partners.router import router as partners_router
+    from consentry.retention.router import router as retention_router
     from consentry.signals.router import router as signals_router
     from consentry.social.router import router as social_router
 
@@ -207,6 +208,7 @@ def create_app(
     app.include_router(metering_router)
     app.include_router(signals_router)
     app.include_router(datasets_router)
+    app.include_router(retention_router)
     app.include_router(partners_router)
 
     @app.get("/healthz", tags=["service"])

@@ -14,6 +14,7 @@ from consentry.lake import cli as lake_cli
 from consentry.metering.cli import damages_app, org_app
 from consentry.partners.cli import partner_app
 from consentry.partners.worker_cli import webhook_app, worker_command
+from consentry.retention.cli import app as retention_app
 from consentry.social.cli import app as account_app
 from consentry.social.cli import platform_app
 
@@ -40,6 +41,7 @@ app.add_typer(partner_app, name="partner")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(org_app, name="org")
 app.add_typer(damages_app, name="damages")
+app.add_typer(retention_app, name="retention")
 app.add_typer(demo_app, name="demo")
 
 

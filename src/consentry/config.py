@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     block_releases_when_overdue: bool = Field(
         default=True, description="Refuse new releases to a partner with overdue revocations."
     )
+    retention_file: Path | None = Field(
+        default=None, description="Retention rules (JSON, see docs/retention.md); default rules without."
+    )
+    retention_interval_hours: float = Field(
+        default=24, gt=0, description="Hours between scheduled retention runs of the worker."
+    )
     webhook_max_attempts: int = Field(
         default=12, ge=1, le=100, description="Attempts to deliver a webhook before it is dead (dead letter)."
     )

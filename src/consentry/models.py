@@ -6,6 +6,7 @@ from consentry.datasets import models as datasets_models
 from consentry.db import Base
 from consentry.metering import models as metering_models
 from consentry.partners import models as partners_models
+from consentry.retention import models as retention_models
 from consentry.social import models as social_models
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "datasets_models",
     "metering_models",
     "partners_models",
+    "retention_models",
     "social_models",
 ]

@@ -15,9 +15,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from consentry.cli import app
@@ -26,6 +27,7 @@ from consentry.datasets.models import Recipient
 from consentry.datasets.service import add_recipient
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, NotFound
+from consentry.metering.models import AccessRecord
 from consentry.partners import outbox
 from consentry.partners.keys import new_webhook_secret
 from consentry.partners.models import Delivery, OutboxMessage
@@ -34,9 +36,12 @@ from consentry.partners.worker import (
     PeriodicTask,
     Worker,
     backoff_seconds,
+    periodic_tasks,
     start_in_thread,
 )
+from consentry.retention.models import RetentionRun
 from tests.partners.receiver import Receiver
+from tests.retention.conftest import seed
 
 runner = CliRunner()
 
@@ -446,6 +451,36 @@ def test_periodic_tasks_run_beside_deliveries_and_survive_errors(database: Datab
     assert calls["later"] == 0  # not due for an hour
     Worker(database, fast, periodic=tasks).run_once()  # --once runs no periodic job
     assert calls["later"] == 0
+
+
+def test_the_worker_runs_the_retention_schedule_and_a_restart_does_not_repeat_it(
+    database: Database, fast: Settings, tmp_path: Path
+) -> None:
+    seed(database)
+    rules = tmp_path / "retention.json"
+    rules.write_text(json.dumps({"access_log": {"max_age": "P1M"}}))
+    settings = fast.model_copy(update={"retention_file": rules, "retention_interval_hours": 24.0})
+    assert [task.name for task in periodic_tasks(settings)] == ["retention"]
+
+    def runs() -> list[tuple[str, str]]:
+        with database.read() as session:
+            found = session.execute(
+                select(RetentionRun.trigger, RetentionRun.status).order_by(RetentionRun.id)
+            )
+            return [(trigger, status) for trigger, status in found]
+
+    with start_in_thread(database, settings, periodic=periodic_tasks(settings), poll_seconds=0.01) as handle:
+        deadline = time.monotonic() + 60
+        while ("schedule", "finished") not in runs():
+            assert time.monotonic() < deadline and handle.alive
+            time.sleep(0.05)
+    assert runs() == [("schedule", "finished")]
+    with database.read() as session:  # the configured rule removed every access-log row (all are old)
+        assert session.scalar(select(func.count()).select_from(AccessRecord)) == 0
+    # A worker started again at once finds the next run a day away, so it does not run it twice.
+    with start_in_thread(database, settings, periodic=periodic_tasks(settings), poll_seconds=0.01):
+        time.sleep(1.0)
+    assert runs() == [("schedule", "finished")]
 
 
 def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:

@@ -40,8 +40,8 @@ How a message travels::
   flight finish, records them, waits for a running periodic job, and returns. A second signal abandons the
   requests in flight: their messages are released (``attempts`` back by one, due at once).
 
-Periodic jobs (``PeriodicTask``) run on a thread beside the deliveries, one run of a job at a time; the
-retention schedule plugs in here.
+Periodic jobs (``PeriodicTask``) run on a thread beside the deliveries, one run of a job at a time: the
+retention schedule (``periodic_tasks``) is one.
 """
 
 from __future__ import annotations
@@ -738,8 +738,23 @@ class Periodic:
 
 
 def periodic_tasks(settings: Settings) -> list[PeriodicTask]:
-    """The periodic jobs ``consentry worker`` runs beside the deliveries (add scheduled jobs here)."""
-    return []
+    """The periodic jobs ``consentry worker`` runs beside the deliveries: the retention schedule (every
+    ``retention_interval_hours`` after the last finished run, recorded in the database, so a restarted
+    worker does not run it again early)."""
+    from consentry.retention.service import next_due, run_scheduled
+
+    def due(database: Database, settings: Settings) -> datetime:
+        with database.read() as session:
+            return next_due(session, settings)
+
+    return [
+        PeriodicTask(
+            "retention",
+            every=timedelta(hours=settings.retention_interval_hours),
+            run=run_scheduled,
+            due=due,
+        )
+    ]
 
 
 class WorkerThread:
