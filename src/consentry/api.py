@@ -108,22 +108,24 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
 class BodyLimit:
     """ASGI middleware refusing request bodies larger than ``limit`` bytes with 413."""
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int, paths: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.paths = paths or {}  # larger limits for the few routes that need them
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.paths.get(scope.get("path", ""), self.limit)
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
                 response = JSONResponse(
                     {
                         "type": "urn:consentry:problem:payload-too-large",
                         "title": "Payload too large",
                         "status": 413,
-                        "detail": f"request bodies are limited to {self.limit} bytes",
+                        "detail": f"request bodies are limited to {limit} bytes",
                         "instance": scope.get("path", ""),
                     },
                     status_code=413,
@@ -138,8 +140,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise PayloadTooLarge(f"request bodies are limited to {self.limit} bytes", field="body")
+                if seen > limit:
+                    raise PayloadTooLarge(f"request bodies are limited to {limit} bytes", field="body")
             return message
 
         await self.app(scope, limited, send)
@@ -151,6 +153,10 @@ def create_app(
     """Build the application; applies migrations first unless ``migrate`` is false."""
     from consentry.consent.router import router as consent_router
     from consentry.datasets.router import router as datasets_router
+    from consentry.eligibility.router import MAX_BODY_BYTES as ELIGIBILITY_MAX_BODY_BYTES
+    from consentry.eligibility.router import router as eligibility_router
+    from consentry.eligibility.service import warm as warm_eligibility
+    from consentry.exports.router import router as exports_router
     from consentry.metering.meter import MemoryMeter, Meter, RedisMeter
     from consentry.metering.middleware import DatabaseDirectory, MeteringMiddleware
     from consentry.metering.router import router as metering_router
@@ -173,6 +179,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=warm_lineage, args=(database,), name="lineage-warm", daemon=True).start()
+        threading.Thread(
+            target=warm_eligibility, args=(database, ctx), name="eligibility-warm", daemon=True
+        ).start()
         yield
         writer.close()
         access_log.close()
@@ -192,7 +201,11 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        paths={"/v1/eligibility": max(settings.max_body_bytes, ELIGIBILITY_MAX_BODY_BYTES)},
+    )
     app.add_middleware(
         MeteringMiddleware,
         meter=meter,
@@ -208,6 +221,8 @@ def create_app(
     app.include_router(metering_router)
     app.include_router(signals_router)
     app.include_router(datasets_router)
+    app.include_router(eligibility_router)
+    app.include_router(exports_router)
     app.include_router(retention_router)
     app.include_router(partners_router)
 

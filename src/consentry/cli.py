@@ -10,6 +10,7 @@ from consentry.auth.cli import app as token_app
 from consentry.cli_support import cli_errors, console, open_database
 from consentry.consent.cli import ledger_app, policy_app, receipt_app, settings_app
 from consentry.datasets.cli import dataset_app, recipient_app
+from consentry.exports.cli import export as export_account
 from consentry.lake import cli as lake_cli
 from consentry.metering.cli import damages_app, org_app
 from consentry.partners.cli import partner_app
@@ -27,6 +28,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 demo_app = typer.Typer(help="Run the demo service, or generate demo data (demo generate).")
 
 app.add_typer(db_app, name="db")
+account_app.command("export")(export_account)
 app.add_typer(account_app, name="account")
 app.add_typer(settings_app, name="settings")
 app.add_typer(policy_app, name="policy")

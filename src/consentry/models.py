@@ -4,6 +4,8 @@ from consentry.auth import models as auth_models
 from consentry.consent import models as consent_models
 from consentry.datasets import models as datasets_models
 from consentry.db import Base
+from consentry.eligibility import models as eligibility_models
+from consentry.exports import models as exports_models
 from consentry.metering import models as metering_models
 from consentry.partners import models as partners_models
 from consentry.retention import models as retention_models
@@ -14,6 +16,8 @@ __all__ = [
     "auth_models",
     "consent_models",
     "datasets_models",
+    "eligibility_models",
+    "exports_models",
     "metering_models",
     "partners_models",
     "retention_models",
