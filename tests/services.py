@@ -30,3 +30,25 @@ def missing_service(name: str, url: str, error: Exception) -> None:
     if services_required():
         pytest.fail(message + " CONSENTRY_REQUIRE_SERVICES=1 makes this a failure.")
     pytest.skip(message)
+
+
+CHROMIUM = os.environ.get("CONSENTRY_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+def chromium() -> str:
+    """The Chromium the browser tests drive (Debian's, installed by ``.ci/run``): its path, or a skip
+    (a failure when services are required) when it or Playwright is missing."""
+    problem = None
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        problem = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError as error:
+            problem = f"Playwright is not installed ({error}); install the 'test' extra"
+    if problem is not None:
+        message = problem + "; or point CONSENTRY_TEST_CHROMIUM at a Chromium binary."
+        if services_required():
+            pytest.fail(message + " CONSENTRY_REQUIRE_SERVICES=1 makes this a failure.")
+        pytest.skip(message)
+    return CHROMIUM

@@ -166,6 +166,7 @@ def create_app(
     from consentry.retention.router import router as retention_router
     from consentry.signals.router import router as signals_router
     from consentry.social.router import router as social_router
+    from consentry.web.router import mount as mount_web
 
     settings = settings or get_settings()
     database = database or Database(settings.resolved_database_url)
@@ -225,6 +226,7 @@ def create_app(
     app.include_router(exports_router)
     app.include_router(retention_router)
     app.include_router(partners_router)
+    mount_web(app)  # the settings page, the dashboard, /static/ and the cookie CSRF check
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:

@@ -103,6 +103,8 @@ def demo(
     base = f"http://{host}:{port}"
     console.print(f"[bold]Consentry demo[/] — data in {info.home}")
     console.print(f"API docs:      {base}/docs")
+    console.print(f"Settings page: {base}/settings   (sign in with an account token below)")
+    console.print(f"Dashboard:     {base}/dashboard  (sign in with the admin token)")
     console.print(f"Receipt key:   {base}/.well-known/consentry/receipt-key")
     console.print(f"Admin token:   {info.admin_token}", highlight=False, soft_wrap=True)
     for handle, (account_id, token) in info.account_tokens.items():

@@ -1,0 +1,1006 @@
+"""What the web pages show: the settings page of one account and the operator's dashboard.
+
+The dashboard answers over every account: consent rates over time per setting and jurisdiction, current
+opt-out shares, and what each policy version did. Reading a million accounts and their events out of the
+database takes seconds, so :class:`ConsentStateCache` keeps them in memory as NumPy arrays (one copy per
+process) and brings them up to date on every request:
+
+* events are append-only with increasing ``seq``, so only events after the last seen one are read; they
+  go into a small sorted *delta* that is folded into the *base* when it grows;
+* new accounts (ids above the largest seen) are read the same way; account status changes (deactivation,
+  deletion) have no change log, so the accounts are re-read in full when older than ``accounts_ttl``.
+
+Every question is then answered with vectorised passes over the arrays, following the rules of
+``consentry.consent.evaluate`` (DESIGN.md, "Effective consent"): for each time, the population is the
+active accounts that existed then; minors are deny; the latest explicit event at or before the time wins;
+otherwise the default of the applicable policy version for the account's jurisdiction group.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.orm import Session
+
+from consentry.consent.catalog import Jurisdictions
+from consentry.consent.evaluate import ACCOUNT_SCHEMA, MINOR_AGE, group_index, to_micros
+from consentry.consent.policy import Policy, ordered
+from consentry.consent.service import ConsentContext, accounts_table, load_policies
+from consentry.datasets.models import Recipient, Release
+from consentry.datasets.service import ledger_events
+from consentry.db import utcnow
+from consentry.errors import InvalidInput
+from consentry.metering import damages
+from consentry.metering.schemas import TopOut
+from consentry.metering.service import top
+from consentry.partners.models import Revocation
+
+Array = npt.NDArray[Any]
+NO_BIRTH = -100_000
+LATEST = datetime(9999, 12, 31, tzinfo=UTC)
+RANGES = {"90d": "13 weeks", "12m": "12 months", "5y": "5 years"}
+ALL = "All accounts"
+
+
+# --- reading the database in bulk -------------------------------------------------------------------------
+
+
+_ACCOUNT_CSV = pacsv.ConvertOptions(
+    column_types={
+        "account_id": pa.int64(),
+        "created_at": pa.timestamp("us"),
+        "country": pa.string(),
+        "birth_year": pa.int16(),
+        "status": pa.string(),
+        "status_changed_at": pa.timestamp("us"),
+    },
+    strings_can_be_null=True,
+)
+
+
+def _csv_accounts(data: bytes) -> pa.Table:
+    if not data:
+        return ACCOUNT_SCHEMA.empty_table()
+    table = pacsv.read_csv(
+        io.BytesIO(data),
+        read_options=pacsv.ReadOptions(column_names=ACCOUNT_SCHEMA.names),
+        convert_options=_ACCOUNT_CSV,
+    )
+    for name in ("created_at", "status_changed_at"):
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, pc.assume_timezone(table[name], "UTC"))
+    return table.cast(ACCOUNT_SCHEMA)
+
+
+def read_accounts(session: Session, *, after_id: int = 0) -> pa.Table:
+    """Accounts with an id above ``after_id``, in ``ACCOUNT_SCHEMA``, ordered by id.
+
+    Millions of rows must not become Python objects one by one: SQLite concatenates them into one CSV
+    text, PostgreSQL streams ``COPY ... TO STDOUT``, Arrow parses the CSV (country codes, statuses and
+    timestamps never need quoting).
+    """
+    dialect = session.get_bind().dialect.name
+    raw: Any = session.connection().connection.dbapi_connection
+    if dialect == "sqlite":
+        cursor = raw.cursor()
+        try:
+            cursor.execute(
+                "SELECT group_concat(id || ',' || created_at || ',' || ifnull(country, '') || ',' || "
+                "ifnull(birth_year, '') || ',' || status || ',' || ifnull(status_changed_at, ''), char(10)) "
+                "FROM (SELECT * FROM accounts WHERE id > ? ORDER BY id)",
+                (int(after_id),),
+            )
+            data = (cursor.fetchone()[0] or "").encode()
+        finally:
+            cursor.close()
+        return _csv_accounts(data)
+    if dialect == "postgresql":
+        query = (
+            "COPY (SELECT id, created_at, country, birth_year, status, status_changed_at FROM accounts "
+            f"WHERE id > {int(after_id)} ORDER BY id) TO STDOUT WITH (FORMAT csv)"
+        )
+        buffer = io.BytesIO()
+        with raw.cursor() as cursor, cursor.copy(query) as copy:
+            for block in copy:
+                buffer.write(block)
+        return _csv_accounts(buffer.getvalue())
+    table = accounts_table(session)  # any other database: row by row
+    return table.filter(pc.greater(table["account_id"], after_id)).sort_by("account_id")
+
+
+def read_events(session: Session, *, settings: Sequence[str], after_seq: int = 0) -> pa.Table:
+    """Explicit events of still-mapped accounts with ``seq`` above ``after_seq`` for ``settings``."""
+    if after_seq <= 0:
+        return ledger_events(session, settings=settings, until=LATEST)
+    from consentry.consent.models import ConsentEvent, Subject
+
+    rows = session.execute(
+        select(
+            Subject.account_id,
+            ConsentEvent.setting,
+            ConsentEvent.value,
+            ConsentEvent.recorded_at,
+            ConsentEvent.seq,
+        )
+        .join(Subject, Subject.subject_key == ConsentEvent.subject_key)
+        .where(ConsentEvent.seq > after_seq, ConsentEvent.setting.in_(list(settings)))
+        .order_by(ConsentEvent.seq)
+    ).all()
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
+    return pa.table(
+        {
+            "account_id": pa.array(columns[0], pa.int64()),
+            "setting": pa.array(columns[1], pa.string()),
+            "value": pa.array(columns[2], pa.string()),
+            "recorded_at": pa.array(columns[3], pa.timestamp("us", tz="UTC")),
+            "seq": pa.array(columns[4], pa.int64()),
+        }
+    )
+
+
+# --- in-memory consent state ------------------------------------------------------------------------------
+
+
+def _np(column: pa.ChunkedArray | pa.Array, dtype: Any, fill: Any) -> Array:
+    return np.asarray(pc.fill_null(column, fill).to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """Accounts as arrays, sorted by id."""
+
+    ids: Array
+    created: Array  # microseconds since the epoch
+    group: Array  # index into Jurisdictions.names
+    birth: Array  # NO_BIRTH when unknown
+    active: Array
+    changed: Array  # status change time; int64 min when none
+
+    @classmethod
+    def from_table(cls, table: pa.Table, jurisdictions: Jurisdictions) -> Accounts:
+        """Arrays from a table in ``ACCOUNT_SCHEMA``."""
+        table = table.sort_by("account_id")
+        return cls(
+            ids=_np(table["account_id"], np.int64, 0),
+            created=_np(table["created_at"].cast(pa.int64()), np.int64, np.iinfo(np.int64).max),
+            group=np.asarray(group_index(table["country"], jurisdictions), dtype=np.int64)
+            if table.num_rows
+            else np.zeros(0, dtype=np.int64),
+            birth=_np(pc.cast(table["birth_year"], pa.int32()), np.int32, NO_BIRTH),
+            active=_np(pc.equal(table["status"], "active"), bool, False),
+            changed=_np(table["status_changed_at"].cast(pa.int64()), np.int64, np.iinfo(np.int64).min),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def max_id(self) -> int:
+        """The largest id held (0 when empty)."""
+        return int(self.ids[-1]) if len(self.ids) else 0
+
+    def extend(self, other: Accounts) -> Accounts:
+        """These accounts followed by ``other`` (whose ids are all larger)."""
+        if not len(other):
+            return self
+        return Accounts(
+            *(np.concatenate([getattr(self, n), getattr(other, n)]) for n in self.__dataclass_fields__)
+        )
+
+    def index_of(self, account_ids: Array) -> Array:
+        """Each id's position, -1 when absent."""
+        n = len(self.ids)
+        if n == 0 or len(account_ids) == 0:
+            return np.full(len(account_ids), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.ids, account_ids), n - 1)
+        return np.where(self.ids[pos] == account_ids, pos, -1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Events:
+    """Explicit events sorted by (account, setting) pair, then time, then seq, in runs of one pair."""
+
+    pair: Array  # account_id * settings + setting code
+    code: Array
+    when: Array
+    seq: Array
+    allow: Array
+    account: Array  # index into Accounts, -1 when unknown
+    starts: Array  # first event of each run
+    run_pair: Array
+
+    @classmethod
+    def build(cls, table: pa.Table, settings: Sequence[str], accounts: Accounts) -> Events:
+        """Sort a table of events (``account_id, setting, value, recorded_at, seq``) into runs."""
+        code = _np(
+            pc.index_in(table["setting"], value_set=pa.array(list(settings), pa.string())), np.int64, -1
+        )
+        ids = _np(table["account_id"], np.int64, 0)
+        when = _np(table["recorded_at"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()), np.int64, 0)
+        seq = _np(table["seq"], np.int64, 0)
+        allow = _np(pc.equal(table["value"], "allow"), bool, False)
+        keep = code >= 0
+        ids, code, when, seq, allow = ids[keep], code[keep], when[keep], seq[keep], allow[keep]
+        pair = ids * len(settings) + code
+        order = np.lexsort((seq, when, pair))
+        return cls.sorted(pair[order], code[order], when[order], seq[order], allow[order], settings, accounts)
+
+    @classmethod
+    def sorted(
+        cls,
+        pair: Array,
+        code: Array,
+        when: Array,
+        seq: Array,
+        allow: Array,
+        settings: Sequence[str],
+        accounts: Accounts,
+    ) -> Events:
+        """Runs over arrays already in (pair, when, seq) order."""
+        if len(pair):
+            starts = np.flatnonzero(np.concatenate([[True], pair[1:] != pair[:-1]]))
+        else:
+            starts = np.zeros(0, dtype=np.int64)
+        account = accounts.index_of(pair // max(len(settings), 1))
+        return cls(pair, code, when, seq, allow, account, starts, pair[starts])
+
+    def __len__(self) -> int:
+        return len(self.pair)
+
+    def merged(self, other: Events, settings: Sequence[str], accounts: Accounts) -> Events:
+        """One sorted set holding both."""
+        fields = ("pair", "code", "when", "seq", "allow")
+        joined = [np.concatenate([getattr(self, f), getattr(other, f)]) for f in fields]
+        order = np.lexsort((joined[3], joined[2], joined[0]))
+        pair, code, when, seq, allow = (column[order] for column in joined)
+        return Events.sorted(pair, code, when, seq, allow, settings, accounts)
+
+    def remapped(self, settings: Sequence[str], accounts: Accounts) -> Events:
+        """The same events with account positions looked up again (after accounts were re-read)."""
+        return Events.sorted(self.pair, self.code, self.when, self.seq, self.allow, settings, accounts)
+
+    def latest(self, t: int) -> tuple[Array, Array]:
+        """Per run: whether it has an event at or before ``t``, and the position of the latest one."""
+        if not len(self.starts):
+            return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+        counts = np.add.reduceat((self.when <= t).astype(np.int64), self.starts)
+        return counts > 0, self.starts + counts - 1
+
+
+def empty_events(settings: Sequence[str], accounts: Accounts) -> Events:
+    """No events."""
+    nothing = np.zeros(0, dtype=np.int64)
+    return Events.sorted(nothing, nothing, nothing, nothing, np.zeros(0, dtype=bool), settings, accounts)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Accounts and events at one moment."""
+
+    settings: tuple[str, ...]
+    accounts: Accounts
+    base: Events
+    delta: Events
+    last_seq: int
+    loaded_at: datetime
+
+    @property
+    def events(self) -> int:
+        """How many explicit events are held."""
+        return len(self.base) + len(self.delta)
+
+    def explicit_at(self, t: int) -> tuple[Array, Array, Array]:
+        """Every (account position, setting code, allow) whose latest explicit event at or before ``t``
+        decides it; pairs of accounts not held are left out."""
+        present, position = self.base.latest(t)
+        keep_base = present.copy()
+        parts: list[Array] = []
+        if len(self.delta.starts):
+            d_present, d_position = self.delta.latest(t)
+            runs = len(self.base.run_pair)
+            where = (
+                np.searchsorted(self.base.run_pair, self.delta.run_pair) if runs else np.zeros(0, np.int64)
+            )
+            if runs:
+                clipped = np.minimum(where, runs - 1)
+                matched = (where < runs) & (self.base.run_pair[clipped] == self.delta.run_pair)
+            else:
+                clipped = np.zeros(len(self.delta.run_pair), dtype=np.int64)
+                matched = np.zeros(len(self.delta.run_pair), dtype=bool)
+            b_pos = position[clipped] if runs else clipped
+            d_when, d_seq = self.delta.when[d_position], self.delta.seq[d_position]
+            b_when = self.base.when[b_pos] if runs else d_when
+            b_seq = self.base.seq[b_pos] if runs else d_seq
+            b_has = present[clipped] if runs else matched
+            newer = ~matched | ~b_has | (d_when > b_when) | ((d_when == b_when) & (d_seq > b_seq))
+            use_delta = d_present & newer
+            keep_base[clipped[use_delta & matched]] = False
+            parts.append(d_position[use_delta])
+        base_rows = position[keep_base]
+        accounts = [self.base.account[base_rows]]
+        codes = [self.base.code[base_rows]]
+        allows = [self.base.allow[base_rows]]
+        for rows in parts:
+            accounts.append(self.delta.account[rows])
+            codes.append(self.delta.code[rows])
+            allows.append(self.delta.allow[rows])
+        account, code, allow = np.concatenate(accounts), np.concatenate(codes), np.concatenate(allows)
+        held = account >= 0
+        return account[held], code[held], allow[held]
+
+
+class ConsentStateCache:
+    """The consent state of every account, kept in memory and brought up to date on each use."""
+
+    def __init__(
+        self,
+        *,
+        settings: Sequence[str],
+        jurisdictions: Jurisdictions,
+        accounts_ttl: float = 300.0,
+        fold_at: int = 20_000,
+    ) -> None:
+        self.settings = tuple(settings)
+        self.jurisdictions = jurisdictions
+        self.accounts_ttl = accounts_ttl
+        self.fold_at = fold_at
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._accounts_read = 0.0
+
+    def invalidate(self) -> None:
+        """Forget everything; the next use reads all again."""
+        with self._lock:
+            self._snapshot = None
+
+    def current(self, session: Session) -> Snapshot:
+        """The state as of now: read in full the first time, then only what changed."""
+        with self._lock:
+            snapshot = self._snapshot
+            now = time.monotonic()
+            if snapshot is None or now - self._accounts_read > self.accounts_ttl:
+                accounts = Accounts.from_table(read_accounts(session), self.jurisdictions)
+                self._accounts_read = now
+                if snapshot is None:
+                    table = read_events(session, settings=self.settings)
+                    seq = pc.max(table["seq"]).as_py() if table.num_rows else 0
+                    base = Events.build(table, self.settings, accounts)
+                    snapshot = Snapshot(
+                        self.settings,
+                        accounts,
+                        base,
+                        empty_events(self.settings, accounts),
+                        seq or 0,
+                        utcnow(),
+                    )
+                else:
+                    snapshot = Snapshot(
+                        self.settings,
+                        accounts,
+                        snapshot.base.remapped(self.settings, accounts),
+                        snapshot.delta.remapped(self.settings, accounts),
+                        snapshot.last_seq,
+                        snapshot.loaded_at,
+                    )
+            accounts = snapshot.accounts.extend(
+                Accounts.from_table(
+                    read_accounts(session, after_id=snapshot.accounts.max_id), self.jurisdictions
+                )
+            )
+            fresh = read_events(session, settings=self.settings, after_seq=snapshot.last_seq)
+            base, delta = snapshot.base, snapshot.delta
+            if len(accounts) != len(snapshot.accounts):
+                base, delta = base.remapped(self.settings, accounts), delta.remapped(self.settings, accounts)
+            last_seq = snapshot.last_seq
+            if fresh.num_rows:
+                last_seq = max(last_seq, int(pc.max(fresh["seq"]).as_py()))
+                delta = delta.merged(Events.build(fresh, self.settings, accounts), self.settings, accounts)
+                if len(delta) > self.fold_at:
+                    base, delta = (
+                        base.merged(delta, self.settings, accounts),
+                        empty_events(self.settings, accounts),
+                    )
+            fresh_snapshot = Snapshot(self.settings, accounts, base, delta, last_seq, utcnow())
+            if base is snapshot.base and accounts is snapshot.accounts and "_run_facts" in snapshot.__dict__:
+                object.__setattr__(fresh_snapshot, "_run_facts", snapshot.__dict__["_run_facts"])
+            self._snapshot = fresh_snapshot
+            return fresh_snapshot
+
+
+# --- answers over the state -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateAt:
+    """Counts at one time, per jurisdiction group ``g`` and setting ``s``."""
+
+    at: datetime
+    population: Array  # (G,) active accounts that existed at ``at``
+    minors: Array  # (G,) of which minors (always deny)
+    allow: Array  # (G, S)
+    explicit_deny: Array  # (G, S)
+    governs: Array  # (P + 1,) accounts per applicable version (0: none), over the population
+
+
+def _defaults(policies: Sequence[Policy], jurisdictions: Jurisdictions, settings: Sequence[str]) -> Array:
+    """(P + 1, G, S) booleans: row 0 is "no policy" (deny), row i + 1 is ordered policy i."""
+    table = np.zeros((len(policies) + 1, len(jurisdictions.names), len(settings)), dtype=bool)
+    for index, policy in enumerate(policies):
+        for g, group in enumerate(jurisdictions.names):
+            table[index + 1, g] = [policy.default(group, key) == "allow" for key in settings]
+    return table
+
+
+def _chosen(policies: Sequence[Policy], created: Array, t: int) -> Array:
+    chosen = np.zeros(len(created), dtype=np.int64)
+    for index, policy in enumerate(policies):
+        effective = to_micros(policy.effective_at)
+        if effective > t:
+            continue
+        if policy.applies_to == "all":
+            chosen[:] = index + 1
+        else:
+            chosen[created >= effective] = index + 1
+    return chosen
+
+
+def _masks(accounts: Accounts, at: datetime) -> tuple[Array, Array]:
+    """Population (active, existing at ``at``) and eligible (population minus minors) masks."""
+    t = to_micros(at)
+    inactive = ~accounts.active & (accounts.changed <= t)
+    population = (accounts.created <= t) & ~inactive
+    minor = (accounts.birth == NO_BIRTH) | (at.year - accounts.birth.astype(np.int64) <= MINOR_AGE)
+    return population, population & ~minor
+
+
+BIRTH_SPAN = 1 << 20
+
+
+@dataclass(frozen=True)
+class Cohorts:
+    """Accounts counted by what decides their defaults at a fixed set of times (``breaks``): jurisdiction
+    group, when they were created and deactivated relative to the breaks, and birth year. A million
+    accounts become a few thousand cohorts, so each time costs next to nothing."""
+
+    breaks: Array
+    group: Array
+    created_le: Array  # created <= breaks[j]  <=>  created_le <= j
+    created_ge: Array  # created >= breaks[j]  <=>  created_ge > j
+    inactive: Array  # inactive at breaks[j]  <=>  inactive <= j
+    birth: Array
+    count: Array
+
+    @classmethod
+    def build(cls, accounts: Accounts, times: Sequence[int]) -> Cohorts:
+        """Cohorts of ``accounts`` for the given times (microseconds)."""
+        breaks = np.unique(np.asarray(list(times), dtype=np.int64))
+        radix = len(breaks) + 2
+        created_le = np.searchsorted(breaks, accounts.created, "left")
+        created_ge = np.searchsorted(breaks, accounts.created, "right")
+        inactive = np.where(accounts.active, radix - 1, np.searchsorted(breaks, accounts.changed, "left"))
+        key = ((accounts.group * radix + created_le) * radix + created_ge) * radix + inactive
+        key = key * BIRTH_SPAN + (accounts.birth.astype(np.int64) - NO_BIRTH)
+        unique, count = np.unique(key, return_counts=True)
+        birth = unique % BIRTH_SPAN + NO_BIRTH
+        rest = unique // BIRTH_SPAN
+        inactive, rest = rest % radix, rest // radix
+        created_ge, rest = rest % radix, rest // radix
+        created_le, group = rest % radix, rest // radix
+        return cls(breaks, group, created_le, created_ge, inactive, birth, count)
+
+
+@dataclass(frozen=True)
+class Explicit:
+    """The explicit choices deciding (account, setting) pairs at one time, with their accounts' facts."""
+
+    code: Array
+    allow: Array
+    group: Array
+    created: Array
+    inactive_from: Array
+    birth: Array
+
+
+def _run_facts(snapshot: Snapshot) -> dict[str, Array]:
+    """Per run of the base events: its account's facts (gathered once per snapshot)."""
+    cached: dict[str, Array] | None = snapshot.__dict__.get("_run_facts")
+    if cached is None:
+        accounts, index = snapshot.accounts, snapshot.base.account[snapshot.base.starts]
+        cached = _facts(accounts, index)
+        object.__setattr__(snapshot, "_run_facts", cached)
+    return cached
+
+
+def _facts(accounts: Accounts, index: Array) -> dict[str, Array]:
+    held = index >= 0
+    safe = np.where(held, index, 0)
+    never = np.iinfo(np.int64).max
+    inactive_from = np.where(accounts.active[safe], never, accounts.changed[safe]) if len(accounts) else safe
+    return {
+        "held": held,
+        "group": accounts.group[safe] if len(accounts) else safe,
+        "created": np.where(held, accounts.created[safe] if len(accounts) else safe, never),
+        "inactive_from": inactive_from,
+        "birth": accounts.birth[safe] if len(accounts) else safe,
+    }
+
+
+def explicit_facts(snapshot: Snapshot, t: int) -> Explicit:
+    """The deciding explicit choices at ``t`` (base and delta merged), for accounts held."""
+    base, delta = snapshot.base, snapshot.delta
+    present, position = base.latest(t)
+    keep = present.copy()
+    facts = _run_facts(snapshot)
+    extra: Array = np.zeros(0, dtype=np.int64)
+    if len(delta.starts):
+        d_present, d_position = delta.latest(t)
+        runs = len(base.run_pair)
+        if runs:
+            where = np.minimum(np.searchsorted(base.run_pair, delta.run_pair), runs - 1)
+            matched = base.run_pair[where] == delta.run_pair
+            b_pos = position[where]
+            b_has = present[where] & matched
+            d_when, d_seq = delta.when[d_position], delta.seq[d_position]
+            b_when, b_seq = base.when[b_pos], base.seq[b_pos]
+            newer = ~b_has | (d_when > b_when) | ((d_when == b_when) & (d_seq > b_seq))
+            use = d_present & newer
+            keep[where[use & matched]] = False
+        else:
+            use = d_present
+        extra = d_position[use]
+    keep &= facts["held"]
+    rows = position[keep]
+    more = _facts(snapshot.accounts, delta.account[extra])
+    held = more["held"]
+    return Explicit(
+        code=np.concatenate([base.code[rows], delta.code[extra][held]]),
+        allow=np.concatenate([base.allow[rows], delta.allow[extra][held]]),
+        group=np.concatenate([facts["group"][keep], more["group"][held]]),
+        created=np.concatenate([facts["created"][keep], more["created"][held]]),
+        inactive_from=np.concatenate([facts["inactive_from"][keep], more["inactive_from"][held]]),
+        birth=np.concatenate([facts["birth"][keep], more["birth"][held]]),
+    )
+
+
+def _minor(birth: Array, year: int) -> Array:
+    minor: Array = (birth == NO_BIRTH) | (year - birth.astype(np.int64) <= MINOR_AGE)
+    return minor
+
+
+class Evaluator:
+    """Counts of effective consent at many times over one snapshot (DESIGN.md, "Effective consent")."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        policies: Sequence[Policy],
+        jurisdictions: Jurisdictions,
+        times: Sequence[datetime],
+    ) -> None:
+        self.snapshot = snapshot
+        self.policies = ordered(policies)
+        self.groups = len(jurisdictions.names)
+        self.settings = len(snapshot.settings)
+        self.table = _defaults(self.policies, jurisdictions, snapshot.settings)
+        self.flat = self.table.reshape(-1)
+        moments = [to_micros(t) for t in times] + [to_micros(p.effective_at) for p in self.policies]
+        self.cohorts = Cohorts.build(snapshot.accounts, moments)
+
+    def state(self, at: datetime) -> StateAt:
+        """The counts at ``at``, which must be one of the evaluator's times."""
+        t = to_micros(at)
+        c = self.cohorts
+        j = int(np.searchsorted(c.breaks, t))
+        if j >= len(c.breaks) or c.breaks[j] != t:
+            raise ValueError("state() needs one of the times the evaluator was built for")
+        groups, n_settings, policies = self.groups, self.settings, self.policies
+        population = (c.created_le <= j) & (c.inactive > j)
+        eligible = population & ~_minor(c.birth, at.year)
+        chosen = np.zeros(len(c.count), dtype=np.int64)
+        for index, policy in enumerate(policies):
+            p = int(np.searchsorted(c.breaks, to_micros(policy.effective_at)))
+            if p > j:
+                continue
+            if policy.applies_to == "all":
+                chosen[:] = index + 1
+            else:
+                chosen[c.created_ge > p] = index + 1
+        cells = (len(policies) + 1) * groups
+        weight = np.where(eligible, c.count, 0)
+        per_cell = np.bincount(chosen * groups + c.group, weights=weight, minlength=cells)
+        allow = np.einsum(
+            "cg,cgs->gs", np.rint(per_cell).astype(np.int64).reshape(-1, groups), self.table.astype(np.int64)
+        )
+        e = explicit_facts(self.snapshot, t)
+        decided = (e.created <= t) & (e.inactive_from > t) & ~_minor(e.birth, at.year)
+        e_chosen = _chosen(policies, e.created, t)
+        default = self.flat[(e_chosen * groups + e.group) * n_settings + e.code]
+        cell = e.group * n_settings + e.code
+        size = groups * n_settings
+        gained = np.bincount(cell[decided & e.allow & ~default], minlength=size)
+        lost = np.bincount(cell[decided & ~e.allow & default], minlength=size)
+        explicit_deny = np.bincount(cell[decided & ~e.allow], minlength=size)
+        by_group = np.bincount(c.group, weights=np.where(population, c.count, 0), minlength=groups)
+        minors = np.bincount(c.group, weights=np.where(population & ~eligible, c.count, 0), minlength=groups)
+        governs = np.bincount(chosen, weights=np.where(population, c.count, 0), minlength=len(policies) + 1)
+        return StateAt(
+            at=at,
+            population=np.rint(by_group).astype(np.int64),
+            minors=np.rint(minors).astype(np.int64),
+            allow=allow + (gained - lost).reshape(groups, n_settings),
+            explicit_deny=explicit_deny.reshape(groups, n_settings),
+            governs=np.rint(governs).astype(np.int64),
+        )
+
+
+def state_at(
+    snapshot: Snapshot, *, at: datetime, policies: Sequence[Policy], jurisdictions: Jurisdictions
+) -> StateAt:
+    """Effective consent counts at ``at`` (the rules of ``consentry.consent.evaluate``)."""
+    return Evaluator(snapshot, policies=policies, jurisdictions=jurisdictions, times=[at]).state(at)
+
+
+@dataclass(frozen=True)
+class PolicyEffect:
+    """What one policy version did (or will do) when it takes effect, and whom it governs now."""
+
+    version: int
+    governs_now: int
+    changed_accounts: int
+    to_allow: int
+    to_deny: int
+
+
+def policy_effects(
+    snapshot: Snapshot,
+    *,
+    policies: Sequence[Policy],
+    jurisdictions: Jurisdictions,
+    now: datetime,
+    governs: Array | None = None,
+) -> dict[int, PolicyEffect]:
+    """For each version: active accounts it governs now, and the accounts whose effective consent it
+    changed at its ``effective_at`` (for a scheduled version: will change, with the choices known now)."""
+    accounts, settings = snapshot.accounts, snapshot.settings
+    ordered_all = ordered(policies)
+    if governs is None:
+        governs = state_at(snapshot, at=now, policies=policies, jurisdictions=jurisdictions).governs
+    effects: dict[int, PolicyEffect] = {}
+    for index, policy in enumerate(ordered_all):
+        at = policy.effective_at
+        t = to_micros(at)
+        _, eligible = _masks(accounts, at)
+        others = [p for p in ordered_all if p.version != policy.version]
+        with_table = _defaults(ordered_all, jurisdictions, settings)
+        without_table = _defaults(others, jurisdictions, settings)
+        rows = np.flatnonzero(eligible)
+        group = accounts.group[rows]
+        before = without_table[_chosen(others, accounts.created[rows], t), group]
+        after = with_table[_chosen(ordered_all, accounts.created[rows], t), group]
+        changed = before != after
+        if len(rows):
+            account, code, _ = snapshot.explicit_at(t)
+            position = np.minimum(np.searchsorted(rows, account), len(rows) - 1)
+            held = rows[position] == account
+            changed[position[held], code[held]] = False  # an explicit choice stands
+        effects[policy.version] = PolicyEffect(
+            version=policy.version,
+            governs_now=int(governs[index + 1]),
+            changed_accounts=int(changed.any(axis=1).sum()),
+            to_allow=int((changed & after).any(axis=1).sum()),
+            to_deny=int((changed & ~after).any(axis=1).sum()),
+        )
+    return effects
+
+
+def timeline(now: datetime, range_key: str) -> list[datetime]:
+    """The times a chart samples: weekly over 13 weeks, monthly over 12 months, or quarterly over 5
+    years, ending now."""
+    if range_key not in RANGES:
+        raise InvalidInput(f"range must be one of {', '.join(RANGES)}", field="range")
+    if range_key == "90d":
+        return [now - timedelta(weeks=13 - i) for i in range(13)] + [now]
+    step, count = (1, 12) if range_key == "12m" else (3, 20)
+    month = now.year * 12 + now.month - 1
+    month -= month % step
+    points = []
+    for i in range(count, 0, -1):
+        m = month - (i - 1) * step
+        points.append(datetime(m // 12, m % 12 + 1, 1, tzinfo=UTC))
+    return [p for p in points if p < now] + [now]
+
+
+# --- the dashboard ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShareRow:
+    """Current opt-out figures of one setting in one group (or over all groups)."""
+
+    group: str
+    population: int
+    allow: int
+    explicit_deny: int
+    default_deny: int
+    minors: int
+
+    @property
+    def deny_share(self) -> float:
+        """Share of the population whose effective consent is deny."""
+        return 1 - self.allow / self.population if self.population else 0.0
+
+
+@dataclass(frozen=True)
+class SettingShares:
+    """Current opt-out figures of one setting."""
+
+    key: str
+    label: str
+    total: ShareRow
+    groups: list[ShareRow]
+
+
+@dataclass(frozen=True)
+class ConsentOverview:
+    """Consent rates over time and now, and policy effects, over every account."""
+
+    as_of: datetime
+    accounts: int
+    population: int
+    events: int
+    groups: list[str]
+    times: list[datetime]
+    rates: dict[str, dict[str, list[float | None]]]  # setting -> group (or ALL) -> share allowing
+    shares: list[SettingShares]
+    effects: dict[int, PolicyEffect]
+
+
+def consent_overview(
+    session: Session,
+    *,
+    cache: ConsentStateCache,
+    ctx: ConsentContext,
+    range_key: str = "12m",
+    now: datetime | None = None,
+) -> ConsentOverview:
+    """Everything the dashboard shows about consent, from the cached state brought up to date."""
+    now = now or utcnow()
+    times = timeline(now, range_key)
+    snapshot = cache.current(session)
+    policies = load_policies(session)
+    jurisdictions, keys = ctx.jurisdictions, list(snapshot.settings)
+    evaluator = Evaluator(snapshot, policies=policies, jurisdictions=jurisdictions, times=times)
+    states = [evaluator.state(t) for t in times]
+    final = states[-1]
+    groups = [g for i, g in enumerate(jurisdictions.names) if final.population[i] > 0]
+    rates: dict[str, dict[str, list[float | None]]] = {}
+    for s, key in enumerate(keys):
+        lines: dict[str, list[float | None]] = {ALL: []}
+        for state in states:
+            total = int(state.population.sum())
+            lines[ALL].append(float(state.allow[:, s].sum()) / total if total else None)
+        for group in groups:
+            g = jurisdictions.names.index(group)
+            lines[group] = [
+                float(state.allow[g, s]) / int(state.population[g]) if state.population[g] else None
+                for state in states
+            ]
+        rates[key] = lines
+    shares = []
+    for s, key in enumerate(keys):
+
+        def row(name: str, index: slice | int, s: int = s) -> ShareRow:
+            population = int(np.sum(final.population[index]))
+            minors = int(np.sum(final.minors[index]))
+            allow = int(np.sum(final.allow[index, s]))
+            explicit = int(np.sum(final.explicit_deny[index, s]))
+            return ShareRow(name, population, allow, explicit, population - minors - allow - explicit, minors)
+
+        shares.append(
+            SettingShares(
+                key=key,
+                label=ctx.catalog.get(key).label,
+                total=row(ALL, slice(None)),
+                groups=[row(g, jurisdictions.names.index(g)) for g in groups],
+            )
+        )
+    return ConsentOverview(
+        as_of=now,
+        accounts=len(snapshot.accounts),
+        population=int(final.population.sum()),
+        events=snapshot.events,
+        groups=groups,
+        times=times,
+        rates=rates,
+        shares=shares,
+        effects=policy_effects(
+            snapshot, policies=policies, jurisdictions=jurisdictions, now=now, governs=final.governs
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    """A release and how much consent and deletions kept out of it."""
+
+    id: str
+    recipient: str
+    purpose: str
+    categories: list[str]
+    status: str
+    rows: int
+    excluded: int
+    removals: int
+    created_at: datetime
+
+    @property
+    def excluded_share(self) -> float:
+        """Share of candidate records left out."""
+        total = self.rows + self.excluded
+        return self.excluded / total if total else 0.0
+
+
+def recent_releases(session: Session, *, limit: int = 10) -> list[ReleaseRow]:
+    """The newest releases with their exclusion counts."""
+    rows = session.execute(
+        select(
+            Release.id,
+            Recipient.name,
+            Release.purpose,
+            Release.categories,
+            Release.status,
+            Release.rows,
+            Release.excluded,
+            Release.removals,
+            Release.created_at,
+        )
+        .join(Recipient, Recipient.id == Release.recipient_id)
+        .order_by(Release.created_at.desc(), Release.id.desc())
+        .limit(limit)
+    ).all()
+    return [
+        ReleaseRow(r[0], r[1], r[2], list(r[3] or []), r[4], int(r[5]), int(r[6]), int(r[7] or 0), r[8])
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class PartnerRow:
+    """A recipient and the state of the revocations sent to it."""
+
+    name: str
+    kind: str
+    status: str
+    pending: int
+    overdue: int
+    acknowledged: int
+    oldest_overdue: datetime | None
+
+
+def partner_revocations(session: Session, *, now: datetime | None = None) -> list[PartnerRow]:
+    """Every recipient with its pending (not yet due), overdue and acknowledged revocations, in one
+    grouped query; most overdue first."""
+    now = now or utcnow()
+    open_ = Revocation.acknowledged_at.is_(None)
+    late = and_(open_, Revocation.deadline_at < now)
+    rows = session.execute(
+        select(
+            Recipient.name,
+            Recipient.kind,
+            Recipient.status,
+            func.coalesce(func.sum(case((and_(open_, Revocation.deadline_at >= now), 1), else_=0)), 0),
+            func.coalesce(func.sum(case((late, 1), else_=0)), 0),
+            func.count(Revocation.acknowledged_at),
+            func.min(case((late, Revocation.deadline_at), else_=None)),
+        )
+        .outerjoin(Revocation, Revocation.recipient_id == Recipient.id)
+        .group_by(Recipient.id, Recipient.name, Recipient.kind, Recipient.status)
+    ).all()
+    partners = [
+        PartnerRow(
+            name=r[0],
+            kind=r[1],
+            status=r[2],
+            pending=int(r[3]),
+            overdue=int(r[4]),
+            acknowledged=int(r[5]),
+            oldest_overdue=r[6].replace(tzinfo=UTC)
+            if isinstance(r[6], datetime) and r[6].tzinfo is None
+            else r[6],
+        )
+        for r in rows
+    ]
+    return sorted(partners, key=lambda p: (-p.overdue, -p.pending, p.name))
+
+
+def leaderboard(session: Session, *, threshold: int, limit: int = 10, now: datetime | None = None) -> TopOut:
+    """Scrapers by posts served in the last 24 hours, with projected damages (the metering ranking)."""
+    return top(session, now=now, limit=limit, terms=damages.Terms(threshold=threshold))
+
+
+# --- the settings page --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One event of the account's consent history, as the page shows it."""
+
+    seq: int
+    setting: str
+    label: str
+    value: str
+    source: str
+    client: str
+    recorded_at: datetime
+
+
+@dataclass
+class SettingsPage:
+    """What the settings page of one account shows (the consent part is ``consentry.consent.service``)."""
+
+    account_id: int
+    handle: str
+    group: str
+    states: list[Any]
+    history: list[HistoryRow] = field(default_factory=list)
+    usage: list[Any] = field(default_factory=list)
+    choice_times: dict[str, datetime] = field(default_factory=dict)
+    gpc_choices: set[str] = field(default_factory=set)
+
+
+def settings_page(
+    session: Session, *, account_id: int, ctx: ConsentContext, history_limit: int = 50
+) -> SettingsPage:
+    """The settings, consent history and data usage of one account."""
+    from consentry.consent import service as consent
+    from consentry.partners.usage import data_usage
+    from consentry.social.service import get_account
+
+    account = get_account(session, account_id)
+    states = consent.settings_view(session, account_id=account_id, ctx=ctx)
+    events = consent.history(session, account_id=account_id, limit=history_limit)
+    labels = {s.key: s.label for s in ctx.catalog.settings}
+    history = [
+        HistoryRow(
+            e.seq, e.setting, labels.get(e.setting, e.setting), e.value, e.source, e.client, e.recorded_at
+        )
+        for e in events
+    ]
+    by_seq = {e.seq: e for e in events}
+    choice_times: dict[str, datetime] = {}
+    gpc: set[str] = set()
+    for state in states:
+        if state.seq is None:
+            continue
+        event = by_seq.get(state.seq)
+        if event is None:
+            from consentry.consent.models import ConsentEvent
+
+            event = session.get(ConsentEvent, state.seq)
+        if event is not None:
+            choice_times[state.key] = event.recorded_at
+            if event.source == "gpc":
+                gpc.add(state.key)
+    return SettingsPage(
+        account_id=account_id,
+        handle=account.handle,
+        group=ctx.jurisdictions.group_of(account.country),
+        states=states,
+        history=history,
+        usage=list(data_usage(session, account_id=account_id)),
+        choice_times=choice_times,
+        gpc_choices=gpc,
+    )

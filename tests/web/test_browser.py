@@ -1,0 +1,206 @@
+"""The settings page and the dashboard in real Chromium (Debian's), driven by Playwright."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from consentry.consent.receipts import verify_receipt
+from tests.web.conftest import Live, screenshot
+
+TRAINING = "assistant_training_posts"
+TRAINING_LABEL = "Allow your public posts to be used to train and fine-tune our AI assistant"
+REALTIME_LABEL = "Allow the assistant to use your public posts when it answers others (real-time)"
+PHONE = {"width": 390, "height": 844}
+
+
+def expect(locator: Any) -> Any:
+    """Playwright's retrying assertions (imported here: without Playwright the fixtures skip or fail)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def sign_in(page: Any, live: Live, token: str, *, start: str = "/settings") -> None:
+    page.goto(live.base + start)
+    assert "/signin" in page.url
+    page.get_by_label("Access token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state("load")
+
+
+def api_settings(live: Live, token: str) -> dict[str, dict[str, Any]]:
+    response = httpx.get(f"{live.base}/v1/me/settings", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    return {s["key"]: s for s in response.json()["settings"]}
+
+
+def test_account_holder_switches_off_training_on_a_phone(browser: Any, live: Live, tmp_path: Path) -> None:
+    _, token = live.people["ada"]
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    requests: list[str] = []
+    context.on("request", lambda request: requests.append(request.url))
+    page = context.new_page()
+    try:
+        sign_in(page, live, token)
+        assert page.url == live.base + "/settings"
+        switch = page.get_by_role("switch", name=TRAINING_LABEL)
+        assert switch.get_attribute("aria-checked") == "true"
+        assert "Default for your region" in page.locator(f"#basis-{TRAINING}").inner_text()
+        # no horizontal scrolling on a phone
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+        switch.tap()
+        expect(switch).to_have_attribute("aria-checked", "false", timeout=20_000)
+        receipt = page.locator("#receipt")
+        receipt.get_by_text("Saved — here is your receipt").wait_for(timeout=20_000)
+        assert "is now Off" in receipt.inner_text()
+        assert "Your choice" in page.locator(f"#basis-{TRAINING}").inner_text()
+        assert "Turned off" in page.locator("#history-list").inner_text()
+        with page.expect_download() as download_info:
+            page.locator("#receipt-download").click()
+        saved = tmp_path / "receipt.json"
+        download_info.value.save_as(saved)
+        signed = json.loads(saved.read_text())
+        key = httpx.get(f"{live.base}/.well-known/consentry/receipt-key").json()["keys"][0]
+        verified = verify_receipt(signed, key)
+        assert verified["service"]["setting"] == TRAINING
+        assert verified["event"]["value"] == "deny"
+        page.locator("#receipt").scroll_into_view_if_needed()
+        screenshot(page, "settings-phone.png")
+
+        page.reload()
+        switch = page.get_by_role("switch", name=TRAINING_LABEL)
+        assert switch.get_attribute("aria-checked") == "false"
+        assert "Your choice" in page.locator(f"#basis-{TRAINING}").inner_text()
+    finally:
+        context.close()
+    state = api_settings(live, token)[TRAINING]
+    assert state["value"] == "deny"
+    assert state["explicit"] is True
+    third_party = [url for url in requests if not url.startswith(live.base) and not url.startswith("data:")]
+    assert third_party == []
+
+
+def test_keyboard_alone_operates_a_toggle(context: Any, live: Live) -> None:
+    _, token = live.people["bruno"]
+    page = context.new_page()
+    page.goto(live.base + "/settings")
+    # the sign-in form by keyboard: the token field has focus, Enter submits
+    expect(page.get_by_label("Access token")).to_be_focused()
+    page.keyboard.type(token)
+    page.keyboard.press("Enter")
+    page.wait_for_url(live.base + "/settings")
+    target = "assistant_realtime"
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.dataset.setting || ''") == target:
+            break
+    else:
+        pytest.fail("Tab never reached the assistant_realtime toggle")
+    focused = page.evaluate(
+        "(() => { const e = document.activeElement; const s = getComputedStyle(e);"
+        " return {visible: e.matches(':focus-visible'), style: s.outlineStyle,"
+        " width: parseFloat(s.outlineWidth), role: e.getAttribute('role')}; })()"
+    )
+    assert focused["role"] == "switch"
+    assert focused["visible"] is True
+    assert focused["style"] != "none" and focused["width"] >= 2
+    switch = page.get_by_role("switch", name=REALTIME_LABEL)
+    assert switch.get_attribute("aria-checked") == "true"
+    page.keyboard.press("Space")
+    expect(switch).to_have_attribute("aria-checked", "false", timeout=20_000)
+    assert page.evaluate("document.activeElement.dataset.setting") == target  # focus stays on the toggle
+    assert "is now Off" in page.locator("#receipt").inner_text()
+    assert api_settings(live, token)[target]["value"] == "deny"
+
+
+def test_a_failed_save_shows_an_error_and_the_real_state(
+    context: Any, live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, token = live.people["chloe"]
+    page = context.new_page()
+    sign_in(page, live, token)
+    switch = page.get_by_role("switch", name=TRAINING_LABEL)
+    assert switch.get_attribute("aria-checked") == "true"
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the database is unavailable")
+
+    monkeypatch.setattr(live.app.state.consent_writer, "change", broken)
+    switch.click()
+    alert = page.get_by_role("alert")
+    alert.wait_for(timeout=20_000)
+    assert "not saved" in alert.inner_text()
+    assert switch.get_attribute("aria-checked") == "true"
+    assert "Saved" not in page.locator("#status").inner_text()
+
+    # the connection dropping is reported the same way, and shows nothing that was not recorded
+    monkeypatch.undo()
+    page.route(
+        "**/settings", lambda route: route.abort() if route.request.method == "POST" else route.continue_()
+    )
+    switch.click()
+    expect(page.locator("#error")).to_contain_text("connection failed", timeout=20_000)
+    assert switch.get_attribute("aria-checked") == "true"
+    page.unroute("**/settings")
+    page.reload()
+    assert page.get_by_role("switch", name=TRAINING_LABEL).get_attribute("aria-checked") == "true"
+    assert api_settings(live, token)[TRAINING]["explicit"] is False
+
+
+def test_a_wrong_or_expired_token_goes_to_sign_in(context: Any, live: Live) -> None:
+    context.add_cookies([{"name": "consentry_token", "value": "cst_not-a-token", "url": live.base}])
+    page = context.new_page()
+    page.goto(live.base + "/settings")
+    assert page.url.startswith(live.base + "/signin")
+    assert "Sign in again" in page.locator("main").inner_text()
+    page.get_by_label("Access token").fill("cst_still-wrong")
+    page.get_by_role("button", name="Sign in").click()
+    assert "not valid" in page.get_by_role("alert").inner_text()
+
+
+def test_operator_sees_the_change_in_the_dashboard(context: Any, live: Live) -> None:
+    _, dario = live.people["dario"]
+    page = context.new_page()
+    sign_in(page, live, live.admin, start="/dashboard")
+    assert page.url == live.base + "/dashboard"
+
+    def opted_out() -> int:
+        cell = page.locator(
+            f'#optouts tr[data-setting="{"assistant_training_posts"}"] td[data-col="explicit"]'
+        )
+        return int(cell.inner_text().replace(",", ""))
+
+    before = opted_out()
+    response = httpx.put(
+        f"{live.base}/v1/me/settings",
+        json={"settings": {TRAINING: "deny"}},
+        headers={"Authorization": f"Bearer {dario}"},
+    )
+    assert response.status_code == 200
+    page.reload()
+    assert opted_out() == before + 1
+    text = page.locator("main").inner_text()
+    for heading in ("Consent over time", "Opt-outs now", "Policy versions", "Partners and revocations"):
+        assert heading in text
+    assert "Recent releases" in text and "Scraping leaderboard" in text
+    assert page.locator("svg.chart").count() == 4
+    assert "Example AI Labs" in text and "USD" in text
+    overdue = page.locator("#partners-title + .table-scroll .pill-overdue")
+    assert overdue.count() >= 1
+    screenshot(page, "dashboard.png")
