@@ -122,8 +122,20 @@ def demo(
         highlight=False,
         soft_wrap=True,
     )
-    if not no_serve:
+    if no_serve:
+        return
+    from consentry.config import get_settings
+    from consentry.partners.worker import periodic_tasks, start_in_thread
+    from consentry.partners.worker_cli import configure_logging
+
+    configure_logging(verbose=False)
+    settings = get_settings()
+    worker = start_in_thread(database, settings, periodic=periodic_tasks(settings))
+    console.print("Worker:        delivering webhooks and running the retention schedule", highlight=False)
+    try:
         uvicorn.run("consentry.api:create_app", factory=True, host=host, port=port)
+    finally:
+        worker.stop(timeout=15)  # logs what it delivered
 
 
 demo_app.command("generate")(lake_cli.generate)
