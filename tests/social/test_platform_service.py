@@ -11,8 +11,12 @@ from fastapi.testclient import TestClient
 
 from consentry.api import create_app
 from consentry.config import Settings
+from consentry.consent.models import Subject
+from consentry.consent.service import ConsentContext, change_settings
 from consentry.db import Database
 from consentry.errors import Forbidden, Gone, InvalidInput, NotFound
+from consentry.retention.rules import DEFAULT_RULES
+from consentry.retention.service import add_hold, apply, release_hold
 from consentry.social import service
 from consentry.social.models import AssistantInteraction, Post
 
@@ -99,6 +103,32 @@ def test_deleting_an_account_deletes_its_posts_and_relations(database: Database)
             assert session.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one() == 0, table
         with pytest.raises(Gone):
             service.get_post(session, post_id=own.id, viewer_id=b)
+
+
+def test_a_held_account_keeps_its_subject_mapping_until_retention_runs_after_the_release(
+    database: Database, ctx: ConsentContext
+) -> None:
+    a, b = _pair(database)
+    with database.write() as session:
+        for account in (a, b):  # a choice each, so the ledger names both
+            change_settings(
+                session, account_id=account, changes={"assistant_realtime": "deny"}, client="web", ctx=ctx
+            )
+    with database.write() as session:
+        add_hold(session, account_id=a, reason="litigation 2026-31", by="legal")
+        service.delete_account(session, account_id=a)
+        service.delete_account(session, account_id=b)
+    with database.read() as session:
+        named = set(session.scalars(sa.select(Subject.account_id)))
+    assert a in named and b not in named  # the held account's history still names it
+    apply(database, rules=DEFAULT_RULES)
+    with database.read() as session:
+        assert a in set(session.scalars(sa.select(Subject.account_id)))  # held: retention keeps it too
+    with database.write() as session:
+        release_hold(session, account_id=a, by="legal")
+    apply(database, rules=DEFAULT_RULES)
+    with database.read() as session:
+        assert a not in set(session.scalars(sa.select(Subject.account_id)))
 
 
 def test_accounts_need_an_iso_country(database: Database) -> None:

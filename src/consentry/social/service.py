@@ -37,6 +37,7 @@ from consentry.db import Base, utcnow
 from consentry.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
 from consentry.lake.schema import COUNTRY_CODES
 from consentry.partners.revocations import revoke_accounts, revoke_records
+from consentry.retention.models import LegalHold
 from consentry.social.models import (
     MEDIA_KINDS,
     VISIBILITIES,
@@ -146,7 +147,9 @@ def delete_account(session: Session, *, account_id: int, at: datetime | None = N
 
     The ledger events stay (the chain still verifies) but no longer name anybody. Its posts and assistant
     interactions are marked deleted at the same moment, and its follows, blocks, likes and reposts are
-    removed (as the data contract expects of a deleted account).
+    removed (as the data contract expects of a deleted account). An account on legal hold keeps its
+    subject mapping, so its consent history still names it, until the first retention run after the
+    hold is released; everything else happens at once.
     """
     account = get_account(session, account_id)
     if account.status == "deleted":
@@ -154,7 +157,8 @@ def delete_account(session: Session, *, account_id: int, at: datetime | None = N
     when = at or utcnow()
     account.status, account.status_changed_at = "deleted", when
     revoke_accounts(session, account_ids=[account_id], reason="account_deleted", at=when)
-    session.execute(delete(Subject).where(Subject.account_id == account_id))
+    if not _on_legal_hold(session, account_id):
+        session.execute(delete(Subject).where(Subject.account_id == account_id))
     revoke_tokens(session, account_id=account_id)
     session.execute(
         update(Post).where(Post.author_id == account_id, Post.deleted_at.is_(None)).values(deleted_at=when)
@@ -171,6 +175,11 @@ def delete_account(session: Session, *, account_id: int, at: datetime | None = N
     session.execute(delete(Like).where(Like.account_id == account_id))
     session.execute(delete(Repost).where(Repost.account_id == account_id))
     return account
+
+
+def _on_legal_hold(session: Session, account_id: int) -> bool:
+    held = select(LegalHold.id).where(LegalHold.account_id == account_id, LegalHold.released_at.is_(None))
+    return session.scalar(held) is not None
 
 
 def facts(account: Account) -> AccountFacts:
