@@ -9,6 +9,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consentry.consent.catalog import load_catalog, load_jurisdictions
 from consentry.consent.evaluate import EVENT_SCHEMA
@@ -28,7 +30,7 @@ from consentry.datasets.eligibility import (
     with_pseudonyms,
 )
 from consentry.datasets.transforms import pseudonym
-from consentry.errors import InvalidInput
+from consentry.errors import IntegrityFailure, InvalidInput
 
 AS_OF = datetime(2026, 6, 1, tzinfo=UTC)
 CUTOFF = datetime(2025, 6, 1, tzinfo=UTC)
@@ -98,6 +100,74 @@ def test_the_three_forms_of_the_rule_agree_on_every_combination() -> None:
     assert by_row[(0, False, False, None, None, created[1])] == 4  # unknown visibility: not public
     assert by_row[(0, False, False, "public", deleted[2], created[0])] == 5  # deleted only later
     assert by_row[(0, False, True, "public", None, created[0])] == 6
+
+
+author_rows = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # blocked: none, inactive, minor
+        st.sampled_from([True, False, None]),  # protected
+        st.sampled_from([True, False, None]),  # ok (null: no answer, fails closed)
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    category=st.sampled_from(sorted(SPECS)),
+    rows=author_rows,
+    sparse=st.booleans(),
+    records=st.lists(st.tuples(st.integers(0, 14), st.sampled_from([0, 3, 4, 6])), max_size=40),
+)
+def test_the_in_memory_combination_equals_the_sql_form(
+    category: str,
+    rows: list[tuple[int, bool | None, bool | None]],
+    sparse: bool,
+    records: list[tuple[int, int]],
+) -> None:
+    spec = SPECS[category]
+    step = 10**9 if sparse else 1  # far-apart ids take the sorted look-up instead of the dense one
+    authors = pa.table(
+        {
+            "account_id": pa.array([(n + 1) * step for n in range(len(rows))], pa.int64()),
+            "blocked": pa.array([r[0] for r in rows], pa.int8()),
+            "protected": pa.array([r[1] for r in rows], pa.bool_()),
+            f"ok_{spec.name}": pa.array([r[2] for r in rows], pa.bool_()),
+        }
+    )
+    facts = pa.table(
+        {
+            "author_id": pa.array([(a + 1) * step for a, _ in records], pa.int64()),  # some are unknown
+            "code": pa.array([c for _, c in records], pa.int8()),
+            "n": pa.array(range(len(records)), pa.int64()),
+        }
+    )
+    connection = duckdb.connect()
+    connection.register("authors", authors)
+    connection.register("facts", facts)
+    combined = combined_reason_sql(spec, facts="x", author="a")
+    in_sql = connection.execute(
+        f"SELECT {combined} FROM facts x LEFT JOIN authors a ON x.author_id = a.account_id ORDER BY x.n"
+    ).fetchall()
+    in_memory = combine_reasons(
+        spec,
+        author_ids=facts["author_id"].to_numpy(),
+        codes=facts["code"].to_numpy(),
+        authors=authors,
+    ).tolist()
+    assert in_memory == [reason for (reason,) in in_sql]
+    for (author, _), reason in zip(records, in_memory, strict=True):
+        if reason == 0:  # eligible only with every fact known and allowing
+            blocked, protected, ok = rows[author]
+            assert blocked == 0 and ok is True and (protected is False or not spec.has_audience)
+
+
+def test_record_codes_outside_the_known_range_are_refused() -> None:
+    authors = pa.table(
+        {"account_id": [1], "blocked": pa.array([0], pa.int8()), "protected": [False], "ok_posts": [True]}
+    )
+    with pytest.raises(IntegrityFailure):
+        combine_reasons(SPECS["posts"], author_ids=np.array([1]), codes=np.array([9]), authors=authors)
 
 
 def test_in_memory_combination_fails_closed_and_ignores_audience_for_chats() -> None:

@@ -28,7 +28,7 @@ from consentry.consent.catalog import Catalog, Jurisdictions
 from consentry.consent.evaluate import REASON_MINOR, evaluate_many, to_micros
 from consentry.consent.policy import Policy
 from consentry.datasets.transforms import pseudonyms
-from consentry.errors import InvalidInput
+from consentry.errors import IntegrityFailure, InvalidInput
 
 REASONS: tuple[str, ...] = (
     "inactive_account",
@@ -179,8 +179,8 @@ def reason_sql(
         f"WHEN {r}.deleted_at IS NOT NULL AND {r}.deleted_at <= {dialect.timestamp(as_of)} THEN 3",
     ]
     if spec.has_audience:
-        cases.append(f"WHEN coalesce({r}.visibility, '') <> 'public' OR {a}.protected THEN 4")
-    cases.append(f"WHEN NOT {a}.ok_{spec.name} THEN 5")
+        cases.append(f"WHEN coalesce({r}.visibility, '') <> 'public' OR coalesce({a}.protected, TRUE) THEN 4")
+    cases.append(f"WHEN NOT coalesce({a}.ok_{spec.name}, FALSE) THEN 5")
     if cutoff is not None:
         cases.append(f"WHEN {r}.created_at < {dialect.timestamp(cutoff)} THEN 6")
     return "CAST(CASE " + " ".join(cases) + " ELSE 0 END AS TINYINT)"
@@ -205,14 +205,14 @@ def combined_reason_sql(spec: CategorySpec, *, facts: str, author: str) -> str:
     of ``facts``) combined with the author facts of ``author``. Engines compute record codes while the
     consent evaluation runs, then combine; the result equals ``reason_sql`` (tested)."""
     x, a = facts, author
-    protected = f" OR {a}.protected" if spec.has_audience else ""
+    protected = f" OR coalesce({a}.protected, TRUE)" if spec.has_audience else ""
     return (
         "CAST(CASE "
         f"WHEN {a}.account_id IS NULL OR {a}.blocked = {BLOCKED_INACTIVE} THEN 1 "
         f"WHEN {a}.blocked = {BLOCKED_MINOR} THEN 2 "
         f"WHEN {x}.code = 3 THEN 3 "
         f"WHEN {x}.code = 4{protected} THEN 4 "
-        f"WHEN NOT {a}.ok_{spec.name} THEN 5 "
+        f"WHEN NOT coalesce({a}.ok_{spec.name}, FALSE) THEN 5 "
         f"WHEN {x}.code = 6 THEN 6 "
         "ELSE 0 END AS TINYINT)"
     )
@@ -222,30 +222,84 @@ def combine_reasons(
     spec: CategorySpec, *, author_ids: np.ndarray, codes: np.ndarray, authors: pa.Table
 ) -> np.ndarray:
     """``combined_reason_sql`` over arrays (the DuckDB engine combines in memory): the reason code of
-    each record from its author id and record code, given the author facts. Rules are applied from
-    the last to the first so that the first one that applies wins (tested against the SQL forms)."""
-    ids = np.asarray(authors["account_id"].to_numpy(zero_copy_only=False), dtype=np.int64)
-    position = _positions(ids, np.asarray(author_ids, dtype=np.int64))
-    found = position >= 0
-    at = np.where(found, position, 0)
+    each record from its author id and record code, given the author facts (tested against the SQL
+    forms). Unknown authors count as inactive; a missing fact excludes (null consent: opted out;
+    null protected: not public), as in the SQL forms.
 
-    def fact(name: str) -> np.ndarray:
-        values = np.asarray(authors[name].to_numpy(zero_copy_only=False))
-        return values[at] if len(values) else np.zeros(len(at), dtype=values.dtype)
-
-    blocked, ok = fact("blocked"), fact(f"ok_{spec.name}").astype(bool)
+    Each author's facts are folded into one small state first, so each record costs one gather of a
+    byte and one look-up in a table of (state, record code) -> reason."""
     codes = np.asarray(codes, dtype=np.int8)
-    reason = np.zeros(len(codes), dtype=np.int8)
-    reason[codes == 6] = 6
-    reason[~ok] = 5
-    not_public = codes == 4
+    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= _CODES):
+        raise IntegrityFailure(f"record codes must lie in 0..{_CODES - 1}", field="code")
+    ids = np.asarray(authors["account_id"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    state = _author_states(spec, authors)
+    wanted = np.asarray(author_ids, dtype=np.int64)
+    per_record = np.full(len(wanted), _UNKNOWN, dtype=np.int8)
+    if len(ids) and len(wanted):
+        low, high = int(ids.min()), int(ids.max())
+        if high - low < 8 * len(ids) + 1024:  # dense ids: one gather through a byte per id
+            lookup = np.full(high - low + 1, _UNKNOWN, dtype=np.int8)
+            lookup[ids - low] = state
+            if int(wanted.min()) >= low and int(wanted.max()) <= high:
+                per_record = lookup[wanted - low]
+            else:
+                inside = (wanted >= low) & (wanted <= high)
+                per_record[inside] = lookup[wanted[inside] - low]
+        else:
+            position = _positions(ids, wanted)
+            found = position >= 0
+            per_record[found] = state[position[found]]
+    reasons: np.ndarray = _reason_table(spec.has_audience)[per_record.astype(np.intp) * _CODES + codes]
+    return reasons
+
+
+_CODES = 8
+"""Record codes are below this (``record_code_sql`` gives 0, 3, 4 or 6)."""
+_UNKNOWN, _MINOR, _FINE, _PROTECTED, _OPTED_OUT = 1, 2, 3, 1, 2
+"""Author states: unknown or inactive, minor, or ``_FINE`` plus the protected and opted-out bits."""
+
+
+def _author_states(spec: CategorySpec, authors: pa.Table) -> np.ndarray:
+    """One state per author row (see ``_reason_table``)."""
+    blocked = np.asarray(authors["blocked"].to_numpy(zero_copy_only=False), dtype=np.int8)
+    ok = _flag(authors[f"ok_{spec.name}"], missing=False)
+    state = np.full(len(blocked), _FINE, dtype=np.int8)
     if spec.has_audience:
-        not_public |= fact("protected").astype(bool)
-    reason[not_public] = 4
-    reason[codes == 3] = 3
-    reason[blocked == BLOCKED_MINOR] = 2
-    reason[(blocked == BLOCKED_INACTIVE) | ~found] = 1
-    return reason
+        state += _flag(authors["protected"], missing=True).astype(np.int8) * _PROTECTED
+    state += (~ok).astype(np.int8) * _OPTED_OUT
+    state[blocked == BLOCKED_MINOR] = _MINOR
+    state[blocked == BLOCKED_INACTIVE] = _UNKNOWN
+    return state
+
+
+def _flag(column: pa.ChunkedArray, *, missing: bool) -> np.ndarray:
+    """A boolean column as NumPy, null as ``missing`` (whichever excludes the record)."""
+    filled = pc.fill_null(pc.cast(column, pa.bool_()), missing)
+    return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _reason_table(has_audience: bool) -> np.ndarray:
+    """Reason by ``state * _CODES + code``, in the precedence of ``combined_reason_sql``."""
+    table = np.zeros((_FINE + _PROTECTED + _OPTED_OUT + 1) * _CODES, dtype=np.int8)
+    for state in range(_FINE + _PROTECTED + _OPTED_OUT + 1):
+        flags = state - _FINE
+        for code in range(_CODES):
+            if state in (0, _UNKNOWN):
+                reason = 1
+            elif state == _MINOR:
+                reason = 2
+            elif code == 3:
+                reason = 3
+            elif code == 4 or (has_audience and flags & _PROTECTED):
+                reason = 4
+            elif flags & _OPTED_OUT:
+                reason = 5
+            elif code == 6:
+                reason = 6
+            else:
+                reason = 0
+            table[state * _CODES + code] = reason
+    return table
 
 
 def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -283,8 +337,8 @@ def eligible_sql(
         f"({r}.deleted_at IS NULL OR {r}.deleted_at > {dialect.timestamp(as_of)})",
     ]
     if spec.has_audience:
-        parts += [f"{r}.visibility = 'public'", f"NOT {a}.protected"]
-    parts.append(f"{a}.ok_{spec.name}")
+        parts += [f"{r}.visibility = 'public'", f"NOT coalesce({a}.protected, TRUE)"]
+    parts.append(f"coalesce({a}.ok_{spec.name}, FALSE)")
     if cutoff is not None:
         parts.append(f"{r}.created_at >= {dialect.timestamp(cutoff)}")
     return " AND ".join(parts)

@@ -598,34 +598,36 @@ def build_release(
             step=steps,
         )
         steps("manifest")
-        manifest = _finish_folder(
-            staging,
-            outcomes,
-            release_id=release_id,
-            recipient={"name": recipient_name, "kind": kind},
-            purpose=purpose,
-            categories=wanted,
-            window=Window(as_of=as_of, since=since, until=until),
-            engine=engine,
-            chain=chain,
-            covering=covering,
-            policies=[
-                {
-                    "version": p.version,
-                    "effective_at": p.effective_at.isoformat(),
-                    "applies_to": p.applies_to,
-                    "title": p.title,
-                }
-                for p in policies
-                if p.effective_at <= as_of
-            ],
-            head={"seq": int(head[0]), "hash": str(head[1])},
-            events=evaluated.result()[1],
-            scrub=scrub,
-            retention=retention,
-            license=license,
-            now=now,
-        )
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sha256") as hashing:
+            manifest = _finish_folder(
+                staging,
+                outcomes,
+                release_id=release_id,
+                recipient={"name": recipient_name, "kind": kind},
+                purpose=purpose,
+                categories=wanted,
+                window=Window(as_of=as_of, since=since, until=until),
+                engine=engine,
+                chain=chain,
+                covering=covering,
+                policies=[
+                    {
+                        "version": p.version,
+                        "effective_at": p.effective_at.isoformat(),
+                        "applies_to": p.applies_to,
+                        "title": p.title,
+                    }
+                    for p in policies
+                    if p.effective_at <= as_of
+                ],
+                head={"seq": int(head[0]), "hash": str(head[1])},
+                events=evaluated.result()[1],
+                scrub=scrub,
+                retention=retention,
+                license=license,
+                now=now,
+                hashing=hashing,
+            )
         shutil.rmtree(work, ignore_errors=True)
         manifest_bytes = write_manifest(staging / writer.MANIFEST, manifest)
         steps("publish")
@@ -688,8 +690,13 @@ def _finish_folder(
     retention: Retention,
     license: str,
     now: datetime,
+    hashing: ThreadPoolExecutor,
 ) -> dict[str, Any]:
-    """Name the shards, write lineage and removals, and return the manifest (without writing it)."""
+    """Name the shards, write lineage and removals, and return the manifest (without writing it).
+
+    The shards' SHA-256 digests are computed on ``hashing``'s threads while the lineage is written
+    (hashing large blocks leaves the interpreter free)."""
+    digests: dict[Path, Future[str]] = {}
     rows: dict[str, int] = {}
     removal_counts: dict[str, int] = {}
     removal_tables: list[pa.Table] = []
@@ -708,6 +715,7 @@ def _finish_folder(
                 raise IntegrityFailure(
                     f"{engine} wrote {shard.name} with schema {found}, expected {spec.schema}", field="engine"
                 )
+        digests.update({shard: hashing.submit(writer.sha256_file, shard) for shard in shards})
         written = sum(writer.parquet_rows(shard) for shard in shards)
         if written != outcome.rows:
             raise IntegrityFailure(
@@ -794,7 +802,7 @@ def _finish_folder(
         entry: dict[str, Any] = {
             "path": path.relative_to(staging).as_posix(),
             "bytes": path.stat().st_size,
-            "sha256": writer.sha256_file(path),
+            "sha256": digests[path].result() if path in digests else writer.sha256_file(path),
         }
         if path.suffix == ".parquet":
             entry["rows"] = writer.parquet_rows(path)
