@@ -569,6 +569,38 @@ def events_table(session: Session, *, until: datetime | None = None) -> pa.Table
     )
 
 
+def read_accounts(
+    session: Session,
+    *,
+    account_ids: Sequence[int],
+    settings: Sequence[str],
+    until: datetime | None = None,
+) -> tuple[pa.Table, pa.Table]:
+    """The rows (``ACCOUNT_SCHEMA``) and explicit events (``EVENT_SCHEMA``) for ``settings``, recorded
+    at or before ``until`` (any time without), of the given accounts, read 5,000 ids at a time."""
+    ids = sorted({int(a) for a in account_ids})
+    accounts: list[Any] = []
+    events: list[Any] = []
+    for start in range(0, len(ids), 5_000):
+        chunk = ids[start : start + 5_000]
+        accounts += session.execute(select(*account_columns()).where(Account.id.in_(chunk))).all()
+        query = (
+            select(
+                Subject.account_id,
+                ConsentEvent.setting,
+                ConsentEvent.value,
+                ConsentEvent.recorded_at,
+                ConsentEvent.seq,
+            )
+            .join(Subject, Subject.subject_key == ConsentEvent.subject_key)
+            .where(Subject.account_id.in_(chunk), ConsentEvent.setting.in_(list(settings)))
+        )
+        if until is not None:
+            query = query.where(ConsentEvent.recorded_at <= until)
+        events += session.execute(query).all()
+    return rows_to_table(accounts, ACCOUNT_SCHEMA), rows_to_table(events, EVENT_SCHEMA)
+
+
 def evaluate_accounts(
     session: Session,
     *,
@@ -579,30 +611,10 @@ def evaluate_accounts(
 ) -> pa.Table:
     """Effective consent of the given accounts only: their rows and events are read, then evaluated
     vectorised. Unknown ids are simply absent from the result (callers treat absence as deny)."""
-    ids = sorted({int(a) for a in account_ids})
-    accounts: list[Any] = []
-    events: list[Any] = []
-    for start in range(0, len(ids), 5_000):
-        chunk = ids[start : start + 5_000]
-        accounts += session.execute(select(*account_columns()).where(Account.id.in_(chunk))).all()
-        events += session.execute(
-            select(
-                Subject.account_id,
-                ConsentEvent.setting,
-                ConsentEvent.value,
-                ConsentEvent.recorded_at,
-                ConsentEvent.seq,
-            )
-            .join(Subject, Subject.subject_key == ConsentEvent.subject_key)
-            .where(
-                Subject.account_id.in_(chunk),
-                ConsentEvent.setting.in_(list(settings)),
-                ConsentEvent.recorded_at <= at,
-            )
-        ).all()
+    accounts, events = read_accounts(session, account_ids=account_ids, settings=settings, until=at)
     return evaluate_many(
-        rows_to_table(accounts, ACCOUNT_SCHEMA),
-        rows_to_table(events, EVENT_SCHEMA),
+        accounts,
+        events,
         settings=list(settings),
         at=at,
         policies=load_policies(session),

@@ -49,10 +49,16 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from consentry.consent.catalog import CATEGORIES, PURPOSES, RECIPIENTS, Catalog, Jurisdictions
-from consentry.consent.evaluate import ACCOUNT_SCHEMA, EPOCH, EVENT_SCHEMA, evaluate_many, to_micros
-from consentry.consent.models import ConsentEvent, Subject
+from consentry.consent.evaluate import ACCOUNT_SCHEMA, EPOCH, evaluate_many, to_micros
+from consentry.consent.models import ConsentEvent
 from consentry.consent.policy import Policy
-from consentry.consent.service import ConsentContext, account_columns, load_policies, rows_to_table
+from consentry.consent.service import (
+    ConsentContext,
+    account_columns,
+    load_policies,
+    read_accounts,
+    rows_to_table,
+)
 from consentry.datasets.models import Recipient
 from consentry.db import Database, utcnow
 from consentry.eligibility import models as _models  # registers the account change listeners
@@ -77,7 +83,6 @@ MAX_HTTP_IDS = 10_000
 """Most account ids one ``POST /v1/eligibility`` may name."""
 REBUILD_SHARE = 0.2
 """A refresh touching more than this share of all accounts rebuilds the state instead of patching it."""
-CHUNK = 5_000
 FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
 Ids: TypeAlias = pa.Array | pa.ChunkedArray | np.ndarray | Sequence[int]
 
@@ -205,27 +210,6 @@ def load_all_events(session: Session, *, settings: Sequence[str]) -> pa.Table:
     from consentry.datasets.service import ledger_events
 
     return ledger_events(session, settings=settings, until=FAR_FUTURE)
-
-
-def load_some(session: Session, *, ids: Sequence[int], settings: Sequence[str]) -> tuple[pa.Table, pa.Table]:
-    """The rows and every explicit event (any time) of the given accounts."""
-    accounts: list[Any] = []
-    events: list[Any] = []
-    for start in range(0, len(ids), CHUNK):
-        chunk = list(ids[start : start + CHUNK])
-        accounts += session.execute(select(*account_columns()).where(Account.id.in_(chunk))).all()
-        events += session.execute(
-            select(
-                Subject.account_id,
-                ConsentEvent.setting,
-                ConsentEvent.value,
-                ConsentEvent.recorded_at,
-                ConsentEvent.seq,
-            )
-            .join(Subject, Subject.subject_key == ConsentEvent.subject_key)
-            .where(Subject.account_id.in_(chunk), ConsentEvent.setting.in_(list(settings)))
-        ).all()
-    return rows_to_table(accounts, ACCOUNT_SCHEMA), rows_to_table(events, EVENT_SCHEMA)
 
 
 def _micros(column: pa.ChunkedArray, fill: int) -> np.ndarray:
@@ -467,7 +451,7 @@ class ConsentCache:
             if affected is None or len(affected) > max(1_000, REBUILD_SHARE * old.ids.size):
                 return self._rebuild(current)
             wanted = sorted(affected)
-            accounts, events = load_some(session, ids=wanted, settings=self.keys)
+            accounts, events = read_accounts(session, account_ids=wanted, settings=self.keys)
             policies = load_policies(session)
         ids, values, at, until = self._evaluate(accounts, events, policies, current.seq)
         gone = np.setdiff1d(np.asarray(wanted, dtype=np.int64), ids)
