@@ -11,12 +11,19 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consentry.config import Settings
 from consentry.consent.service import ConsentContext
 from consentry.datasets import lineage
-from consentry.datasets.eligibility import Retention
+from consentry.datasets.eligibility import SPECS, Retention
+from consentry.datasets.engines import CategoryJob
+from consentry.datasets.engines.duckdb import sorted_included
+from consentry.datasets.engines.sql import included_query
 from consentry.db import Database
 from consentry.errors import InvalidInput
 from consentry.migrate import upgrade
@@ -88,3 +95,40 @@ def test_spark_refuses_options_that_are_not_spark_properties(
     with pytest.raises(InvalidInput, match="unknown DuckDB option"):
         build(database, ctx, generated_lake, tmp_path / "x", engine_options={"spark.master": "local"})
     assert not (tmp_path / "x").exists()
+
+
+reason_rows = st.lists(
+    st.tuples(
+        st.integers(0, 50),  # record id (small ranges make ties of author and record likely)
+        st.integers(0, 8),  # author id
+        st.sampled_from([0, 0, 0, 1, 3, 5]),  # reason
+        st.sampled_from([True, True, False, None]),  # in the window
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=reason_rows, wide=st.sampled_from([0, 1 << 32, 1 << 31]))
+def test_the_packed_sort_of_included_records_equals_the_sql_query(
+    rows: list[tuple[int, int, int, bool | None]], wide: int
+) -> None:
+    reasons = pa.table(
+        {
+            "id": pa.array([r[0] + (wide if wide == 1 << 32 else 0) for r in rows], pa.int64()),
+            "author_id": pa.array([r[1] + (wide if wide == 1 << 31 else 0) for r in rows], pa.int64()),
+            "reason": pa.array([r[2] for r in rows], pa.int8()),
+            "in_window": pa.array([r[3] for r in rows], pa.bool_()),
+        }
+    )
+    connection = duckdb.connect()
+    connection.register("reasons_posts", reasons)
+    job = CategoryJob(spec=SPECS["posts"], files=(), out_dir=Path("unused"))
+    expected = connection.execute(included_query(job)).fetchall()
+    found = sorted_included(reasons)
+    if wide and any(r[2] == 0 and r[3] for r in rows):  # ids too wide to pack: the caller asks DuckDB
+        assert found is None
+        return
+    assert found is not None
+    ids, authors = found
+    assert list(zip(ids.tolist(), authors.tolist(), strict=True)) == expected

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from consentry.datasets.eligibility import DUCKDB, REASONS, combine_reasons, reason_name
 from consentry.datasets.engines import CategoryJob, CategoryOutcome, EngineJob
@@ -129,7 +130,14 @@ class DuckDBEngine:
         shards = sorted(parts.glob("part-*.parquet"), key=lambda path: int(path.stem.split("-")[1]))
 
         step(f"{name}: lineage")
-        included = connection.sql(included_query(category)).to_arrow_table()
+        found = sorted_included(reasons) if category.prior is None else None
+        if found is None:  # ids too wide to pack, or an incremental release: let DuckDB sort
+            included = connection.sql(included_query(category)).to_arrow_table()
+            found = (
+                np.asarray(included["id"].to_numpy(), dtype=np.int64),
+                np.asarray(included["author_id"].to_numpy(), dtype=np.int64),
+            )
+        record_ids, author_ids = found
         removed_ids = np.zeros(0, dtype=np.int64)
         removed_reasons: list[str] = []
         if category.prior is not None:
@@ -142,11 +150,29 @@ class DuckDBEngine:
             connection.execute(f"DROP TABLE cut_links_{name}").fetchall()
         return CategoryOutcome(
             shards=shards,
-            rows=included.num_rows,
+            rows=len(record_ids),
             excluded=excluded,
             already_held=already_held,
-            record_ids=np.asarray(included["id"].to_numpy(), dtype=np.int64),
-            author_ids=np.asarray(included["author_id"].to_numpy(), dtype=np.int64),
+            record_ids=record_ids,
+            author_ids=author_ids,
             removed_ids=removed_ids,
             removed_reasons=removed_reasons,
         )
+
+
+def sorted_included(reasons: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
+    """``included_query`` without a prior release, in NumPy: the (record, author) ids of the eligible
+    records in the window, ordered by author, then record. Each pair is packed into one int64 (author
+    in the high 31 bits, record in the low 32) and sorted at once; ``None`` when the ids do not fit."""
+    keep = pc.and_(pc.fill_null(reasons["in_window"], False), pc.equal(reasons["reason"], 0))
+    ids = np.asarray(reasons["id"].filter(keep).to_numpy(), dtype=np.int64)
+    authors = np.asarray(reasons["author_id"].filter(keep).to_numpy(), dtype=np.int64)
+    if ids.size and (
+        int(ids.min()) < 0
+        or int(ids.max()) >= 1 << 32
+        or int(authors.min()) < 0
+        or int(authors.max()) >= 1 << 31
+    ):
+        return None
+    packed = np.sort((authors << 32) | ids)
+    return packed & 0xFFFFFFFF, packed >> 32
