@@ -14,6 +14,11 @@ Every question is then answered with vectorised passes over the arrays, followin
 ``consentry.consent.evaluate`` (DESIGN.md, "Effective consent"): for each time, the population is the
 active accounts that existed then; minors are deny; the latest explicit event at or before the time wins;
 otherwise the default of the applicable policy version for the account's jurisdiction group.
+
+All the times of a chart are counted together (:class:`Evaluator`): accounts fall into a few thousand
+cohorts that share their defaults and eligibility at every one of the times, and each explicit event
+decides its (account, setting) pair from its own time until the pair's next event, a range of the chart's
+times; one pass over the events counts each in its cohort over that range (``explicit_counts``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -49,6 +55,7 @@ from consentry.partners.models import Revocation
 
 Array = npt.NDArray[Any]
 NO_BIRTH = -100_000
+NEVER = int(np.iinfo(np.int64).max)
 LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 RANGES = {"90d": "13 weeks", "12m": "12 months", "5y": "5 years"}
 ALL = "All accounts"
@@ -271,12 +278,17 @@ class Events:
         """The same events with account positions looked up again (after accounts were re-read)."""
         return Events.sorted(self.pair, self.code, self.when, self.seq, self.allow, settings, accounts)
 
-    def latest(self, t: int) -> tuple[Array, Array]:
-        """Per run: whether it has an event at or before ``t``, and the position of the latest one."""
-        if not len(self.starts):
-            return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-        counts = np.add.reduceat((self.when <= t).astype(np.int64), self.starts)
-        return counts > 0, self.starts + counts - 1
+    @cached_property
+    def until(self) -> Array:
+        """Per event: the time of the next event of its pair (``NEVER`` for the last one of a run).
+
+        An event decides its pair exactly at the times ``t`` with ``when <= t < until``: it is then the
+        last of its run at or before ``t`` (a later event at the same time has a larger ``seq`` and takes
+        over at once, so such an event decides at no time at all)."""
+        until = np.full(len(self.pair), NEVER, dtype=np.int64)
+        if len(self.pair) > 1:
+            until[:-1] = np.where(self.pair[1:] == self.pair[:-1], self.when[1:], NEVER)
+        return until
 
 
 def empty_events(settings: Sequence[str], accounts: Accounts) -> Events:
@@ -301,42 +313,44 @@ class Snapshot:
         """How many explicit events are held."""
         return len(self.base) + len(self.delta)
 
+    @cached_property
+    def overlay(self) -> tuple[Array, Events]:
+        """The delta laid over the base: the positions of the base events whose pairs the delta also holds,
+        and every event of those pairs (from base and delta) merged into one sorted set.
+
+        The events deciding the pairs at any time are then the deciding base events outside the first,
+        plus the deciding merged events; the pairs the delta touches are few, so this is cheap."""
+        base, delta = self.base, self.delta
+        nothing = np.zeros(0, dtype=np.int64)
+        if not len(delta):
+            return nothing, delta
+        runs = len(base.run_pair)
+        touched = nothing
+        if runs:
+            where = np.searchsorted(base.run_pair, delta.run_pair)
+            clipped = np.minimum(where, runs - 1)
+            run = clipped[(where < runs) & (base.run_pair[clipped] == delta.run_pair)]
+            first = base.starts[run]
+            length = np.append(base.starts[1:], len(base))[run] - first
+            offsets = np.cumsum(length) - length
+            touched = np.repeat(first - offsets, length) + np.arange(int(length.sum()), dtype=np.int64)
+        fields = ("pair", "code", "when", "seq", "allow")
+        joined = [np.concatenate([getattr(base, f)[touched], getattr(delta, f)]) for f in fields]
+        order = np.lexsort((joined[3], joined[2], joined[0]))
+        pair, code, when, seq, allow = (column[order] for column in joined)
+        return touched, Events.sorted(pair, code, when, seq, allow, self.settings, self.accounts)
+
     def explicit_at(self, t: int) -> tuple[Array, Array, Array]:
         """Every (account position, setting code, allow) whose latest explicit event at or before ``t``
         decides it; pairs of accounts not held are left out."""
-        present, position = self.base.latest(t)
-        keep_base = present.copy()
-        parts: list[Array] = []
-        if len(self.delta.starts):
-            d_present, d_position = self.delta.latest(t)
-            runs = len(self.base.run_pair)
-            where = (
-                np.searchsorted(self.base.run_pair, self.delta.run_pair) if runs else np.zeros(0, np.int64)
-            )
-            if runs:
-                clipped = np.minimum(where, runs - 1)
-                matched = (where < runs) & (self.base.run_pair[clipped] == self.delta.run_pair)
-            else:
-                clipped = np.zeros(len(self.delta.run_pair), dtype=np.int64)
-                matched = np.zeros(len(self.delta.run_pair), dtype=bool)
-            b_pos = position[clipped] if runs else clipped
-            d_when, d_seq = self.delta.when[d_position], self.delta.seq[d_position]
-            b_when = self.base.when[b_pos] if runs else d_when
-            b_seq = self.base.seq[b_pos] if runs else d_seq
-            b_has = present[clipped] if runs else matched
-            newer = ~matched | ~b_has | (d_when > b_when) | ((d_when == b_when) & (d_seq > b_seq))
-            use_delta = d_present & newer
-            keep_base[clipped[use_delta & matched]] = False
-            parts.append(d_position[use_delta])
-        base_rows = position[keep_base]
-        accounts = [self.base.account[base_rows]]
-        codes = [self.base.code[base_rows]]
-        allows = [self.base.allow[base_rows]]
-        for rows in parts:
-            accounts.append(self.delta.account[rows])
-            codes.append(self.delta.code[rows])
-            allows.append(self.delta.allow[rows])
-        account, code, allow = np.concatenate(accounts), np.concatenate(codes), np.concatenate(allows)
+        touched, merged = self.overlay
+        base = self.base
+        in_base = (base.when <= t) & (base.until > t)
+        in_base[touched] = False
+        in_merged = (merged.when <= t) & (merged.until > t)
+        account = np.concatenate([base.account[in_base], merged.account[in_merged]])
+        code = np.concatenate([base.code[in_base], merged.code[in_merged]])
+        allow = np.concatenate([base.allow[in_base], merged.allow[in_merged]])
         held = account >= 0
         return account[held], code[held], allow[held]
 
@@ -413,8 +427,6 @@ class ConsentStateCache:
                         empty_events(self.settings, accounts),
                     )
             fresh_snapshot = Snapshot(self.settings, accounts, base, delta, last_seq, utcnow())
-            if base is snapshot.base and accounts is snapshot.accounts and "_run_facts" in snapshot.__dict__:
-                object.__setattr__(fresh_snapshot, "_run_facts", snapshot.__dict__["_run_facts"])
             self._snapshot = fresh_snapshot
             return fresh_snapshot
 
@@ -465,22 +477,43 @@ def _masks(accounts: Accounts, at: datetime) -> tuple[Array, Array]:
     return population, population & ~minor
 
 
-BIRTH_SPAN = 1 << 20
+DENSE_COHORT_KEYS = 1 << 20
+
+
+def _years(breaks: Array) -> Array:
+    """The calendar years (UTC) of the breaks, widened by one year either side so that a time given in
+    any time zone falls in one of them."""
+    if not len(breaks):
+        return np.zeros(0, dtype=np.int64)
+    years = breaks.astype("datetime64[us]").astype("datetime64[Y]").astype(np.int64) + 1970
+    return np.unique(np.concatenate([years - 1, years, years + 1]))
+
+
+def _birth_classes(birth: Array, years: Array) -> tuple[Array, Array]:
+    """Each birth year's class and one representative birth year per class: births in a class are minors
+    (``_minor``) in exactly the same of ``years``. Class 0 is "unknown" (always a minor)."""
+    thresholds = years - MINOR_AGE  # a minor in year y  <=>  birth >= y - MINOR_AGE
+    classes = np.where(birth == NO_BIRTH, 0, np.searchsorted(thresholds, birth.astype(np.int64), "right") + 1)
+    first = thresholds[0] - 1 if len(thresholds) else 0
+    representative = np.concatenate([[NO_BIRTH, first], thresholds]).astype(np.int64)
+    return classes, representative
 
 
 @dataclass(frozen=True)
 class Cohorts:
     """Accounts counted by what decides their defaults at a fixed set of times (``breaks``): jurisdiction
-    group, when they were created and deactivated relative to the breaks, and birth year. A million
-    accounts become a few thousand cohorts, so each time costs next to nothing."""
+    group, when they were created and deactivated relative to the breaks, and whether they are minors in
+    each break's year. A million accounts become a few thousand cohorts, so each time costs next to
+    nothing."""
 
     breaks: Array
     group: Array
     created_le: Array  # created <= breaks[j]  <=>  created_le <= j
     created_ge: Array  # created >= breaks[j]  <=>  created_ge > j
     inactive: Array  # inactive at breaks[j]  <=>  inactive <= j
-    birth: Array
+    birth: Array  # a birth year standing for the cohort's (the same minors in every break's year)
     count: Array
+    of_account: Array  # each account's cohort
 
     @classmethod
     def build(cls, accounts: Accounts, times: Sequence[int]) -> Cohorts:
@@ -488,95 +521,69 @@ class Cohorts:
         breaks = np.unique(np.asarray(list(times), dtype=np.int64))
         radix = len(breaks) + 2
         created_le = np.searchsorted(breaks, accounts.created, "left")
-        created_ge = np.searchsorted(breaks, accounts.created, "right")
+        exact = np.searchsorted(breaks, accounts.created, "right") - created_le  # 0 or 1
         inactive = np.where(accounts.active, radix - 1, np.searchsorted(breaks, accounts.changed, "left"))
-        key = ((accounts.group * radix + created_le) * radix + created_ge) * radix + inactive
-        key = key * BIRTH_SPAN + (accounts.birth.astype(np.int64) - NO_BIRTH)
-        unique, count = np.unique(key, return_counts=True)
-        birth = unique % BIRTH_SPAN + NO_BIRTH
-        rest = unique // BIRTH_SPAN
-        inactive, rest = rest % radix, rest // radix
-        created_ge, rest = rest % radix, rest // radix
-        created_le, group = rest % radix, rest // radix
-        return cls(breaks, group, created_le, created_ge, inactive, birth, count)
-
-
-@dataclass(frozen=True)
-class Explicit:
-    """The explicit choices deciding (account, setting) pairs at one time, with their accounts' facts."""
-
-    code: Array
-    allow: Array
-    group: Array
-    created: Array
-    inactive_from: Array
-    birth: Array
-
-
-def _run_facts(snapshot: Snapshot) -> dict[str, Array]:
-    """Per run of the base events: its account's facts (gathered once per snapshot)."""
-    cached: dict[str, Array] | None = snapshot.__dict__.get("_run_facts")
-    if cached is None:
-        accounts, index = snapshot.accounts, snapshot.base.account[snapshot.base.starts]
-        cached = _facts(accounts, index)
-        object.__setattr__(snapshot, "_run_facts", cached)
-    return cached
-
-
-def _facts(accounts: Accounts, index: Array) -> dict[str, Array]:
-    held = index >= 0
-    safe = np.where(held, index, 0)
-    never = np.iinfo(np.int64).max
-    inactive_from = np.where(accounts.active[safe], never, accounts.changed[safe]) if len(accounts) else safe
-    return {
-        "held": held,
-        "group": accounts.group[safe] if len(accounts) else safe,
-        "created": np.where(held, accounts.created[safe] if len(accounts) else safe, never),
-        "inactive_from": inactive_from,
-        "birth": accounts.birth[safe] if len(accounts) else safe,
-    }
-
-
-def explicit_facts(snapshot: Snapshot, t: int) -> Explicit:
-    """The deciding explicit choices at ``t`` (base and delta merged), for accounts held."""
-    base, delta = snapshot.base, snapshot.delta
-    present, position = base.latest(t)
-    keep = present.copy()
-    facts = _run_facts(snapshot)
-    extra: Array = np.zeros(0, dtype=np.int64)
-    if len(delta.starts):
-        d_present, d_position = delta.latest(t)
-        runs = len(base.run_pair)
-        if runs:
-            where = np.minimum(np.searchsorted(base.run_pair, delta.run_pair), runs - 1)
-            matched = base.run_pair[where] == delta.run_pair
-            b_pos = position[where]
-            b_has = present[where] & matched
-            d_when, d_seq = delta.when[d_position], delta.seq[d_position]
-            b_when, b_seq = base.when[b_pos], base.seq[b_pos]
-            newer = ~b_has | (d_when > b_when) | ((d_when == b_when) & (d_seq > b_seq))
-            use = d_present & newer
-            keep[where[use & matched]] = False
+        birth_class, representative = _birth_classes(accounts.birth, _years(breaks))
+        classes = len(representative)
+        key = (((accounts.group * radix + created_le) * 2 + exact) * radix + inactive) * classes
+        key = key + birth_class
+        space = (int(accounts.group.max()) + 1 if len(key) else 0) * radix * 2 * radix * classes
+        if space <= max(DENSE_COHORT_KEYS, 2 * len(key)):  # no sort needed: count each possible key
+            counts = np.bincount(key, minlength=space)
+            present = counts > 0
+            unique = np.flatnonzero(present)
+            count = counts[unique]
+            of_account = (np.cumsum(present) - 1)[key]
         else:
-            use = d_present
-        extra = d_position[use]
-    keep &= facts["held"]
-    rows = position[keep]
-    more = _facts(snapshot.accounts, delta.account[extra])
-    held = more["held"]
-    return Explicit(
-        code=np.concatenate([base.code[rows], delta.code[extra][held]]),
-        allow=np.concatenate([base.allow[rows], delta.allow[extra][held]]),
-        group=np.concatenate([facts["group"][keep], more["group"][held]]),
-        created=np.concatenate([facts["created"][keep], more["created"][held]]),
-        inactive_from=np.concatenate([facts["inactive_from"][keep], more["inactive_from"][held]]),
-        birth=np.concatenate([facts["birth"][keep], more["birth"][held]]),
-    )
+            unique, of_account, count = np.unique(key, return_inverse=True, return_counts=True)
+        rest, birth_class = unique // classes, unique % classes
+        rest, inactive = rest // radix, rest % radix
+        rest, exact = rest // 2, rest % 2
+        group, created_le = rest // radix, rest % radix
+        return cls(
+            breaks,
+            group,
+            created_le,
+            created_le + exact,
+            inactive,
+            representative[birth_class],
+            count,
+            np.asarray(of_account, dtype=np.int64).reshape(-1),
+        )
 
 
 def _minor(birth: Array, year: int) -> Array:
     minor: Array = (birth == NO_BIRTH) | (year - birth.astype(np.int64) <= MINOR_AGE)
     return minor
+
+
+def explicit_counts(snapshot: Snapshot, cohorts: Cohorts) -> Array:
+    """(breaks, cohorts, settings, 2): at each break, how many of each cohort's (account, setting) pairs
+    are decided by an explicit deny (``[..., 0]``) or allow (``[..., 1]``), in one pass over the events.
+
+    An event decides its pair at the breaks ``j`` with ``when <= breaks[j] < until``, a range of break
+    indices: it adds one at the first and takes one away after the last, and a running sum over the
+    breaks gives the counts at each. Events of accounts not held are left out."""
+    c, settings = cohorts, len(snapshot.settings)
+    breaks, n_cohorts = len(c.breaks), len(c.count)
+    width = (n_cohorts + 1) * settings * 2  # the extra cohort collects accounts not held
+    cohort_of = np.append(c.of_account, n_cohorts)  # position -1 (not held) -> the extra cohort
+
+    def bounds(events: Events) -> tuple[Array, Array]:
+        cell = (cohort_of[events.account] * settings + events.code) * 2 + events.allow
+        first = np.searchsorted(c.breaks, events.when, "left") * width + cell
+        after = np.searchsorted(c.breaks, events.until, "left") * width + cell
+        return first, after
+
+    touched, merged = snapshot.overlay
+    base_first, base_after = bounds(snapshot.base)
+    merged_first, merged_after = bounds(merged)
+    size = (breaks + 1) * width
+    plus = np.concatenate([base_first, base_after[touched], merged_first])
+    minus = np.concatenate([base_after, base_first[touched], merged_after])
+    steps = np.bincount(plus, minlength=size) - np.bincount(minus, minlength=size)
+    counts = np.cumsum(steps.reshape(breaks + 1, n_cohorts + 1, settings, 2), axis=0)
+    return counts[:breaks, :n_cohorts]
 
 
 class Evaluator:
@@ -595,9 +602,15 @@ class Evaluator:
         self.groups = len(jurisdictions.names)
         self.settings = len(snapshot.settings)
         self.table = _defaults(self.policies, jurisdictions, snapshot.settings)
-        self.flat = self.table.reshape(-1)
         moments = [to_micros(t) for t in times] + [to_micros(p.effective_at) for p in self.policies]
         self.cohorts = Cohorts.build(snapshot.accounts, moments)
+        self.effective = [int(np.searchsorted(self.cohorts.breaks, m)) for m in moments[len(times) :]]
+        self.members = (self.cohorts.group == np.arange(self.groups)[:, None]).astype(np.int64)  # (G, C)
+
+    @cached_property
+    def explicit(self) -> Array:
+        """The explicit choices at every break (``explicit_counts``), computed on first use."""
+        return explicit_counts(self.snapshot, self.cohorts)
 
     def state(self, at: datetime) -> StateAt:
         """The counts at ``at``, which must be one of the evaluator's times."""
@@ -606,15 +619,14 @@ class Evaluator:
         j = int(np.searchsorted(c.breaks, t))
         if j >= len(c.breaks) or c.breaks[j] != t:
             raise ValueError("state() needs one of the times the evaluator was built for")
-        groups, n_settings, policies = self.groups, self.settings, self.policies
+        groups, policies = self.groups, self.policies
         population = (c.created_le <= j) & (c.inactive > j)
         eligible = population & ~_minor(c.birth, at.year)
         chosen = np.zeros(len(c.count), dtype=np.int64)
-        for index, policy in enumerate(policies):
-            p = int(np.searchsorted(c.breaks, to_micros(policy.effective_at)))
+        for index, p in enumerate(self.effective):
             if p > j:
                 continue
-            if policy.applies_to == "all":
+            if policies[index].applies_to == "all":
                 chosen[:] = index + 1
             else:
                 chosen[c.created_ge > p] = index + 1
@@ -624,15 +636,11 @@ class Evaluator:
         allow = np.einsum(
             "cg,cgs->gs", np.rint(per_cell).astype(np.int64).reshape(-1, groups), self.table.astype(np.int64)
         )
-        e = explicit_facts(self.snapshot, t)
-        decided = (e.created <= t) & (e.inactive_from > t) & ~_minor(e.birth, at.year)
-        e_chosen = _chosen(policies, e.created, t)
-        default = self.flat[(e_chosen * groups + e.group) * n_settings + e.code]
-        cell = e.group * n_settings + e.code
-        size = groups * n_settings
-        gained = np.bincount(cell[decided & e.allow & ~default], minlength=size)
-        lost = np.bincount(cell[decided & ~e.allow & default], minlength=size)
-        explicit_deny = np.bincount(cell[decided & ~e.allow], minlength=size)
+        default = self.table[chosen, c.group]  # (C, S)
+        decided = self.explicit[j] * eligible[:, None, None]  # (C, S, 2): deny, allow
+        gained = self.members @ (decided[..., 1] * ~default)
+        lost = self.members @ (decided[..., 0] * default)
+        explicit_deny = self.members @ decided[..., 0]
         by_group = np.bincount(c.group, weights=np.where(population, c.count, 0), minlength=groups)
         minors = np.bincount(c.group, weights=np.where(population & ~eligible, c.count, 0), minlength=groups)
         governs = np.bincount(chosen, weights=np.where(population, c.count, 0), minlength=len(policies) + 1)
@@ -640,8 +648,8 @@ class Evaluator:
             at=at,
             population=np.rint(by_group).astype(np.int64),
             minors=np.rint(minors).astype(np.int64),
-            allow=allow + (gained - lost).reshape(groups, n_settings),
-            explicit_deny=explicit_deny.reshape(groups, n_settings),
+            allow=allow + gained - lost,
+            explicit_deny=explicit_deny,
             governs=np.rint(governs).astype(np.int64),
         )
 
@@ -678,30 +686,41 @@ def policy_effects(
     ordered_all = ordered(policies)
     if governs is None:
         governs = state_at(snapshot, at=now, policies=policies, jurisdictions=jurisdictions).governs
+    groups = len(jurisdictions.names)
+    with_table = _defaults(ordered_all, jurisdictions, settings).reshape(-1, len(settings))
     effects: dict[int, PolicyEffect] = {}
     for index, policy in enumerate(ordered_all):
         at = policy.effective_at
         t = to_micros(at)
         _, eligible = _masks(accounts, at)
         others = [p for p in ordered_all if p.version != policy.version]
-        with_table = _defaults(ordered_all, jurisdictions, settings)
-        without_table = _defaults(others, jurisdictions, settings)
-        rows = np.flatnonzero(eligible)
-        group = accounts.group[rows]
-        before = without_table[_chosen(others, accounts.created[rows], t), group]
-        after = with_table[_chosen(ordered_all, accounts.created[rows], t), group]
-        changed = before != after
-        if len(rows):
-            account, code, _ = snapshot.explicit_at(t)
-            position = np.minimum(np.searchsorted(rows, account), len(rows) - 1)
-            held = rows[position] == account
-            changed[position[held], code[held]] = False  # an explicit choice stands
+        without_table = _defaults(others, jurisdictions, settings).reshape(-1, len(settings))
+        # an account's defaults with and without the version: rows (applicable version, group)
+        after_row = _chosen(ordered_all, accounts.created, t) * groups + accounts.group
+        before_row = _chosen(others, accounts.created, t) * groups + accounts.group
+        pair_row = before_row * len(with_table) + after_row
+        flips = (without_table[:, None, :] != with_table[None, :, :]).reshape(-1, len(settings))
+        changed = np.zeros(len(accounts), dtype=bool)
+        to_allow, to_deny = changed.copy(), changed.copy()
+        explicit: tuple[Array, Array, Array] | None = None
+        for s in range(len(settings)):
+            flipped = flips[:, s][pair_row] & eligible
+            if not flipped.any():
+                continue
+            if explicit is None:
+                explicit = snapshot.explicit_at(t)
+            account, code, _ = explicit
+            flipped[account[code == s]] = False  # an explicit choice stands
+            allowed = with_table[:, s][after_row]
+            changed |= flipped
+            to_allow |= flipped & allowed
+            to_deny |= flipped & ~allowed
         effects[policy.version] = PolicyEffect(
             version=policy.version,
             governs_now=int(governs[index + 1]),
-            changed_accounts=int(changed.any(axis=1).sum()),
-            to_allow=int((changed & after).any(axis=1).sum()),
-            to_deny=int((changed & ~after).any(axis=1).sum()),
+            changed_accounts=int(np.count_nonzero(changed)),
+            to_allow=int(np.count_nonzero(to_allow)),
+            to_deny=int(np.count_nonzero(to_deny)),
         )
     return effects
 
