@@ -45,7 +45,9 @@ class ConsentEvent(Base):
     __tablename__ = "consent_events"
     __table_args__ = (
         CheckConstraint("value IN ('allow', 'deny')", name="value"),
-        Index("ix_consent_events_subject_setting", "subject_key", "setting", "recorded_at"),
+        # with the value, a scan of this index answers "every event of these settings" (builds,
+        # eligibility) without reading the wide rows; seq is the rowid, in every index on SQLite
+        Index("ix_consent_events_subject_setting", "subject_key", "setting", "recorded_at", "value"),
     )
 
     seq: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=False)

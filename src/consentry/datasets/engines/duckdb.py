@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import numpy as np
@@ -122,15 +123,17 @@ class DuckDBEngine:
         connection.register("authors", job.authors.named())
         parts = job.work_dir / f"parts-{name}"
         query = release_query(category, job.window, DUCKDB, scrub_pii=job.scrub_pii)
-        connection.execute(
-            f"COPY ({query}) TO {_literal(str(parts))} (FORMAT parquet, COMPRESSION zstd, "
-            f"ROW_GROUP_SIZE {int(job.row_group_rows)}, FILE_SIZE_BYTES {int(job.shard_bytes)}, "
-            "FILENAME_PATTERN 'part-{i}')"
-        ).fetchall()
-        shards = sorted(parts.glob("part-*.parquet"), key=lambda path: int(path.stem.split("-")[1]))
-
-        step(f"{name}: lineage")
-        found = sorted_included(reasons) if category.prior is None else None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lineage") as pool:
+            # the lineage pairs need only the reasons: sorted on a thread while DuckDB writes
+            packed = pool.submit(sorted_included, reasons) if category.prior is None else None
+            connection.execute(
+                f"COPY ({query}) TO {_literal(str(parts))} (FORMAT parquet, COMPRESSION zstd, "
+                f"ROW_GROUP_SIZE {int(job.row_group_rows)}, FILE_SIZE_BYTES {int(job.shard_bytes)}, "
+                "FILENAME_PATTERN 'part-{i}')"
+            ).fetchall()
+            shards = sorted(parts.glob("part-*.parquet"), key=lambda path: int(path.stem.split("-")[1]))
+            step(f"{name}: lineage")
+            found = None if packed is None else packed.result()
         if found is None:  # ids too wide to pack, or an incremental release: let DuckDB sort
             included = connection.sql(included_query(category)).to_arrow_table()
             found = (
