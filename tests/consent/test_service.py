@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from consentry.consent import service
+from consentry.consent.evaluate import ACCOUNT_SCHEMA
 from consentry.consent.service import ConsentContext
 from consentry.db import Database, utcnow
-from consentry.social.service import deactivate_account, delete_account
+from consentry.social.service import create_account, deactivate_account, delete_account
 from tests.conftest import make_account
 
 
@@ -83,3 +84,26 @@ def test_events_table_reads_only_events_up_to_until(database: Database, ctx: Con
         early = service.events_table(session, until=first).to_pylist()
     assert [(e["value"], e["recorded_at"]) for e in everything] == [("deny", first), ("allow", second)]
     assert [(e["account_id"], e["value"], e["seq"]) for e in early] == [(account_id, "deny", 1)]
+
+
+def test_load_accounts_keeps_every_column_in_id_order(database: Database) -> None:
+    created = datetime(2021, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+    with database.write() as session:
+        create_account(session, handle="x1", country="FR", birth_year=None, created_at=created)
+        second = create_account(session, handle="x2", country=None, birth_year=1980, created_at=created)
+        create_account(session, handle="x3", country="NA", birth_year=1999, created_at=created)  # Namibia
+        session.flush()
+        deactivate_account(session, account_id=second.id, at=created + timedelta(days=1))
+    with database.read() as session:
+        table = service.load_accounts(session)
+        later = service.load_accounts(session, above=int(table["account_id"][0].as_py()))
+    rows = table.to_pylist()
+    assert table.schema == ACCOUNT_SCHEMA
+    assert [r["account_id"] for r in rows] == sorted(r["account_id"] for r in rows)
+    assert [r["country"] for r in rows] == ["FR", None, "NA"]
+    assert [r["birth_year"] for r in rows] == [None, 1980, 1999]
+    assert rows[0]["created_at"] == created and rows[1]["status"] == "deactivated"
+    assert (
+        rows[1]["status_changed_at"] == created + timedelta(days=1) and rows[0]["status_changed_at"] is None
+    )
+    assert later.to_pylist() == rows[1:]

@@ -32,7 +32,6 @@ Unknown ids are simply not allowed.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -44,26 +43,23 @@ from typing import Any, TypeAlias
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from consentry.consent.catalog import CATEGORIES, PURPOSES, RECIPIENTS, Catalog, Jurisdictions
-from consentry.consent.evaluate import ACCOUNT_SCHEMA, EPOCH, evaluate_many, to_micros
+from consentry.consent.evaluate import EPOCH, evaluate_many, to_micros
 from consentry.consent.models import ConsentEvent
 from consentry.consent.policy import Policy
 from consentry.consent.service import (
     ConsentContext,
-    account_columns,
+    load_accounts,
     load_policies,
     read_accounts,
-    rows_to_table,
 )
 from consentry.datasets.models import Recipient
 from consentry.db import Database, utcnow
 from consentry.eligibility import models as _models  # registers the account change listeners
 from consentry.errors import Conflict, InvalidInput, NotFound
-from consentry.social.models import Account
 
 log = logging.getLogger(__name__)
 __all__ = [
@@ -139,70 +135,6 @@ def _continues(old: Probe, new: Probe) -> bool:
 
 
 # --- loading ----------------------------------------------------------------------------------------
-
-_ACCOUNT_CSV = pacsv.ConvertOptions(
-    column_types={
-        "account_id": pa.int64(),
-        "created_at": pa.timestamp("us"),
-        "country": pa.string(),
-        "birth_year": pa.int16(),
-        "status": pa.string(),
-        "status_changed_at": pa.timestamp("us"),
-    },
-    null_values=[""],  # never "NA": that is Namibia
-    strings_can_be_null=True,
-    quoted_strings_can_be_null=False,
-)
-
-
-def _utc(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    return pc.cast(column, pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
-
-
-def load_accounts(session: Session, *, above: int = 0) -> pa.Table:
-    """Every account with an id above ``above``, in ``ACCOUNT_SCHEMA``.
-
-    Millions of rows: SQLite concatenates them into one CSV text and PostgreSQL streams ``COPY``; Arrow
-    parses the CSV (the columns are numbers, timestamps, country codes and statuses: nothing to quote).
-    """
-    names = list(ACCOUNT_SCHEMA.names)
-    raw: Any = session.connection().connection.dbapi_connection
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        cursor = raw.cursor()
-        try:
-            cursor.execute(
-                "SELECT group_concat(id || ',' || created_at || ',' || coalesce(country, '') || ',' || "
-                "coalesce(birth_year, '') || ',' || status || ',' || coalesce(status_changed_at, ''), "
-                "char(10)) FROM accounts WHERE id > ?",
-                (int(above),),
-            )
-            data = (cursor.fetchone()[0] or "").encode()
-        finally:
-            cursor.close()
-    elif dialect == "postgresql":
-        query = (
-            "COPY (SELECT id, created_at, country, birth_year, status, status_changed_at FROM accounts "
-            f"WHERE id > {int(above)}) TO STDOUT WITH (FORMAT csv)"
-        )
-        buffer = io.BytesIO()
-        with raw.cursor() as cursor, cursor.copy(query) as copy:
-            for block in copy:
-                buffer.write(block)
-        data = buffer.getvalue()
-    else:  # any other database: row by row
-        rows = session.execute(select(*account_columns()).where(Account.id > above)).all()
-        return rows_to_table(rows, ACCOUNT_SCHEMA)
-    if not data:
-        return ACCOUNT_SCHEMA.empty_table()
-    table = pacsv.read_csv(
-        io.BytesIO(data),
-        read_options=pacsv.ReadOptions(column_names=names),
-        convert_options=_ACCOUNT_CSV,
-    )
-    for name in ("created_at", "status_changed_at"):
-        table = table.set_column(table.schema.get_field_index(name), name, _utc(table[name]))
-    return table.cast(ACCOUNT_SCHEMA)
 
 
 def load_all_events(session: Session, *, settings: Sequence[str]) -> pa.Table:

@@ -23,7 +23,6 @@ times; one pass over the events counts each in its cohort over that range (``exp
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from collections.abc import Sequence
@@ -36,14 +35,13 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from consentry.consent.catalog import Jurisdictions
-from consentry.consent.evaluate import ACCOUNT_SCHEMA, MINOR_AGE, group_index, to_micros
+from consentry.consent.evaluate import MINOR_AGE, group_index, to_micros
 from consentry.consent.policy import Policy, ordered
-from consentry.consent.service import ConsentContext, accounts_table, load_policies
+from consentry.consent.service import ConsentContext, load_accounts, load_policies
 from consentry.datasets.models import Recipient, Release
 from consentry.datasets.service import ledger_events
 from consentry.db import utcnow
@@ -62,69 +60,6 @@ ALL = "All accounts"
 
 
 # --- reading the database in bulk -------------------------------------------------------------------------
-
-
-_ACCOUNT_CSV = pacsv.ConvertOptions(
-    column_types={
-        "account_id": pa.int64(),
-        "created_at": pa.timestamp("us"),
-        "country": pa.string(),
-        "birth_year": pa.int16(),
-        "status": pa.string(),
-        "status_changed_at": pa.timestamp("us"),
-    },
-    strings_can_be_null=True,
-)
-
-
-def _csv_accounts(data: bytes) -> pa.Table:
-    if not data:
-        return ACCOUNT_SCHEMA.empty_table()
-    table = pacsv.read_csv(
-        io.BytesIO(data),
-        read_options=pacsv.ReadOptions(column_names=ACCOUNT_SCHEMA.names),
-        convert_options=_ACCOUNT_CSV,
-    )
-    for name in ("created_at", "status_changed_at"):
-        index = table.schema.get_field_index(name)
-        table = table.set_column(index, name, pc.assume_timezone(table[name], "UTC"))
-    return table.cast(ACCOUNT_SCHEMA)
-
-
-def read_accounts(session: Session, *, after_id: int = 0) -> pa.Table:
-    """Accounts with an id above ``after_id``, in ``ACCOUNT_SCHEMA``, ordered by id.
-
-    Millions of rows must not become Python objects one by one: SQLite concatenates them into one CSV
-    text, PostgreSQL streams ``COPY ... TO STDOUT``, Arrow parses the CSV (country codes, statuses and
-    timestamps never need quoting).
-    """
-    dialect = session.get_bind().dialect.name
-    raw: Any = session.connection().connection.dbapi_connection
-    if dialect == "sqlite":
-        cursor = raw.cursor()
-        try:
-            cursor.execute(
-                "SELECT group_concat(id || ',' || created_at || ',' || ifnull(country, '') || ',' || "
-                "ifnull(birth_year, '') || ',' || status || ',' || ifnull(status_changed_at, ''), char(10)) "
-                "FROM (SELECT * FROM accounts WHERE id > ? ORDER BY id)",
-                (int(after_id),),
-            )
-            data = (cursor.fetchone()[0] or "").encode()
-        finally:
-            cursor.close()
-        return _csv_accounts(data)
-    if dialect == "postgresql":
-        query = (
-            "COPY (SELECT id, created_at, country, birth_year, status, status_changed_at FROM accounts "
-            f"WHERE id > {int(after_id)} ORDER BY id) TO STDOUT WITH (FORMAT csv)"
-        )
-        buffer = io.BytesIO()
-        with raw.cursor() as cursor, cursor.copy(query) as copy:
-            for block in copy:
-                buffer.write(block)
-        return _csv_accounts(buffer.getvalue())
-    table = accounts_table(session)  # any other database: row by row
-    return table.filter(pc.greater(table["account_id"], after_id)).sort_by("account_id")
 
 
 def read_events(session: Session, *, settings: Sequence[str], after_seq: int = 0) -> pa.Table:
@@ -385,7 +320,7 @@ class ConsentStateCache:
             snapshot = self._snapshot
             now = time.monotonic()
             if snapshot is None or now - self._accounts_read > self.accounts_ttl:
-                accounts = Accounts.from_table(read_accounts(session), self.jurisdictions)
+                accounts = Accounts.from_table(load_accounts(session), self.jurisdictions)
                 self._accounts_read = now
                 if snapshot is None:
                     table = read_events(session, settings=self.settings)
@@ -410,7 +345,7 @@ class ConsentStateCache:
                     )
             accounts = snapshot.accounts.extend(
                 Accounts.from_table(
-                    read_accounts(session, after_id=snapshot.accounts.max_id), self.jurisdictions
+                    load_accounts(session, above=snapshot.accounts.max_id), self.jurisdictions
                 )
             )
             fresh = read_events(session, settings=self.settings, after_seq=snapshot.last_seq)
