@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import Index, Table, insert, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.schema import CreateIndex
 
 from consentry.consent.models import ConsentEvent, LedgerHead, Subject
 from consentry.errors import IntegrityFailure, InvalidInput
@@ -187,6 +188,15 @@ def append(session: Session, events: Sequence[NewEvent]) -> list[ConsentEvent]:
 
 SUBJECT_INDEX = "ix_consent_events_subject_setting"
 REBUILD_INDEX_AT = 50_000
+
+
+def _subject_index() -> Index:
+    """The subject index as the model defines it (a bulk load drops it and creates it again)."""
+    table = ConsentEvent.__table__
+    assert isinstance(table, Table)
+    return next(index for index in table.indexes if index.name == SUBJECT_INDEX)
+
+
 COLUMNS = (
     "seq",
     "subject_key",
@@ -321,9 +331,7 @@ def append_table(session: Session, events: pa.Table, *, chunk: int = 200_000) ->
             if pending is not None:
                 pending.result()
     if rebuild:
-        session.execute(
-            text(f"CREATE INDEX {SUBJECT_INDEX} ON consent_events (subject_key, setting, recorded_at)")
-        )
+        session.execute(CreateIndex(_subject_index()))
     session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(seq=seq, hash=prev))
     return seq, prev
 
