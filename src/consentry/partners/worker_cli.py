@@ -215,7 +215,7 @@ def webhook_retry(
 @webhook_app.command("send-test")
 @cli_errors
 def webhook_send_test(partner: str) -> None:
-    """Queue a signed ``ping`` to a partner's webhook endpoint (the worker sends it)."""
+    """Queue a signed ping to a partner's webhook endpoint (the worker sends it)."""
     from consentry.partners import outbox
 
     with open_database().write() as session:
