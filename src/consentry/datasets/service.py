@@ -64,6 +64,7 @@ from consentry.datasets.models import RECIPIENT_KINDS, BuildJob, LakeCheck, Reci
 from consentry.datasets.transforms import PSEUDONYM_SCHEME
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, ConsentryError, IntegrityFailure, InvalidInput, NotFound
+from consentry.progress import throttled
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 REMOVALS = "removals.parquet"
@@ -971,14 +972,10 @@ def run_job(
     with database.read() as session:
         params = dict(get_job(session, job_id).params)
     _update_job(database, job_id, status="running", stage="starting", started_at=utcnow())
-    last = 0.0
-
-    def progress(stage: str, done: int, total: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= min_interval or done == total:
-            last = now
-            _update_job(database, job_id, stage=stage, done=done, total=total)
+    progress = throttled(
+        lambda stage, done, total: _update_job(database, job_id, stage=stage, done=done, total=total),
+        min_interval=min_interval,
+    )
 
     try:
         release = (build or build_release)(

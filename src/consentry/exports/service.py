@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import secrets
-import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -59,6 +58,7 @@ from consentry.consent.service import ConsentContext, settings_view
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, ConsentryError, Forbidden, Gone, InvalidInput, NotFound
 from consentry.exports.models import ExportJob
+from consentry.progress import throttled
 from consentry.social.models import Account, AssistantInteraction, Block, Follow, Like, Post, Repost
 from consentry.social.service import get_account
 
@@ -191,14 +191,10 @@ def run_job(
             return
         account_id = job.account_id
     _update(database, job_id, status="running", stage="starting", started_at=utcnow())
-    last = 0.0
-
-    def progress(stage: str, done: int, total: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= min_interval or done == total:
-            last = now
-            _update(database, job_id, stage=stage, done=done, total=total)
+    progress = throttled(
+        lambda stage, done, total: _update(database, job_id, stage=stage, done=done, total=total),
+        min_interval=min_interval,
+    )
 
     target = exports_folder(home, account_id) / f"{job_id}.zip"
     try:
