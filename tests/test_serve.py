@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -9,11 +10,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from consentry.config import Settings
 from consentry.consent import ledger
+from consentry.consent.models import ConsentEvent
 from consentry.db import Database
 from tests.conftest import make_account
 
@@ -24,28 +28,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_two_api_workers_share_one_chain(settings: Settings, database: Database, tmp_path: Path) -> None:
-    accounts = [make_account(database, handle=f"w{i}") for i in range(4)]
+def _start(
+    settings: Settings, database: Database, tmp_path: Path, workers: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``consentry serve`` with ``workers`` processes on a free port, once it answers."""
     port = free_port()
     env = {**os.environ, "CONSENTRY_HOME": str(settings.home), "CONSENTRY_DATABASE_URL": database.url}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "consentry.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "server.log").open("w"),
-    )
+    with (tmp_path / "server.log").open("w") as log:  # the server keeps its own handle
+        server = subprocess.Popen(
+            [sys.executable, "-m", "consentry.cli", "serve", "--port", str(port), "--workers", str(workers)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            pass
+        assert server.poll() is None, (tmp_path / "server.log").read_text()
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.2)
+
+
+def test_two_api_workers_share_one_chain(settings: Settings, database: Database, tmp_path: Path) -> None:
+    accounts = [make_account(database, handle=f"w{i}") for i in range(4)]
+    server, base = _start(settings, database, tmp_path, workers=2)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
         failures: list[int] = []
 
         def client(token: str) -> None:
@@ -70,3 +82,65 @@ def test_two_api_workers_share_one_chain(settings: Settings, database: Database,
     with database.read() as session:
         report = ledger.verify(session)
     assert report.ok and report.events == 60
+
+
+ROUNDS = 200
+WRITERS = 8
+
+
+def _conflicting_round(clients: list[httpx.Client], round_no: int) -> list[dict[str, Any]]:
+    """Every client changes the same setting at once, half to allow and half to deny."""
+    receipts: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(clients))
+
+    def write(http: httpx.Client, value: str) -> None:
+        barrier.wait()
+        r = http.put("/v1/me/settings", json={"settings": {"assistant_realtime": value}})
+        assert r.status_code == 200, r.text
+        with lock:
+            receipts.extend(r.json()["receipts"])
+
+    threads = [
+        threading.Thread(target=write, args=(http, "allow" if (i + round_no) % 2 else "deny"))
+        for i, http in enumerate(clients)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return receipts
+
+
+def test_state_equals_the_last_event_under_conflicting_writers_in_several_processes(
+    settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    """Issue 13 item 1: 4 API processes, 8 conflicting writers per round; the served state after each
+    round is the value of the receipt with the highest seq, and time never goes back along the chain."""
+    _, token = make_account(database, handle="contended")
+    server, base = _start(settings, database, tmp_path, workers=4)
+    headers = {"Authorization": f"Bearer {token}"}
+    clients = [httpx.Client(base_url=base, headers=headers, timeout=60) for _ in range(WRITERS)]
+    mismatches: list[tuple[int, str, int, str, int | None]] = []
+    try:
+        for round_no in range(ROUNDS):
+            receipts = _conflicting_round(clients, round_no)
+            assert len(receipts) == WRITERS
+            last = max(receipts, key=lambda r: r["receipt"]["chain"]["seq"])["receipt"]
+            served = clients[round_no % WRITERS].get("/v1/me/settings").json()
+            [state] = [s for s in served["settings"] if s["key"] == "assistant_realtime"]
+            if (state["value"], state["seq"]) != (last["event"]["value"], last["chain"]["seq"]):
+                mismatches.append(
+                    (round_no, last["event"]["value"], last["chain"]["seq"], state["value"], state["seq"])
+                )
+    finally:
+        for http in clients:
+            http.close()
+        server.terminate()
+        server.wait(timeout=60)
+    assert mismatches == []
+    with database.read() as session:
+        report = ledger.verify(session)
+        times = session.scalars(select(ConsentEvent.recorded_at).order_by(ConsentEvent.seq)).all()
+    assert report.ok and report.events == ROUNDS * WRITERS
+    assert all(a <= b for a, b in itertools.pairwise(times))  # live writes never go back in time

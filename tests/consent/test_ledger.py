@@ -212,3 +212,51 @@ def test_fast_canonical_form_equals_json(
     )
     assert row["hash"] == chain_hash(ledger.GENESIS, document)
     assert json.loads(canonical_json(document)) == document
+
+
+def table_of(events: list[NewEvent]) -> pa.Table:
+    return pa.table(
+        {
+            "subject": [e.subject_key for e in events],
+            "setting": [e.setting for e in events],
+            "value": [e.value for e in events],
+            "source": [e.source for e in events],
+            "client": [e.client for e in events],
+            "policy_version": pa.array([e.policy_version for e in events], pa.int64()),
+            "recorded_at": pa.array([e.recorded_at for e in events], pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def test_the_head_keeps_the_latest_time_in_the_chain(database: Database) -> None:
+    with database.write() as session:
+        ledger.append(session, [event(5), event(2)])
+    with database.read() as session:
+        assert ledger.lock_head(session).recorded_at == T0 + timedelta(seconds=5)
+    with database.write() as session:
+        ledger.append_table(session, table_of([event(1), event(9), event(3)]))
+    with database.read() as session:
+        head = ledger.lock_head(session)
+    assert (head.seq, head.recorded_at) == (5, T0 + timedelta(seconds=9))
+
+
+def test_a_live_time_is_never_before_the_chain(database: Database) -> None:
+    ahead = datetime.now(UTC) + timedelta(minutes=5)  # another node's clock is ahead of this one's
+    with database.write() as session:
+        ledger.append(session, [NewEvent("s1", "assistant_realtime", "deny", "user", 1, ahead, "web")])
+    with database.read() as session:
+        assert ledger.lock_head(session).live_time() == ahead
+        assert ledger.current_time(session) == ahead
+    later = ahead + timedelta(seconds=1)
+    assert ledger.Head(1, ledger.GENESIS, ahead).live_time(later) == later
+
+
+def test_bulk_appends_refuse_times_in_the_future(database: Database) -> None:
+    future = NewEvent(
+        "s1", "assistant_realtime", "deny", "import", None, datetime.now(UTC) + timedelta(hours=1), "import"
+    )
+    with pytest.raises(InvalidInput) as error, database.write() as session:
+        ledger.append_table(session, table_of([event(1), future]))
+    assert error.value.field == "recorded_at"
+    with database.read() as session:
+        assert ledger.lock_head(session).seq == 0

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from consentry.consent import service
+import pyarrow as pa
+from sqlalchemy.orm import Session
+
+from consentry.consent import ledger, service
 from consentry.consent.evaluate import ACCOUNT_SCHEMA
 from consentry.consent.service import ConsentContext
 from consentry.db import Database, utcnow
@@ -107,3 +110,69 @@ def test_load_accounts_keeps_every_column_in_id_order(database: Database) -> Non
         rows[1]["status_changed_at"] == created + timedelta(days=1) and rows[0]["status_changed_at"] is None
     )
     assert later.to_pylist() == rows[1:]
+
+
+def _realtime(session: Session, account_id: int, ctx: ConsentContext) -> tuple[str, int | None]:
+    [state] = [
+        s
+        for s in service.settings_view(session, account_id=account_id, ctx=ctx)
+        if s.key == "assistant_realtime"
+    ]
+    return state.value, state.seq
+
+
+def test_a_write_after_a_clock_ahead_is_the_state(database: Database, ctx: ConsentContext) -> None:
+    """Another node whose clock runs ahead wrote last: this node's write still follows it, and is read."""
+    account_id, _ = make_account(database)
+    ahead = utcnow() + timedelta(minutes=2)
+    with database.write() as session:
+        service.change_settings(
+            session,
+            account_id=account_id,
+            changes={"assistant_realtime": "deny"},
+            client="web",
+            ctx=ctx,
+            at=ahead,
+        )
+    with database.write() as session:
+        [receipt] = service.change_settings(
+            session, account_id=account_id, changes={"assistant_realtime": "allow"}, client="ios", ctx=ctx
+        )
+    assert receipt["receipt"]["event"]["recorded_at"] >= ahead.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with database.read() as session:
+        assert _realtime(session, account_id, ctx) == ("allow", receipt["receipt"]["chain"]["seq"])
+
+
+def test_an_import_of_the_past_does_not_override_a_later_live_choice(
+    database: Database, ctx: ConsentContext
+) -> None:
+    """DESIGN.md: a bulk import ranks by its own (historic) times; a choice made live later stands."""
+    account_id, _ = make_account(database)
+    with database.write() as session:
+        [live] = service.change_settings(
+            session, account_id=account_id, changes={"assistant_realtime": "allow"}, client="ios", ctx=ctx
+        )
+        subject = ledger.subject_key_for(session, account_id)
+    past = pa.table(
+        {
+            "subject": [subject],
+            "setting": ["assistant_realtime"],
+            "value": ["deny"],
+            "source": ["import"],
+            "client": ["import"],
+            "policy_version": pa.array([1], pa.int64()),
+            "recorded_at": pa.array([utcnow() - timedelta(days=30)], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    with database.write() as session:
+        seq, _ = ledger.append_table(session, past)
+    assert seq > live["receipt"]["chain"]["seq"]  # appended later in the chain, yet older in time
+    with database.read() as session:
+        assert _realtime(session, account_id, ctx) == ("allow", live["receipt"]["chain"]["seq"])
+        history_at = utcnow() - timedelta(days=1)
+        [before] = [
+            s
+            for s in service.settings_view(session, account_id=account_id, ctx=ctx, at=history_at)
+            if s.key == "assistant_realtime"
+        ]
+    assert (before.value, before.seq) == ("deny", seq)  # it does describe the past

@@ -6,6 +6,12 @@ no spaces, UTF-8, and ``recorded_at`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``.
 
 Writers serialise on the single ``ledger_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
 write sessions already hold the database write lock), so concurrent appends never fork the chain.
+
+Order of events (DESIGN.md): "latest" is the greatest ``(recorded_at, seq)``. A live write takes its time
+while it holds the head, and never earlier than the latest time already in the chain (kept on the head
+row), so for live writes seq order and time order are the same and the state is the last event. A bulk
+import carries historic times, which it may not place in the future; its events rank by their own times,
+so an import describes the past and never overrides a choice recorded live after the times it carries.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex
 
 from consentry.consent.models import ConsentEvent, LedgerHead, Subject
+from consentry.db import utcnow
 from consentry.errors import IntegrityFailure, InvalidInput
 
 GENESIS = "0" * 64
@@ -128,14 +135,44 @@ def _validate(event: NewEvent) -> None:
         raise InvalidInput("recorded_at must carry a time zone", field="recorded_at")
 
 
-def lock_head(session: Session) -> tuple[int, str]:
-    """Lock the ledger head and return its ``(seq, hash)``; held until the transaction ends."""
-    head = session.execute(
-        select(LedgerHead.seq, LedgerHead.hash).where(LedgerHead.id == 1).with_for_update()
-    ).one_or_none()
-    if head is None:
+@dataclass(frozen=True)
+class Head:
+    """The ledger head: the last event's seq and hash, and the latest time in the chain."""
+
+    seq: int
+    hash: str
+    recorded_at: datetime | None
+
+    def live_time(self, now: datetime | None = None) -> datetime:
+        """The time of a live write made while holding this head: now, or the chain's latest time if
+        the clock reads earlier (another node's clock ahead, or a clock stepped back)."""
+        now = now or utcnow()
+        return self.recorded_at if self.recorded_at is not None and self.recorded_at > now else now
+
+
+def _head(session: Session, *, lock: bool) -> Head:
+    query = select(LedgerHead.seq, LedgerHead.hash, LedgerHead.recorded_at).where(LedgerHead.id == 1)
+    row = session.execute(query.with_for_update() if lock else query).one_or_none()
+    if row is None:
         raise IntegrityFailure("the ledger head row is missing; run 'consentry db upgrade'")
-    return int(head[0]), str(head[1])
+    return Head(int(row[0]), str(row[1]), row[2])
+
+
+def lock_head(session: Session) -> Head:
+    """Lock the ledger head and return it; held until the transaction ends."""
+    return _head(session, lock=True)
+
+
+def current_time(session: Session) -> datetime:
+    """"Now" for reading the current state: never before the latest time in the chain, so a reader
+    always sees the last live write even when the writer's clock was ahead of this one."""
+    return _head(session, lock=False).live_time()
+
+
+def _later(first: datetime | None, second: datetime | None) -> datetime | None:
+    if first is None or second is None:
+        return first or second
+    return max(first, second)
 
 
 def link_events(events: Iterable[NewEvent], seq: int, prev: str) -> Iterator[dict[str, Any]]:
@@ -168,20 +205,26 @@ def link_events(events: Iterable[NewEvent], seq: int, prev: str) -> Iterator[dic
         prev = digest
 
 
-def append(session: Session, events: Sequence[NewEvent]) -> list[ConsentEvent]:
+def append(session: Session, events: Sequence[NewEvent], *, head: Head | None = None) -> list[ConsentEvent]:
     """Append events in order and return them with seq and hashes. The caller commits.
 
-    Everything is validated before the head is locked, and the lock is held only for one insert and one
-    update, so concurrent writers wait as little as possible.
+    ``head`` is the head this transaction already locked (live writes lock it first, to take their
+    time under it); without it the head is locked here, after everything is validated.
     """
     for event in events:
         _validate(event)
-    seq, prev = lock_head(session)
-    rows = list(link_events(events, seq, prev))
+    head = head or lock_head(session)
+    rows = list(link_events(events, head.seq, head.hash))
     if rows:
         session.execute(insert(ConsentEvent), rows)
         session.execute(
-            update(LedgerHead).where(LedgerHead.id == 1).values(seq=rows[-1]["seq"], hash=rows[-1]["hash"])
+            update(LedgerHead)
+            .where(LedgerHead.id == 1)
+            .values(
+                seq=rows[-1]["seq"],
+                hash=rows[-1]["hash"],
+                recorded_at=_later(head.recorded_at, max(event.recorded_at for event in events)),
+            )
         )
     return [ConsentEvent(**row) for row in rows]
 
@@ -225,6 +268,12 @@ def _check_table(events: pa.Table) -> None:
             raise InvalidInput(f"{column} values must be plain identifiers", field=column)
     if events["recorded_at"].null_count:
         raise InvalidInput("every event needs recorded_at", field="recorded_at")
+    latest = pc.max(events["recorded_at"]).as_py() if events.num_rows else None
+    if latest is not None and (latest if latest.tzinfo else latest.replace(tzinfo=UTC)) > utcnow():
+        raise InvalidInput(
+            f"an event is recorded in the future ({latest.isoformat()}); bulk appends describe the past",
+            field="recorded_at",
+        )
 
 
 def _documents(events: pa.Table, first_seq: int) -> tuple[list[bytes], pa.Array]:
@@ -306,7 +355,8 @@ def append_table(session: Session, events: pa.Table, *, chunk: int = 200_000) ->
     ``policy_version`` (int, nullable) and ``recorded_at`` (timestamp), in the order to append.
     """
     _check_table(events)
-    seq, prev = lock_head(session)
+    head = lock_head(session)
+    seq, prev = head.seq, head.hash
     raw: Any = session.connection().connection.dbapi_connection
     dialect = session.get_bind().dialect.name
     rebuild = dialect == "sqlite" and events.num_rows >= REBUILD_INDEX_AT
@@ -332,7 +382,14 @@ def append_table(session: Session, events: pa.Table, *, chunk: int = 200_000) ->
                 pending.result()
     if rebuild:
         session.execute(CreateIndex(_subject_index()))
-    session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(seq=seq, hash=prev))
+    latest = pc.max(events["recorded_at"]).as_py() if events.num_rows else None
+    if latest is not None and latest.tzinfo is None:
+        latest = latest.replace(tzinfo=UTC)
+    session.execute(
+        update(LedgerHead)
+        .where(LedgerHead.id == 1)
+        .values(seq=seq, hash=prev, recorded_at=_later(head.recorded_at, latest))
+    )
     return seq, prev
 
 

@@ -63,13 +63,19 @@ class ConsentEvent(Base):
 
 
 class LedgerHead(Base):
-    """The single row naming the last event; writers lock it to append in order."""
+    """The single row naming the last event; writers lock it to append in order.
+
+    ``recorded_at`` is the latest time any event in the chain carries (null while the ledger is empty):
+    a live write takes its time while it holds this row and never earlier than it, so along the chain
+    live writes never go back in time.
+    """
 
     __tablename__ = "ledger_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Notification(Base):

@@ -51,9 +51,9 @@ def _settings_out(states: list[service.SettingState]) -> list[SettingOut]:
 @router.get("/v1/me/settings", tags=["settings"])
 def my_settings(request: Request, principal: AccountDep, database: DatabaseDep) -> SettingsOut:
     """Every setting of the caller: its value, whether explicit or default, and which policy."""
-    at = utcnow()
     assert principal.account_id is not None
     with database.read() as session:
+        at = service.current_time(session)
         states = service.settings_view(session, account_id=principal.account_id, ctx=context(request), at=at)
     return SettingsOut(account_id=principal.account_id, as_of=at, settings=_settings_out(states))
 

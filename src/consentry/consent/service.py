@@ -268,11 +268,16 @@ def decide(
     )
 
 
+def current_time(session: Session) -> datetime:
+    """The time at which "now" is read: the clock, but never before the last event in the ledger."""
+    return ledger.current_time(session)
+
+
 def settings_view(
     session: Session, *, account_id: int, ctx: ConsentContext, at: datetime | None = None
 ) -> list[SettingState]:
-    """Every catalog setting of an account with its effective value and its basis."""
-    at = at or utcnow()
+    """Every catalog setting of an account with its effective value and its basis (now, by default)."""
+    at = at or current_time(session)
     account = get_account(session, account_id)
     events = _explicit_events(session, account_id)
     policies = load_policies(session)
@@ -326,9 +331,14 @@ def change_settings_many(
 
     Each request is all or nothing: an invalid one gets its error in the result and writes nothing,
     without failing the others. Accounts, subject keys and policies are read once for the whole batch and
-    every event is appended in one ledger write, so the lock on the ledger head is held briefly.
+    every event is appended in one ledger write.
+
+    The ledger head is locked first and a live write (``at`` not given) takes its time while holding
+    it, never earlier than the chain's latest time: seq order and time order agree, so the state is the
+    last event (DESIGN.md, "Order of events"). ``at`` is for replaying history (tests, tools).
     """
-    at = at or utcnow()
+    head = ledger.lock_head(session)
+    at = at or head.live_time()
     outcome: list[list[dict[str, Any]] | ConsentryError | None] = [None] * len(requests)
     for index, request in enumerate(requests):
         try:
@@ -397,7 +407,7 @@ def change_settings_many(
                 )
             )
         plans.append((index, ctx.jurisdictions.group_of(country), policy, len(changes)))
-    rows = iter(ledger.append(session, events)) if events else iter(())
+    rows = iter(ledger.append(session, events, head=head)) if events else iter(())
     for key, accounts in denied.items():
         revoke_accounts(session, account_ids=accounts, reason="opt_out", setting=ctx.catalog.get(key), at=at)
     for index, group, policy, count in plans:
