@@ -164,8 +164,8 @@ def lock_head(session: Session) -> Head:
 
 
 def current_time(session: Session) -> datetime:
-    """"Now" for reading the current state: never before the latest time in the chain, so a reader
-    always sees the last live write even when the writer's clock was ahead of this one."""
+    """The time that stands for now when reading the current state: never before the latest time in
+    the chain, so a reader always sees the last live write even when the writer's clock was ahead."""
     return _head(session, lock=False).live_time()
 
 
