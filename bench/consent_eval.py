@@ -9,10 +9,15 @@ accounts (the loop is measured on a sample and scaled).
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+if __package__ in (None, ""):  # run as `python bench/x.py`: the repository root holds `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import median_seconds, report
 from consentry.consent.catalog import load_catalog, load_jurisdictions

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -22,6 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
+
+if __package__ in (None, ""):  # run as `python bench/x.py`: the repository root holds `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import report
 from consentry.config import Settings

@@ -35,6 +35,9 @@ import httpx
 import numpy as np
 import pyarrow as pa
 
+if __package__ in (None, ""):  # run as `python bench/x.py`: the repository root holds `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from bench.common import median_seconds, report
 from consentry.auth.service import create_token
 from consentry.config import Settings

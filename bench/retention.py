@@ -37,6 +37,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+if __package__ in (None, ""):  # run as `python bench/x.py`: the repository root holds `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from bench.common import report
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import insert
+
+if __package__ in (None, ""):  # run as `python bench/x.py`: the repository root holds `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import median_seconds, report
 from consentry.consent.catalog import load_catalog

@@ -24,6 +24,7 @@ import os
 import socket
 import sqlite3
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -34,6 +35,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from fastapi.testclient import TestClient
+
+if __package__ in (None, ""):  # run as `python bench/x.py`: the repository root holds `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import median_seconds, report
 from bench.consent_eval import make_world

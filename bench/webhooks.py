@@ -41,6 +41,10 @@ from typing import Any
 
 import httpx
 from sqlalchemy import delete, select
+
+if __package__ in (None, ""):  # run as `python bench/x.py`: the repository root holds `bench`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from tests.partners.receiver import free_port
 
 from bench.common import report
