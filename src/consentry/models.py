@@ -10,6 +10,7 @@ from consentry.metering import models as metering_models
 from consentry.partners import models as partners_models
 from consentry.retention import models as retention_models
 from consentry.social import models as social_models
+from consentry.transparency import models as transparency_models
 
 __all__ = [
     "Base",
@@ -22,4 +23,5 @@ __all__ = [
     "partners_models",
     "retention_models",
     "social_models",
+    "transparency_models",
 ]

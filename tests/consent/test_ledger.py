@@ -174,6 +174,7 @@ def test_bulk_append_in_chunks_matches_single_appends(database: Database) -> Non
     # the same events appended one by one give the same chain
     with database.write() as session:
         session.execute(sa.text("DELETE FROM consent_events"))
+        session.execute(sa.text("DELETE FROM tlog_tiles"))
         session.execute(sa.text("UPDATE ledger_head SET seq = 0, hash = :h"), {"h": ledger.GENESIS})
     with database.write() as session:
         rows = ledger.append(session, events)

@@ -36,6 +36,7 @@ from sqlalchemy.schema import CreateIndex
 from consentry.consent.models import ConsentEvent, LedgerHead, Subject
 from consentry.db import utcnow
 from consentry.errors import IntegrityFailure, InvalidInput
+from consentry.transparency import store as tree
 
 GENESIS = "0" * 64
 SOURCES = ("user", "gpc", "admin", "import", "system")
@@ -175,8 +176,9 @@ def _later(first: datetime | None, second: datetime | None) -> datetime | None:
     return max(first, second)
 
 
-def link_events(events: Iterable[NewEvent], seq: int, prev: str) -> Iterator[dict[str, Any]]:
-    """Validate events and give each its seq, prev_hash and hash, continuing from ``(seq, prev)``."""
+def _link(events: Iterable[NewEvent], seq: int, prev: str) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """Validate events and give each its seq, prev_hash and hash; yields each row with its canonical
+    JSON (the bytes hashed into the chain, and the event's leaf entry in the transparency log)."""
     sha256 = hashlib.sha256
     dumps = functools.partial(json.dumps, ensure_ascii=False)
     for event in events:
@@ -188,35 +190,48 @@ def link_events(events: Iterable[NewEvent], seq: int, prev: str) -> Iterator[dic
             f'{{"client":{dumps(event.client)},"policy_version":{version},"recorded_at":"{stamp}",'
             f'"seq":{seq},"setting":{dumps(event.setting)},"source":{dumps(event.source)},'
             f'"subject":{dumps(event.subject_key)},"value":"{event.value}"}}'
+        ).encode()
+        digest = sha256(bytes.fromhex(prev) + document).hexdigest()
+        yield (
+            {
+                "seq": seq,
+                "subject_key": event.subject_key,
+                "setting": event.setting,
+                "value": event.value,
+                "source": event.source,
+                "policy_version": event.policy_version,
+                "recorded_at": event.recorded_at,
+                "client": event.client,
+                "prev_hash": prev,
+                "hash": digest,
+            },
+            document,
         )
-        digest = sha256(bytes.fromhex(prev) + document.encode("utf-8")).hexdigest()
-        yield {
-            "seq": seq,
-            "subject_key": event.subject_key,
-            "setting": event.setting,
-            "value": event.value,
-            "source": event.source,
-            "policy_version": event.policy_version,
-            "recorded_at": event.recorded_at,
-            "client": event.client,
-            "prev_hash": prev,
-            "hash": digest,
-        }
         prev = digest
+
+
+def link_events(events: Iterable[NewEvent], seq: int, prev: str) -> Iterator[dict[str, Any]]:
+    """Validate events and give each its seq, prev_hash and hash, continuing from ``(seq, prev)``."""
+    for row, _ in _link(events, seq, prev):
+        yield row
 
 
 def append(session: Session, events: Sequence[NewEvent], *, head: Head | None = None) -> list[ConsentEvent]:
     """Append events in order and return them with seq and hashes. The caller commits.
 
     ``head`` is the head this transaction already locked (live writes lock it first, to take their
-    time under it); without it the head is locked here, after everything is validated.
+    time under it); without it the head is locked here, after everything is validated. Each event
+    also becomes the next leaf of the transparency log's tree, in the same transaction.
     """
     for event in events:
         _validate(event)
     head = head or lock_head(session)
-    rows = list(link_events(events, head.seq, head.hash))
+    linked = list(_link(events, head.seq, head.hash))
+    rows = [row for row, _ in linked]
     if rows:
         session.execute(insert(ConsentEvent), rows)
+        sha256 = hashlib.sha256
+        tree.append_leaves(session, head.seq, b"".join(sha256(b"\x00" + doc).digest() for _, doc in linked))
         session.execute(
             update(LedgerHead)
             .where(LedgerHead.id == 1)
@@ -306,15 +321,18 @@ def _documents(events: pa.Table, first_seq: int) -> tuple[list[bytes], pa.Array]
     return documents, pc.replace_substring(iso, "T", " ")
 
 
-def _chunk_rows(part: pa.Table, seq: int, prev: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """The hashes of a chunk continuing the chain from ``(seq, prev)``, and its rows for the driver."""
+def _chunk_rows(part: pa.Table, seq: int, prev: str) -> tuple[list[str], list[tuple[Any, ...]], bytes]:
+    """The hashes of a chunk continuing the chain from ``(seq, prev)``, its rows for the driver, and
+    its leaf hashes for the transparency log (concatenated)."""
     documents, stamps = _documents(part, seq + 1)
     sha256 = hashlib.sha256
     previous = bytes.fromhex(prev)
     links: list[str] = []
+    leaves: list[bytes] = []
     for document in documents:
         previous = sha256(previous + document).digest()
         links.append(previous.hex())
+        leaves.append(sha256(b"\x00" + document).digest())
     rows = list(
         zip(
             range(seq + 1, seq + 1 + part.num_rows),
@@ -330,7 +348,7 @@ def _chunk_rows(part: pa.Table, seq: int, prev: str) -> tuple[list[str], list[tu
             strict=True,
         )
     )
-    return links, rows
+    return links, rows, b"".join(leaves)
 
 
 def _write_rows(raw: Any, dialect: str, rows: list[tuple[Any, ...]]) -> None:
@@ -349,7 +367,8 @@ def _write_rows(raw: Any, dialect: str, rows: list[tuple[Any, ...]]) -> None:
 
 def append_table(session: Session, events: pa.Table, *, chunk: int = 200_000) -> tuple[int, str]:
     """Bulk-append events straight through the database driver (SQLite ``executemany``, PostgreSQL
-    ``COPY``); returns the new head. The caller commits.
+    ``COPY``); returns the new head. The caller commits. The events become leaves of the transparency
+    log's tree in the same transaction (its tiles written once, at the end).
 
     ``events`` has the columns ``subject``, ``setting``, ``value``, ``source``, ``client``,
     ``policy_version`` (int, nullable) and ``recorded_at`` (timestamp), in the order to append.
@@ -367,12 +386,14 @@ def append_table(session: Session, events: pa.Table, *, chunk: int = 200_000) ->
         session.execute(text("PRAGMA cache_size=-1048576"))
     # one chunk in flight: the driver writes chunk k while chunk k + 1 is hashed; the connection is
     # never used by both threads at once, and the thread is drained before the transaction goes on
+    leaves: list[bytes] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-bulk") as writer:
         pending: Future[None] | None = None
         try:
             for start in range(0, events.num_rows, chunk):
                 part = events.slice(start, chunk)
-                links, rows = _chunk_rows(part, seq, prev)
+                links, rows, leaf_hashes = _chunk_rows(part, seq, prev)
+                leaves.append(leaf_hashes)
                 if pending is not None:
                     pending.result()
                 pending = writer.submit(_write_rows, raw, dialect, rows)
@@ -382,6 +403,7 @@ def append_table(session: Session, events: pa.Table, *, chunk: int = 200_000) ->
                 pending.result()
     if rebuild:
         session.execute(CreateIndex(_subject_index()))
+    tree.append_leaves(session, head.seq, b"".join(leaves))
     latest = pc.max(events["recorded_at"]).as_py() if events.num_rows else None
     if latest is not None and latest.tzinfo is None:
         latest = latest.replace(tzinfo=UTC)
