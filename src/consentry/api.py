@@ -166,6 +166,9 @@ def create_app(
     from consentry.retention.router import router as retention_router
     from consentry.signals.router import router as signals_router
     from consentry.social.router import router as social_router
+    from consentry.transparency.publisher import Publisher
+    from consentry.transparency.router import router as transparency_router
+    from consentry.transparency.service import LogContext
     from consentry.web.router import mount as mount_web
 
     settings = settings or get_settings()
@@ -173,7 +176,9 @@ def create_app(
     if migrate:
         upgrade(database)
     ctx = ConsentContext.from_settings(settings)
-    writer = ConsentWriter(database, ctx)
+    tlog = LogContext.from_settings(settings)
+    publisher = Publisher(database, tlog)
+    writer = ConsentWriter(database, ctx, on_commit=publisher.nudge)
     meter: Meter = RedisMeter(settings.redis_url) if settings.redis_url else MemoryMeter()
     access_log = AccessLogWriter(database, interval=1.0)
 
@@ -183,8 +188,10 @@ def create_app(
         threading.Thread(
             target=warm_eligibility, args=(database, ctx), name="eligibility-warm", daemon=True
         ).start()
+        publisher.start()
         yield
         writer.close()
+        publisher.close()
         access_log.close()
         await meter.aclose()
 
@@ -198,6 +205,8 @@ def create_app(
     app.state.database = database
     app.state.consent = ctx
     app.state.consent_writer = writer
+    app.state.tlog = tlog
+    app.state.publisher = publisher
     app.add_exception_handler(ConsentryError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -226,6 +235,7 @@ def create_app(
     app.include_router(exports_router)
     app.include_router(retention_router)
     app.include_router(partners_router)
+    app.include_router(transparency_router)
     mount_web(app)  # the settings page, the dashboard, /static/ and the cookie CSRF check
 
     @app.get("/healthz", tags=["service"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +61,26 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=16, ge=1, le=1024, description="Webhook requests the worker keeps in flight at once."
     )
+
+    transparency_origin: str | None = Field(
+        default=None,
+        description="Origin line of the transparency log's checkpoints; default the operator URL's host "
+        "plus /consentry/consent-log.",
+    )
+    checkpoint_interval_seconds: float = Field(
+        default=5, gt=0, le=3600, description="Shortest time between two checkpoints of the transparency log."
+    )
+    witnesses_file: Path | None = Field(
+        default=None, description="Witnesses asked to cosign checkpoints (JSON, see docs/transparency.md)."
+    )
+
+    @property
+    def resolved_origin(self) -> str:
+        """The transparency log's origin: the configured one, or ``<operator host>/consentry/consent-log``."""
+        if self.transparency_origin:
+            return self.transparency_origin
+        host = urlsplit(self.operator_url).hostname or "localhost"
+        return f"{host}/consentry/consent-log"
 
     @property
     def resolved_database_url(self) -> str:

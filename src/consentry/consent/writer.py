@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -28,10 +29,18 @@ _STOP = object()
 class ConsentWriter:
     """A single writer thread applying consent changes in batches."""
 
-    def __init__(self, database: Database, ctx: ConsentContext, *, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        database: Database,
+        ctx: ConsentContext,
+        *,
+        max_batch: int = 512,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self.database = database
         self.ctx = ctx
         self.max_batch = max_batch
+        self.on_commit = on_commit  # told after each committed batch (the checkpoint publisher)
         self._queue: queue.SimpleQueue[tuple[ChangeRequest, Future[Receipts]] | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -95,6 +104,8 @@ class ConsentWriter:
             return
         self.batches += 1
         self.requests += len(batch)
+        if self.on_commit is not None:
+            self.on_commit()
         for (_, future), result in zip(batch, results, strict=True):
             if isinstance(result, ConsentryError):
                 future.set_exception(result)

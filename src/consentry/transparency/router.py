@@ -1,0 +1,143 @@
+"""HTTP routes of the transparency log: the checkpoint, tiles and entry bundles (C2SP tlog-tiles under
+``/tlog``), consistency proofs, and a receipt's inclusion proof. They translate, nothing more."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from consentry.api_deps import AccountDep, DatabaseDep
+from consentry.consent import service as consent
+from consentry.errors import Conflict
+from consentry.transparency import service
+from consentry.transparency.checkpoint import format_proof
+from consentry.transparency.note import b64
+from consentry.transparency.service import LogContext
+from consentry.transparency.tiles import ENTRIES
+
+router = APIRouter()
+TEXT = "text/plain; charset=utf-8"
+MUTABLE = {"Cache-Control": "no-cache, max-age=2"}
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+
+
+def log_context(request: Request) -> LogContext:
+    """The application's transparency log."""
+    ctx: LogContext = request.app.state.tlog
+    return ctx
+
+
+def _checkpoint_text(database: Any) -> str:
+    with database.read() as session:
+        row = service.latest_checkpoint(session)
+        if row is None:
+            raise Conflict("no checkpoint has been signed yet; the first follows the service's start")
+        return service.signed_text(row)
+
+
+@router.get(
+    "/.well-known/consentry/checkpoint",
+    tags=["transparency"],
+    response_class=PlainTextResponse,
+    responses={200: {"content": {TEXT: {}}}, 409: {"description": "no checkpoint yet"}},
+)
+def checkpoint(database: DatabaseDep) -> Response:
+    """The latest signed checkpoint (C2SP tlog-checkpoint) with the witnesses' cosignatures."""
+    return PlainTextResponse(_checkpoint_text(database), media_type=TEXT, headers=MUTABLE)
+
+
+@router.get("/tlog/checkpoint", tags=["transparency"], response_class=PlainTextResponse)
+def tlog_checkpoint(database: DatabaseDep) -> Response:
+    """The latest checkpoint at the tlog-tiles prefix ``/tlog`` (same as the well-known one)."""
+    return PlainTextResponse(_checkpoint_text(database), media_type=TEXT, headers=MUTABLE)
+
+
+@router.get("/.well-known/consentry/checkpoint-key", tags=["transparency"], response_class=PlainTextResponse)
+def checkpoint_key(request: Request) -> Response:
+    """The log's signed-note verifier key (``origin+keyid+base64``), separate from the receipt key."""
+    return PlainTextResponse(log_context(request).signer.vkey + "\n", media_type=TEXT)
+
+
+@router.get(
+    "/tlog/tile/{path:path}",
+    tags=["transparency"],
+    responses={200: {"content": {"application/octet-stream": {}}}, 404: {"description": "no such tile"}},
+)
+def tile(path: str, database: DatabaseDep) -> Response:
+    """A tile (``tile/<L>/<N>[.p/<W>]``) or entry bundle (``tile/entries/<N>[.p/<W>]``); full ones are
+    immutable and cacheable for ever."""
+    with database.read() as session:
+        found, data = service.tile_bytes(session, path=f"tile/{path}")
+    headers = IMMUTABLE if found.full else MUTABLE
+    if found.level == ENTRIES:
+        headers = {**headers, "Vary": "Accept-Encoding"}
+    return Response(data, media_type="application/octet-stream", headers=headers)
+
+
+@router.get("/v1/transparency/consistency", tags=["transparency"])
+def consistency(
+    database: DatabaseDep,
+    old: Annotated[int, Query(alias="from", ge=0)],
+    new: Annotated[int, Query(alias="to", ge=0)],
+) -> dict[str, Any]:
+    """An RFC 9162 consistency proof between two tree sizes (base64 hashes), with both roots."""
+    with database.read() as session:
+        proof = service.consistency_proof(session, old=old, new=new)
+        return {
+            "from": old,
+            "to": new,
+            "from_root": b64(service.root(session, size=old)),
+            "to_root": b64(service.root(session, size=new)),
+            "proof": [b64(h) for h in proof],
+        }
+
+
+@router.get("/v1/transparency/checkpoints/{size}", tags=["transparency"])
+def checkpoint_of_size(size: int, database: DatabaseDep) -> dict[str, Any]:
+    """A checkpoint signed earlier, by tree size (every checkpoint is kept)."""
+    with database.read() as session:
+        return service.checkpoint_json(service.get_checkpoint(session, size))
+
+
+@router.get(
+    "/v1/me/receipts/{seq}/proof",
+    tags=["settings"],
+    responses={409: {"description": "not in a checkpoint yet: ask again after the interval"}},
+)
+def receipt_proof(
+    request: Request,
+    seq: int,
+    principal: AccountDep,
+    database: DatabaseDep,
+    format: Annotated[str, Query(pattern="^(json|tlog-proof)$")] = "json",
+) -> Any:
+    """The inclusion proof of one of the caller's events in the latest checkpoint (C2SP tlog-proof,
+    or JSON with the same fields). 409 until a checkpoint covers the event (within the interval)."""
+    assert principal.account_id is not None
+    ctx = request.app.state.consent
+    with database.read() as session:
+        consent.receipt_for(session, account_id=principal.account_id, seq=seq, ctx=ctx)  # theirs, or 404
+        row = service.covering_checkpoint(session, seq=seq)
+        if row is None:
+            seconds = log_context(request).interval.total_seconds()
+            raise Conflict(
+                f"event {seq} is not in a checkpoint yet; one follows within {seconds:g} s, ask again then",
+                field="seq",
+            )
+        size, root = row.size, row.root
+        proof = service.inclusion_proof(session, seq=seq, size=size)
+        signed = service.signed_text(row)
+    text = format_proof(seq - 1, proof, signed)
+    if format == "tlog-proof":
+        return PlainTextResponse(text, media_type=TEXT)
+    return {
+        "seq": seq,
+        "index": seq - 1,
+        "size": size,
+        "root": b64(bytes.fromhex(root)),
+        "proof": [b64(h) for h in proof],
+        "checkpoint": signed,
+        "tlog_proof": text,
+    }
