@@ -18,6 +18,7 @@ from consentry.partners.worker_cli import webhook_app, worker_command
 from consentry.retention.cli import app as retention_app
 from consentry.social.cli import app as account_app
 from consentry.social.cli import platform_app
+from consentry.transparency.cli import monitor, tlog_app, witness_app
 
 app = typer.Typer(
     help="Consentry: decide whose content may flow into AI, enforce it, and prove it.",
@@ -45,6 +46,9 @@ app.add_typer(org_app, name="org")
 app.add_typer(damages_app, name="damages")
 app.add_typer(retention_app, name="retention")
 app.add_typer(demo_app, name="demo")
+app.add_typer(witness_app, name="witness")
+app.add_typer(tlog_app, name="transparency")
+app.command("monitor")(monitor)
 
 
 @db_app.command("upgrade")

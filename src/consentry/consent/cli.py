@@ -212,24 +212,55 @@ def receipt_verify(
         Path | None,
         typer.Option(help="The operator's public key (JWK or JWK Set); default: the data folder's."),
     ] = None,
+    proof: Annotated[
+        Path | None, typer.Option(help="Its inclusion proof (tlog-proof text, or the proof endpoint's JSON).")
+    ] = None,
+    log_key: Annotated[
+        str | None, typer.Option("--log-key", help="The log's verifier key (text, file or URL).")
+    ] = None,
+    witness_key: Annotated[
+        list[str] | None, typer.Option("--witness-key", help="A trusted witness's verifier key (repeatable).")
+    ] = None,
+    quorum: Annotated[int, typer.Option(help="How many trusted witnesses must have cosigned.")] = 0,
 ) -> None:
-    """Verify a receipt offline: its Ed25519 signature and its chain hash."""
+    """Verify a receipt offline: its Ed25519 signature and chain hash, and with --proof its inclusion in
+    a checkpoint signed by the log (and cosigned by --quorum of the --witness-key witnesses)."""
     from consentry.consent.receipts import PUBLIC_FILE, verify_receipt
 
     key_path = key or get_settings().home / PUBLIC_FILE
     try:
         signed = json.loads(file.read_text("utf-8"))
         jwk = json.loads(key_path.read_text("utf-8"))
+        proof_text = proof.read_text("utf-8") if proof is not None else None
     except (OSError, json.JSONDecodeError) as error:
         raise InvalidInput(f"cannot read: {error}", field="file") from error
     if isinstance(jwk, dict) and isinstance(jwk.get("keys"), list) and jwk["keys"]:
         kid = signed.get("signature", {}).get("kid") if isinstance(signed, dict) else None
         jwk = next((k for k in jwk["keys"] if k.get("kid") == kid), jwk["keys"][0])
-    receipt = verify_receipt(signed, jwk)
+    if proof_text is None:
+        receipt = verify_receipt(signed, jwk)
+        cosigned = ""
+    else:
+        from consentry.transparency.cli import make_trust
+        from consentry.transparency.verify import verify_receipt_with_proof
+
+        if log_key is None:
+            raise InvalidInput("--proof needs the log's key (--log-key)", field="log_key")
+        if proof_text.lstrip().startswith("{"):
+            try:
+                proof_text = str(json.loads(proof_text)["tlog_proof"])
+            except (ValueError, KeyError, TypeError) as error:
+                raise InvalidInput("the proof JSON has no tlog_proof", field="proof") from error
+        checked = verify_receipt_with_proof(signed, jwk, proof_text, make_trust(log_key, witness_key, quorum))
+        receipt = checked.receipt
+        body = checked.checkpoint.checkpoint
+        witnesses = ", ".join(checked.checkpoint.cosigned_by) or "no witness"
+        cosigned = f"; included in checkpoint {body.origin} size {body.size} (cosigned by {witnesses})"
     event = receipt["event"]
     console.print(
         f"[green]valid[/]: seq {event['seq']} {event['setting']} = {event['value']} "
-        f"recorded {event['recorded_at']} via {event['client']}"
+        f"recorded {event['recorded_at']} via {event['client']}{cosigned}",
+        soft_wrap=True,
     )
 
 

@@ -1,0 +1,216 @@
+"""The dishonest operator: history rewritten straight in the database (an old event edited and every
+later hash, the head and the tree recomputed; the tail truncated; two events reordered), checkpoints
+signed afresh by the operator's own key. A real witness process refuses to cosign, the monitor holding
+an earlier checkpoint reports the fork or rollback, and a receipt issued before fails against the new
+tree. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from consentry.config import Settings
+from consentry.consent import ledger
+from consentry.consent.models import ConsentEvent
+from consentry.db import Database
+from consentry.transparency import store
+from consentry.transparency.checkpoint import parse_checkpoint
+from consentry.transparency.publisher import add_checkpoint_body
+from consentry.transparency.service import LogContext
+from tests.conftest import make_account
+from tests.test_serve import free_port
+
+WITNESS = "witness.test/w1"
+
+
+def _wait(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"{url} did not answer"
+        time.sleep(0.2)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consentry.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def _rewrite_chain_and_tree(database: Database) -> None:
+    """What a dishonest operator with database access does after editing events: recompute every hash,
+    the head and the tree with the documented rules, and drop the checkpoints signed before."""
+    with database.write() as session:
+        rows = session.scalars(sa.select(ConsentEvent).order_by(ConsentEvent.seq)).all()
+        prev = ledger.GENESIS
+        leaves = []
+        for row in rows:
+            document = ledger.document_of(row)
+            digest = ledger.chain_hash(prev, document)
+            session.execute(
+                sa.update(ConsentEvent).where(ConsentEvent.seq == row.seq).values(prev_hash=prev, hash=digest)
+            )
+            leaves.append(store.merkle.leaf_hash(ledger.canonical_json(document)))
+            prev = digest
+        session.execute(sa.text("UPDATE ledger_head SET seq = :s, hash = :h"), {"s": len(rows), "h": prev})
+        session.execute(sa.text("DELETE FROM tlog_tiles"))
+        session.execute(sa.text("DELETE FROM tlog_checkpoints"))
+        store.append_leaves(session, 0, leaves)
+
+
+def _tamper(database: Database, mode: str) -> None:
+    with database.write() as session:
+        if mode == "rewrite":  # the holder's deny at seq 3 becomes an allow
+            session.execute(sa.text("UPDATE consent_events SET value = 'allow' WHERE seq = 3"))
+        elif mode == "truncate":
+            session.execute(sa.text("DELETE FROM consent_events WHERE seq > 8"))
+        else:  # reorder: events 4 and 5 swap places
+            columns = ("subject_key", "setting", "value", "source", "policy_version", "client")
+            four, five = (
+                session.execute(
+                    sa.text(f"SELECT {', '.join(columns)} FROM consent_events WHERE seq = :s"), {"s": s}
+                ).one()
+                for s in (4, 5)
+            )
+            assignments = ", ".join(f"{c} = :{c}" for c in columns)
+            for seq, values in ((4, five), (5, four)):
+                session.execute(
+                    sa.text(f"UPDATE consent_events SET {assignments} WHERE seq = :seq"),
+                    {**dict(zip(columns, values, strict=True)), "seq": seq},
+                )
+    _rewrite_chain_and_tree(database)
+
+
+@pytest.mark.parametrize("mode", ["rewrite", "truncate", "reorder"])
+def test_a_rewritten_history_is_caught(
+    mode: str, settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    log_key = LogContext.from_settings(settings).signer.vkey  # the operator's checkpoint key
+    witness_state = tmp_path / "witness" / "state.db"
+    witness_state.parent.mkdir()
+    witness_key = _cli("witness", "key", "--state", str(witness_state), "--name", WITNESS).stdout.strip()
+    assert witness_key.startswith(WITNESS + "+")
+    witness_port, server_port = free_port(), free_port()
+    witness_log, server_log = tmp_path / "witness.log", tmp_path / "server.log"
+    (tmp_path / "witnesses.json").write_text(
+        json.dumps({"witnesses": [{"url": f"http://127.0.0.1:{witness_port}", "vkey": witness_key}]})
+    )
+    env = {
+        **os.environ,
+        "CONSENTRY_HOME": str(settings.home),
+        "CONSENTRY_DATABASE_URL": database.url,
+        "CONSENTRY_OPERATOR_URL": f"http://127.0.0.1:{server_port}",
+        "CONSENTRY_WITNESSES_FILE": str(tmp_path / "witnesses.json"),
+        "CONSENTRY_CHECKPOINT_INTERVAL_SECONDS": "0.2",
+    }
+    processes = []
+    try:
+        with witness_log.open("w") as out:
+            witness = subprocess.Popen(
+                [sys.executable, "-m", "consentry.cli", "witness", "serve", "--state", str(witness_state),
+                 "--name", WITNESS, "--log-key", log_key, "--port", str(witness_port)],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        processes.append(witness)
+        _wait(witness, f"http://127.0.0.1:{witness_port}/key", witness_log)
+        with server_log.open("w") as out:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "consentry.cli", "serve", "--port", str(server_port)],
+                env=env, stdout=subprocess.DEVNULL, stderr=out,
+            )  # fmt: skip
+        processes.append(server)
+        base = f"http://127.0.0.1:{server_port}"
+        _wait(server, f"{base}/healthz", server_log)
+
+        tokens = [make_account(database, handle=f"h{i}")[1] for i in range(3)]
+        receipts = {}
+        for i in range(12):
+            response = httpx.put(
+                f"{base}/v1/me/settings",
+                headers={"Authorization": f"Bearer {tokens[i % 3]}"},
+                json={"settings": {"third_party_sharing": "deny" if i % 2 == 0 else "allow"}},
+            )
+            assert response.status_code == 200, response.text
+            [signed] = response.json()["receipts"]
+            receipts[signed["receipt"]["chain"]["seq"]] = signed
+        deadline = time.monotonic() + 60
+        while True:  # the checkpoint of size 12, cosigned by the witness
+            text = httpx.get(f"{base}/.well-known/consentry/checkpoint").text
+            if parse_checkpoint(text)[0].size == 12 and f"— {WITNESS} " in text:
+                break
+            assert time.monotonic() < deadline, text + server_log.read_text()
+            time.sleep(0.2)
+
+        watch = ["--log-key", log_key, "--witness-key", witness_key, "--quorum", "1"]
+        state = tmp_path / "monitor.json"
+        seq = {"rewrite": 3, "truncate": 10, "reorder": 4}[mode]
+        (tmp_path / "receipt.json").write_text(json.dumps(receipts[seq]))
+        first = _cli(
+            "monitor", base, "--state", str(state), "--receipt", str(tmp_path / "receipt.json"), *watch
+        )
+        assert first.returncode == 0, first.stderr
+        assert json.loads(state.read_text())["size"] == 12
+
+        _tamper(database, mode)
+        with database.read() as session:
+            assert ledger.verify(session).ok  # the chain alone no longer tells
+        response = httpx.put(  # one more write: the operator's software signs a checkpoint of the new tree
+            f"{base}/v1/me/settings",
+            headers={"Authorization": f"Bearer {tokens[0]}"},
+            json={"settings": {"assistant_realtime": "deny"}},
+        )
+        assert response.status_code == 200
+        size = 9 if mode == "truncate" else 13
+        deadline = time.monotonic() + 60
+        while True:
+            reply = httpx.get(f"{base}/.well-known/consentry/checkpoint")
+            if reply.status_code == 200 and parse_checkpoint(reply.text)[0].size == size:
+                break
+            assert time.monotonic() < deadline, server_log.read_text()
+            time.sleep(0.2)
+        new_checkpoint = reply.text
+        time.sleep(1)  # the publisher has asked the witness by now
+        assert f"— {WITNESS} " not in httpx.get(f"{base}/.well-known/consentry/checkpoint").text
+
+        # the witness refuses: the new tree does not extend size 12, which it cosigned
+        if mode == "truncate":
+            body = add_checkpoint_body(12, [], new_checkpoint)
+            refused = httpx.post(f"http://127.0.0.1:{witness_port}/add-checkpoint", content=body)
+            assert refused.status_code == 400
+        else:
+            proof = httpx.get(f"{base}/v1/transparency/consistency", params={"from": 12, "to": size}).json()
+            body = add_checkpoint_body(12, [base64.b64decode(h) for h in proof["proof"]], new_checkpoint)
+            refused = httpx.post(f"http://127.0.0.1:{witness_port}/add-checkpoint", content=body)
+            assert refused.status_code == 422 and "not consistent" in refused.text
+            assert "not consistent" in httpx.get(f"http://127.0.0.1:{witness_port}/refusals").text
+
+        # the monitor holding the checkpoint of size 12 names the problem
+        again = _cli("monitor", base, "--state", str(state), *watch[:2])
+        assert again.returncode == 1
+        assert ("ROLLBACK" if mode == "truncate" else "FORK") in again.stderr
+        assert json.loads(state.read_text())["size"] == 12  # the bad checkpoint was not accepted
+        # without the witness quorum nothing is accepted either
+        quorum = _cli("monitor", base, *watch)
+        assert quorum.returncode == 1 and "BAD-SIGNATURE" in quorum.stderr
+
+        # the receipt issued before fails against the new tree
+        fresh = _cli("monitor", base, "--receipt", str(tmp_path / "receipt.json"), *watch[:2])
+        assert fresh.returncode == 1 and "RECEIPT" in fresh.stderr, fresh.stderr
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
