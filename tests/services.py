@@ -52,3 +52,25 @@ def chromium() -> str:
             pytest.fail(message + " CONSENTRY_REQUIRE_SERVICES=1 makes this a failure.")
         pytest.skip(message)
     return CHROMIUM
+
+
+GO_MOD_SOURCE = "/usr/share/gocode/src/golang.org/x/mod/sumdb/note"
+
+
+def go_toolchain() -> str:
+    """The Go compiler with Debian's ``golang.org/x/mod`` sources (installed by ``.ci/run``): its path,
+    or a skip (a failure when services are required) when either is missing."""
+    import shutil
+
+    go = shutil.which("go")
+    problem = None
+    if go is None:
+        problem = "Go is not installed (apt-get install golang-go)"
+    elif not os.path.isdir(GO_MOD_SOURCE):
+        problem = "golang.org/x/mod is not installed (apt-get install golang-golang-x-mod-dev)"
+    if problem is not None:
+        if services_required():
+            pytest.fail(problem + "; CONSENTRY_REQUIRE_SERVICES=1 makes this a failure.")
+        pytest.skip(problem)
+    assert go is not None
+    return go
