@@ -5,7 +5,7 @@ Existing events are back-filled into the tree here, in seq order, each leaf the 
 
 Revision ID: 0011
 Revises: 0010
-Create Date: 2026-12-06 09:00:00
+Create Date: 2026-12-05 16:00:00
 """
 
 from __future__ import annotations
