@@ -17,17 +17,9 @@ import redis
 import redis.asyncio as aioredis
 
 from consentry.errors import InvalidInput
-from consentry.metering.meter import (
-    CONSUME_LUA,
-    MemoryMeter,
-    Meter,
-    RedisMeter,
-    Usage,
-    hour_key,
-    totals_key,
-    window_keys,
-)
-from tests.metering.conftest import free_port
+from consentry.metering.meter import MemoryMeter, Meter, RedisMeter, Usage
+from consentry.metering.redis_layout import CONSUME_LUA, hour_key, totals_key, window_keys
+from tests.metering.conftest import OwnRedis, free_port
 from tests.services import REDIS_URL
 
 T0 = datetime(2026, 11, 20, 22, 0, 30, tzinfo=UTC)
@@ -184,7 +176,12 @@ def test_redis_down_falls_back_to_memory_and_keeps_answering(caplog: pytest.LogC
 
 
 class Proxy:
-    """A TCP proxy in front of the test Redis that can be stopped and started (Redis 'down' and 'back')."""
+    """A TCP proxy in front of the test Redis that can be stopped and started (Redis 'down' and 'back').
+
+    ``fail_next`` arms a fault for the first request that names every given marker: ``"cut"`` forwards
+    only the first half of it and closes the connection (Redis runs the commands it received whole);
+    ``"mute"`` forwards it but drops every reply on that connection (done, never acknowledged).
+    """
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -194,13 +191,37 @@ class Proxy:
         self.thread.start()
         self.server: asyncio.Server | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self.fault: tuple[str, tuple[bytes, ...]] | None = None
+        self.faults_done = 0
+
+    def fail_next(self, kind: str, *markers: bytes) -> None:
+        self.fault = (kind, markers)
 
     def _call(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: asyncio.StreamWriter,
+        muted: list[bool],
+        upstream: bool,
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if not upstream and muted[0]:
+                    continue
+                fault = self.fault
+                if upstream and fault is not None and all(marker in data for marker in fault[1]):
+                    self.fault = None
+                    self.faults_done += 1
+                    if fault[0] == "cut":
+                        writer.write(data[: len(data) // 2])
+                        await writer.drain()
+                        client.close()
+                        break
+                    muted[0] = True
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -211,7 +232,11 @@ class Proxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         self.writers |= {writer, upstream_writer}
-        await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+        muted = [False]
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer, writer, muted, upstream=True),
+            self._pipe(upstream_reader, writer, writer, muted, upstream=False),
+        )
 
     async def _start(self) -> None:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -252,7 +277,7 @@ def test_redis_meter_resyncs_what_it_counted_while_redis_was_down(
     parts = urlsplit(REDIS_URL)
     url = urlunsplit((parts.scheme, f"127.0.0.1:{proxy.port}", parts.path, "", ""))
     clock = [0.0]
-    meter = RedisMeter(url, prefix=redis_prefix, monotonic=lambda: clock[0], retry_interval=5.0)
+    meter = RedisMeter(url, prefix=redis_prefix, monotonic=lambda: clock[0], retry_interval=60.0)
     direct = RedisMeter(REDIS_URL, prefix=redis_prefix)
 
     async def scenario() -> None:
@@ -265,7 +290,7 @@ def test_redis_meter_resyncs_what_it_counted_while_redis_was_down(
         assert also_down.degraded and also_down.total == 130
         assert await direct.usage("org:9", at=T0 + timedelta(minutes=61)) == 100
         proxy.start()
-        clock[0] = 10.0  # past retry_interval: the next call tries Redis again
+        clock[0] = 100.0  # past retry_interval: the next call tries Redis again
         with caplog.at_level(logging.WARNING, logger="consentry.metering"):
             back = await meter.consume("org:9", 1, at=T0 + timedelta(minutes=62))
         assert not back.degraded and back.total == 131
@@ -277,6 +302,176 @@ def test_redis_meter_resyncs_what_it_counted_while_redis_was_down(
     assert meter.metrics.resyncs == 1 and meter.metrics.resynced_posts == 30
     assert not meter.degraded
     assert "re-synced 30 posts" in caplog.text
+
+
+QUOTA = 500
+
+
+async def wait_for_usage(meter: RedisMeter, subject: str, expected: int, *, at: datetime) -> int:
+    """``subject``'s usage through ``meter`` once it reaches ``expected`` (or after 15 s, whatever it is)."""
+    deadline = asyncio.get_running_loop().time() + 15
+    while (seen := await meter.usage(subject, at=at)) < expected:
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    return seen
+
+
+def test_an_outage_is_reconciled_when_redis_returns_and_a_second_server_refuses(
+    own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Quota 500: 300 served, Redis down, 200 served from memory; once Redis is back, without another
+    request on the first server, Redis holds 500 minute by minute and a second server refuses."""
+    prefix = "consentry-test:outage"
+    first = RedisMeter(own_redis.url, prefix=prefix, retry_interval=0.05, timeout=0.2)
+    second = RedisMeter(own_redis.url, prefix=prefix, retry_interval=0.05, timeout=0.2)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            assert (await first.consume("org:1", 100, limit=QUOTA, at=T0)).accepted
+        own_redis.stop()
+        with caplog.at_level(logging.WARNING, logger="consentry.metering"):
+            during = [
+                await first.consume("org:1", 100, limit=QUOTA, at=T0 + timedelta(minutes=minute))
+                for minute in (1, 2)
+            ]
+            assert all(usage.accepted and usage.degraded for usage in during)
+            assert during[-1].total == QUOTA
+            assert not (await first.consume("org:1", 1, limit=QUOTA, at=T0 + timedelta(minutes=2))).accepted
+            own_redis.start()
+            later = T0 + timedelta(minutes=3)
+            assert await wait_for_usage(second, "org:1", QUOTA, at=later) == QUOTA
+        refused = await second.consume("org:1", 1, limit=QUOTA, at=later)
+        assert not refused.accepted and refused.total == QUOTA and not refused.degraded
+        # the minutes are kept: the 300 of T0 leave the window 24 hours later, the other 200 after it
+        day = T0 + timedelta(hours=24)
+        assert (await second.consume("org:1", 300, limit=QUOTA, at=day)).accepted
+        assert not (await second.consume("org:1", 1, limit=QUOTA, at=day)).accepted
+        await first.aclose()
+        await second.aclose()
+
+    run(scenario())
+    probe = redis.Redis(port=own_redis.port)
+    hour = int(T0.timestamp()) // 3600
+    assert probe.hgetall(hour_key(prefix, "org:1", hour)) == {b"0": b"300", b"1": b"100", b"2": b"100"}
+    assert probe.hgetall(totals_key(prefix, "org:1")) == {
+        str(hour).encode(): b"500",
+        b"%d" % (hour + 24): b"300",
+    }
+    keys = list(probe.scan_iter(match=f"{prefix}:*"))
+    assert any(b":resynced:" in key for key in keys)
+    assert all(probe.ttl(key) > 0 for key in keys)  # the batch marker too: nothing is kept forever
+    probe.close()
+    assert first.metrics.resyncs == 1 and first.metrics.resynced_posts == 200
+    assert not first.degraded
+    assert "re-synced 200 posts" in caplog.text
+
+
+def test_two_servers_counting_in_memory_are_both_reconciled_and_stay_within_the_bound(
+    own_redis: OwnRedis,
+) -> None:
+    """Both servers count in memory during the outage; afterwards Redis holds everything served, and
+    what was served stays within the documented bound: the quota plus, per server, the quota less the
+    last total it saw from Redis."""
+    prefix = "consentry-test:outage"
+    first = RedisMeter(own_redis.url, prefix=prefix, retry_interval=0.05, timeout=0.2)
+    second = RedisMeter(own_redis.url, prefix=prefix, retry_interval=0.05, timeout=0.2)
+    served = 0
+
+    async def serve(meter: RedisMeter, posts: int, at: datetime) -> bool:
+        nonlocal served
+        usage = await meter.consume("org:1", posts, limit=QUOTA, at=at)
+        served += posts if usage.accepted else 0
+        return usage.accepted
+
+    async def scenario() -> None:
+        assert await serve(first, 300, T0)
+        assert await serve(second, 100, T0)  # the second server last saw 400
+        own_redis.stop()
+        during = T0 + timedelta(minutes=1)
+        while await serve(first, 30, during):  # 300 seen: 180 more locally, then refused
+            pass
+        while await serve(second, 30, during):  # 400 seen: 90 more locally, then refused
+            pass
+        own_redis.start()
+        after = T0 + timedelta(minutes=2)
+        assert await wait_for_usage(second, "org:1", served, at=after) == served
+        assert await wait_for_usage(first, "org:1", served, at=after) == served
+        for meter in (first, second):
+            assert not await serve(meter, 1, after)
+            await meter.aclose()
+
+    run(scenario())
+    assert served == 400 + 180 + 90
+    assert served - QUOTA <= (QUOTA - 300) + (QUOTA - 400)
+
+
+def test_an_interrupted_reconciliation_adds_every_post_exactly_once(proxy: Proxy, redis_prefix: str) -> None:
+    """The connection breaks halfway through the reconciliation (Redis ran the first half of it): the
+    retry adds the rest, and nothing twice."""
+    parts = urlsplit(REDIS_URL)
+    url = urlunsplit((parts.scheme, f"127.0.0.1:{proxy.port}", parts.path, "", ""))
+    clock = [0.0]
+    meter = RedisMeter(url, prefix=redis_prefix, monotonic=lambda: clock[0], retry_interval=60.0, timeout=0.3)
+    direct = RedisMeter(REDIS_URL, prefix=redis_prefix)
+    subjects = [f"org:{number}" for number in range(1, 9)]
+
+    async def scenario() -> None:
+        await meter.consume("org:1", 10, at=T0)
+        proxy.stop()
+        for index, subject in enumerate(subjects):
+            for minute in (1, 2):
+                await meter.consume(subject, index + minute, at=T0 + timedelta(minutes=minute))
+        proxy.start()
+        proxy.fail_next("cut", *(f"{{{subject}}}".encode() for subject in subjects))
+        clock[0] = 100.0
+        assert (await meter.consume("org:1", 0, at=T0 + timedelta(minutes=3))).degraded
+        assert proxy.faults_done == 1
+        at = T0 + timedelta(minutes=3)
+        partly = [await direct.usage(subject, at=at) for subject in subjects]
+        expected = [
+            2 * index + 3 + (10 if subject == "org:1" else 0) for index, subject in enumerate(subjects)
+        ]
+        assert partly != expected  # the cut left part of it undone
+        clock[0] = 200.0
+        back = await meter.consume("org:1", 0, at=at)
+        assert not back.degraded and back.total == expected[0]
+        assert [await direct.usage(subject, at=at) for subject in subjects] == expected
+        await meter.aclose()
+        await direct.aclose()
+
+    run(scenario())
+
+
+def test_a_reconciliation_whose_reply_is_lost_is_not_added_again(proxy: Proxy, redis_prefix: str) -> None:
+    """Redis applied the reconciliation but the reply never arrived: the retry must not add it twice."""
+    parts = urlsplit(REDIS_URL)
+    url = urlunsplit((parts.scheme, f"127.0.0.1:{proxy.port}", parts.path, "", ""))
+    clock = [0.0]
+    meter = RedisMeter(url, prefix=redis_prefix, monotonic=lambda: clock[0], retry_interval=60.0, timeout=0.3)
+    direct = RedisMeter(REDIS_URL, prefix=redis_prefix)
+
+    async def scenario() -> None:
+        await meter.consume("org:1", 10, at=T0)
+        proxy.stop()
+        await meter.consume("org:1", 25, at=T0 + timedelta(minutes=1))
+        await meter.consume("org:2", 7, at=T0 + timedelta(minutes=1))
+        proxy.start()
+        proxy.fail_next("mute", b"{org:1}", b"{org:2}")
+        clock[0] = 100.0
+        at = T0 + timedelta(minutes=2)
+        assert (await meter.consume("org:1", 0, at=at)).degraded  # the reply timed out
+        assert proxy.faults_done == 1
+        assert await direct.usage("org:1", at=at) == 35  # yet Redis has it
+        clock[0] = 200.0
+        assert (await meter.consume("org:1", 0, at=at)).total == 35
+        assert await direct.usage("org:1", at=at) == 35
+        assert await direct.usage("org:2", at=at) == 7
+        await meter.aclose()
+        await direct.aclose()
+
+    run(scenario())
+    assert meter.metrics.resynced_posts == 32
 
 
 def _thread_worker(prefix: str, seed: int, calls: int, limit: int | None, out: list[tuple[int, int]]) -> None:

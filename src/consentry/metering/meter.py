@@ -10,27 +10,26 @@ Backends:
 
 * :class:`MemoryMeter`: one process (the embedded default).
 * :class:`RedisMeter`: shared by many API servers. Per subject, one Redis hash per hour whose fields are
-  the minutes of the hour (``"0"`` .. ``"59"``), and one hash of hour totals::
-
-      consentry:meter:{org:12}:492034     {"7": 120, "8": 40}
-      consentry:meter:{org:12}:hours      {"492033": 5000, "492034": 160}
-
-  The braces are a Redis Cluster hash tag: all keys of a subject live on one shard. A Lua script reads
-  the two partial hours at the ends of the window minute by minute and the hours between from the
-  totals (one ``HMGET``), then applies the increment atomically: one round trip per call.
-  When Redis cannot be reached the meter counts in memory (``failure_mode="memory"``: enforces limits on
-  the local estimate; ``"open"``: enforces nothing), logs a warning, counts the failure in
-  :class:`MeterMetrics`, retries after ``retry_interval`` seconds and, once Redis answers again, adds
-  what it counted meanwhile to Redis (re-sync). It never raises because Redis is down.
+  the minutes of the hour, and one hash of hour totals (``consentry.metering.redis_layout``). A Lua
+  script reads the two partial hours at the ends of the window minute by minute and the hours between
+  from the totals (one ``HMGET``), then applies the increment atomically: one round trip per call.
+  When Redis cannot be reached the meter counts in memory per minute (``failure_mode="memory"``:
+  enforces limits on the last total seen from Redis plus the local count; ``"open"``: enforces nothing),
+  logs a warning, counts the failure in :class:`MeterMetrics`, and tries Redis again every
+  ``retry_interval`` seconds in the background. Once Redis answers, what it counted meanwhile is added
+  there (re-sync) before Redis decides anything else for this meter, exactly once even when the re-sync
+  is interrupted. It never raises because Redis is down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
 import time
+import uuid
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
@@ -40,11 +39,18 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from consentry.db import utcnow
 from consentry.errors import InvalidInput
+from consentry.metering.redis_layout import (
+    CONSUME_LUA,
+    RECONCILE_LUA,
+    ResyncBatch,
+    expire_at,
+    window_keys,
+)
+from consentry.metering.redis_layout import WINDOW_MINUTES as WINDOW_MINUTES
+from consentry.metering.redis_layout import WINDOW_SECONDS as WINDOW_SECONDS
 
 log = logging.getLogger("consentry.metering")
 
-WINDOW_MINUTES = 1440
-WINDOW_SECONDS = WINDOW_MINUTES * 60
 FailureMode = Literal["memory", "open"]
 
 
@@ -274,119 +280,6 @@ class MemoryMeter:
 
 # --- Redis ---------------------------------------------------------------------------------------------
 
-# KEYS[1]: the subject's hour totals (hash: hour -> posts); KEYS[2..]: its hour hashes (minute of the
-# hour -> posts) covering minutes [now - 1439, now], oldest first.
-# ARGV: now (epoch minute), posts, limit (-1: none), now (epoch seconds), expire-at (epoch seconds).
-# Returns {total, accepted (1/0), retry_after seconds (-1: never), reset seconds}.
-CONSUME_LUA = """
-local now = tonumber(ARGV[1])
-local n = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-local now_s = tonumber(ARGV[4])
-local expire_at = tonumber(ARGV[5])
-local first = now - 1439
-local first_hour = math.floor(first / 60)
-local last_hour = math.floor(now / 60)
-local nk = #KEYS - 1
-
--- the minutes of hour i (1 = oldest) inside the window, as {offset, posts}, unsorted
-local function minutes(i)
-  local lo, hi = 0, 59
-  if i == 1 then lo = first % 60 end
-  if i == nk then hi = now % 60 end
-  local flat = redis.call('HGETALL', KEYS[i + 1])
-  local got = {}
-  for j = 1, #flat, 2 do
-    local off = tonumber(flat[j])
-    if off >= lo and off <= hi then got[#got + 1] = {off, tonumber(flat[j + 1])} end
-  end
-  return got
-end
-
-local function sum_and_min(list)
-  local s, m = 0, nil
-  for _, e in ipairs(list) do
-    s = s + e[2]
-    if e[2] > 0 and (m == nil or e[1] < m) then m = e[1] end
-  end
-  return s, m
-end
-
-local totals = {}
-local head = minutes(1)
-local tail = minutes(nk)
-local head_sum, head_min = sum_and_min(head)
-local tail_sum, tail_min = sum_and_min(tail)
-totals[1], totals[nk] = head_sum, tail_sum
-local total = head_sum + tail_sum
-if nk > 2 then
-  local fields = {}
-  for h = first_hour + 1, last_hour - 1 do fields[#fields + 1] = h end
-  local middle = redis.call('HMGET', KEYS[1], unpack(fields))
-  for i = 2, nk - 1 do
-    local v = tonumber(middle[i - 1]) or 0
-    totals[i] = v
-    total = total + v
-  end
-end
-
-local function seconds_until_gone(minute)
-  if minute == nil then return 0 end
-  local s = math.ceil((minute + 1440) * 60 - now_s)
-  if s < 1 then s = 1 end
-  return s
-end
-
-local function oldest()
-  if head_min ~= nil then return first_hour * 60 + head_min end
-  for i = 2, nk - 1 do
-    if totals[i] > 0 then
-      local _, m = sum_and_min(minutes(i))
-      if m ~= nil then return (first_hour + i - 1) * 60 + m end
-    end
-  end
-  if tail_min ~= nil then return last_hour * 60 + tail_min end
-  return nil
-end
-
-if limit >= 0 and total + n > limit then
-  local retry = -1
-  if n <= limit then
-    local excess = total + n - limit
-    local removed = 0
-    for i = 1, nk do
-      if totals[i] > 0 and retry < 0 then
-        local list = minutes(i)
-        table.sort(list, function(a, b) return a[1] < b[1] end)
-        for _, e in ipairs(list) do
-          removed = removed + e[2]
-          if removed >= excess then
-            retry = seconds_until_gone((first_hour + i - 1) * 60 + e[1])
-            break
-          end
-        end
-      end
-    end
-  end
-  return {total, 0, retry, seconds_until_gone(oldest())}
-end
-
-if n > 0 then
-  local off = now % 60
-  -- expiry and pruning only change with the minute or the hour: set them on its first write
-  if redis.call('HINCRBY', KEYS[nk + 1], off, n) == n then
-    redis.call('EXPIREAT', KEYS[nk + 1], expire_at)
-  end
-  if redis.call('HINCRBY', KEYS[1], last_hour, n) == n then
-    redis.call('HDEL', KEYS[1], first_hour - 1)
-    redis.call('EXPIREAT', KEYS[1], expire_at)
-  end
-  total = total + n
-  if tail_min == nil or off < tail_min then tail_min = off end
-end
-return {total, 1, 0, seconds_until_gone(oldest())}
-"""
-
 
 @dataclass
 class MeterMetrics:
@@ -397,6 +290,8 @@ class MeterMetrics:
     fallback_calls: int = 0
     resyncs: int = 0
     resynced_posts: int = 0
+    resync_failures: int = 0
+    resync_repeats: int = 0
     degraded: bool = False
 
     def prometheus(self, prefix: str = "consentry_meter") -> str:
@@ -410,30 +305,14 @@ class MeterMetrics:
         return "\n".join(lines) + "\n"
 
 
-def hour_key(prefix: str, subject: str, hour: int) -> str:
-    """The Redis key of one hour of one subject."""
-    return f"{prefix}:{{{subject}}}:{hour}"
-
-
-def totals_key(prefix: str, subject: str) -> str:
-    """The Redis key of the hour totals of one subject."""
-    return f"{prefix}:{{{subject}}}:hours"
-
-
-def window_keys(prefix: str, subject: str, now_minute: int) -> list[str]:
-    """The keys of the script: the hour totals, then the hours of the window ending at ``now_minute``."""
-    first_hour = (now_minute - WINDOW_MINUTES + 1) // 60
-    head = f"{prefix}:{{{subject}}}:"
-    return [head + "hours", *(head + str(hour) for hour in range(first_hour, now_minute // 60 + 1))]
-
-
-def _expire_at(minute: int) -> int:
-    hour_end = (minute // 60 + 1) * 3600
-    return max(hour_end + WINDOW_SECONDS + 300, int(time.time()) + 3600)
-
-
 class RedisMeter:
-    """A meter shared through Redis: one Lua script call per ``consume``; in-memory fallback."""
+    """A meter shared through Redis: one Lua script call per ``consume``; in-memory fallback.
+
+    While Redis is unreachable, posts are counted in memory per (subject, minute). A background task
+    tries Redis again every ``retry_interval`` seconds and, once it answers, adds them there (re-sync)
+    before any further request is decided by Redis: exactly once, minute by minute, even if the re-sync
+    itself is interrupted (see :class:`ResyncBatch`).
+    """
 
     def __init__(
         self,
@@ -467,8 +346,15 @@ class RedisMeter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fallback = MemoryMeter()
         self._last_total: dict[str, int] = {}
-        self._pending: dict[tuple[str, int], int] = {}
+        self._pending: dict[str, dict[int, int]] = {}
+        self._batch: ResyncBatch | None = None
+        self._batches = 0
+        self._instance = uuid.uuid4().hex[:16]
+        self._latest_minute = -(2**62)
         self._down_until = 0.0
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._resyncer: asyncio.Task[None] | None = None
 
     # connections are bound to an event loop: make one per loop (tests may run several loops)
     def _redis(self) -> Any:
@@ -492,10 +378,22 @@ class RedisMeter:
             self._script = self._client.register_script(CONSUME_LUA)
         return self._client
 
+    def _resync_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
+
     @property
     def degraded(self) -> bool:
         """Whether the meter is counting in memory because Redis was unreachable."""
         return self.metrics.degraded
+
+    @property
+    def unsynced_posts(self) -> int:
+        """Posts counted in memory that Redis does not hold yet."""
+        pending = sum(sum(counts.values()) for counts in self._pending.values())
+        return pending + (self._batch.posts if self._batch is not None else 0)
 
     async def consume(
         self, subject: str, posts: int, *, limit: int | None = None, at: datetime | None = None
@@ -508,23 +406,24 @@ class RedisMeter:
         when = check_time(at)
         now_seconds = when.timestamp()
         now = math.floor(now_seconds / 60)
+        if now > self._latest_minute:
+            self._latest_minute = now
         if self._monotonic() >= self._down_until:
             try:
-                if self._pending:
-                    await self.resync()
+                # what was counted in memory goes to Redis before Redis decides anything else
+                if (self._pending or self._batch is not None) and not await self._resync(wait=False):
+                    return self._consume_locally(subject, posts, limit, when, now)
                 self._redis()
                 assert self._script is not None
                 self.metrics.round_trips += 1
                 raw = await self._script(
                     keys=window_keys(self.prefix, subject, now),
-                    args=[now, posts, -1 if limit is None else limit, repr(now_seconds), _expire_at(now)],
+                    args=[now, posts, -1 if limit is None else limit, repr(now_seconds), expire_at(now)],
                 )
             except Exception as error:  # Redis down, timeout, or a script error: never fail the caller
                 self._failed(error)
             else:
-                if self.metrics.degraded and not self._pending:
-                    log.warning("Redis meter at %s is reachable again; counting there", self._where())
-                    self.metrics.degraded = False
+                self._recovered()
                 total, accepted, retry, reset = (int(value) for value in raw)
                 if len(self._last_total) >= 100_000 and subject not in self._last_total:
                     self._last_total.clear()  # a bound; only used as a base while Redis is down
@@ -557,6 +456,11 @@ class RedisMeter:
                 self.failure_mode,
             )
 
+    def _recovered(self) -> None:
+        if self.metrics.degraded and not self._pending and self._batch is None:
+            log.warning("Redis meter at %s is reachable again; counting there", self._where())
+            self.metrics.degraded = False
+
     def _consume_locally(
         self, subject: str, posts: int, limit: int | None, when: datetime, now: int
     ) -> Usage:
@@ -567,8 +471,9 @@ class RedisMeter:
             local_limit = max(0, limit - base)
         usage = self._fallback.consume_now(subject, posts, limit=local_limit, at=when)
         if usage.accepted and posts:
-            key = (subject, now)
-            self._pending[key] = self._pending.get(key, 0) + posts
+            counts = self._pending.setdefault(subject, {})
+            counts[now] = counts.get(now, 0) + posts
+            self._start_resyncer()
         return Usage(
             total=base + usage.total,
             accepted=usage.accepted,
@@ -577,34 +482,87 @@ class RedisMeter:
             degraded=True,
         )
 
+    def _start_resyncer(self) -> None:
+        """Re-sync as soon as Redis answers again, whether or not another request comes."""
+        loop = asyncio.get_running_loop()
+        task = self._resyncer
+        if task is None or task.done() or task.get_loop() is not loop:
+            self._resyncer = loop.create_task(self._resync_when_back(), name="redis-meter-resync")
+
+    async def _resync_when_back(self) -> None:
+        while self._pending or self._batch is not None:
+            await asyncio.sleep(self.retry_interval)
+            if self._monotonic() < self._down_until:
+                continue
+            try:
+                if await self._resync(wait=False):
+                    self._recovered()
+            except Exception as error:
+                self._failed(error)
+
     async def resync(self) -> int:
-        """Add the posts counted in memory while Redis was down; returns how many were added."""
-        if not self._pending:
-            return 0
-        pending, self._pending = self._pending, {}
+        """Add the posts counted in memory while Redis was down; returns how many were added.
+
+        Raises the Redis error if it is still unreachable (the posts stay counted in memory).
+        """
+        before = self.metrics.resynced_posts
+        await self._resync(wait=True)
+        return self.metrics.resynced_posts - before
+
+    async def _resync(self, *, wait: bool) -> bool:
+        """Re-sync under the lock; False (nothing tried) when another call just found Redis down."""
+        async with self._resync_lock():
+            if not wait and self._monotonic() < self._down_until:
+                return False
+            while self._pending or self._batch is not None:
+                batch = self._next_batch()
+                if batch is not None:
+                    await self._send(batch)
+            return True
+
+    def _next_batch(self) -> ResyncBatch | None:
+        """The batch to send: the one not yet confirmed, else a new one from the pending counts."""
+        if self._batch is None:
+            first = self._latest_minute - WINDOW_MINUTES + 1
+            minutes: dict[str, dict[int, int]] = {}
+            for subject, counts in self._pending.items():
+                kept = {minute: posts for minute, posts in counts.items() if minute >= first}
+                if kept:  # minutes that left the window no longer count anywhere
+                    minutes[subject] = kept
+            self._pending = {}
+            if not minutes:
+                return None
+            self._batches += 1
+            self._batch = ResyncBatch(f"{self._instance}-{self._batches}", minutes)
+        return self._batch
+
+    async def _send(self, batch: ResyncBatch) -> None:
+        """Add one batch to Redis: one script call per subject, in one pipeline; raises on errors."""
+        client = self._redis()
         try:
-            client = self._redis()
+            sha = await client.script_load(RECONCILE_LUA)
             pipe = client.pipeline(transaction=False)
-            for (subject, minute), posts in pending.items():
-                key, totals = hour_key(self.prefix, subject, minute // 60), totals_key(self.prefix, subject)
-                expire_at = _expire_at(minute)
-                pipe.hincrby(key, str(minute % 60), posts)
-                pipe.expireat(key, expire_at)
-                pipe.hincrby(totals, str(minute // 60), posts)
-                pipe.expireat(totals, expire_at)
-            self.metrics.round_trips += 1
-            await pipe.execute()
+            for keys, args in batch.script_calls(self.prefix):
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            self.metrics.round_trips += 2
+            added = await pipe.execute()
         except BaseException:
-            for bucket, count in pending.items():
-                self._pending[bucket] = self._pending.get(bucket, 0) + count
+            self.metrics.resync_failures += 1
             raise
-        added = sum(pending.values())
+        self._batch = None
         self.metrics.resyncs += 1
-        self.metrics.resynced_posts += added
+        self.metrics.resynced_posts += batch.posts
+        self.metrics.resync_repeats += sum(1 for flag in added if not int(flag))
+        for subject, counts in batch.minutes.items():
+            if subject in self._last_total:
+                self._last_total[subject] += sum(counts.values())
         if not self._pending:
             self._fallback = MemoryMeter()
-        log.warning("Redis meter re-synced %d posts counted in memory while Redis was down", added)
-        return added
+        log.warning(
+            "Redis meter re-synced %d posts of %d subjects counted in memory while Redis was down",
+            batch.posts,
+            len(batch.minutes),
+        )
 
     async def usage(self, subject: str, *, at: datetime | None = None) -> int:
         """Posts counted for ``subject`` in the 24 hours up to ``at``."""
@@ -616,7 +574,24 @@ class RedisMeter:
         await self._redis().delete(*window_keys(self.prefix, _subject(subject), now))
 
     async def aclose(self) -> None:
-        """Close the connection pool (not a client passed in)."""
+        """Re-sync what is still counted in memory if Redis answers, then close the connection pool
+        (not a client passed in)."""
+        task, self._resyncer = self._resyncer, None
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._pending or self._batch is not None:
+            try:
+                await self._resync(wait=True)
+            except Exception as error:
+                log.warning(
+                    "Redis meter at %s: %d posts counted in memory could not be re-synced (%s: %s)",
+                    self._where(),
+                    self.unsynced_posts,
+                    error.__class__.__name__,
+                    error,
+                )
         if self._client is not None and self._given_client is None:
             try:
                 await self._client.aclose()
