@@ -6,9 +6,12 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.testclient import TestClient
@@ -26,7 +29,9 @@ from consentry.metering.middleware import (
     posts_header,
     report_posts,
 )
+from consentry.metering.models import Organisation, OrganisationKey, OrganisationNetwork
 from consentry.metering.service import AccessLogWriter
+from consentry.migrate import upgrade
 from tests.metering.conftest import free_port
 from tests.metering.test_attribution import GPTBOT_UA
 
@@ -314,3 +319,165 @@ def test_1_2_million_across_midnight_is_a_breach_end_to_end(
     assert (window.start, window.end, window.posts) == (T0, T0 + day, 1_200_000)
     assert window.amount_cents == 1_800_000 and both.total_amount_usd == "18,000.00"
     assert [h.posts for h in window.hours[:4]] == [300_000, 300_000, 300_000, 300_000]
+
+
+# --- a fresh worker: attribution ready before the first request, never unmetered --------------------
+
+
+COUNT = 3000
+
+
+def many_organisations(database: Database, count: int) -> str:
+    """``count`` organisations, each with a key and a network (a directory that takes a while to load);
+    returns the key of the last one, a throttled organisation with a quota of 600."""
+    now = datetime.now(UTC)
+    organisations = [
+        {"id": n, "name": f"Reader {n}", "mode": "meter", "created_at": now, "updated_at": now}
+        for n in range(1, count + 1)
+    ]
+    organisations[-1].update(mode="throttle", quota=600)
+    keys = [
+        {"organisation_id": n, "key_hash": hash_key(f"cso_reader-{n}"), "hint": "cso_rea", "created_at": now}
+        for n in range(1, count + 1)
+    ]
+    networks = [
+        {"organisation_id": n, "cidr": f"10.{n // 256}.{n % 256}.0/24", "created_at": now}
+        for n in range(1, count + 1)
+    ]
+    with database.write() as session:
+        session.execute(sa.insert(Organisation), organisations)
+        session.execute(sa.insert(OrganisationKey), keys)
+        session.execute(sa.insert(OrganisationNetwork), networks)
+    if database.dialect == "postgresql":  # explicit ids: move the sequence past them
+        with database.write() as session:
+            session.execute(sa.text("SELECT setval('organisations_id_seq', :n)"), {"n": count})
+    return f"cso_reader-{count}"
+
+
+class HeldLock:
+    """On PostgreSQL, an ``ACCESS EXCLUSIVE`` lock on the organisations table held by the test, so that
+    loading the directory waits for it; on SQLite (readers never wait in WAL mode) nothing."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.connection: sa.Connection | None = None
+
+    def __enter__(self) -> HeldLock:
+        if self.database.dialect == "postgresql":
+            self.connection = self.database.engine.connect()
+            self.connection.exec_driver_sql("LOCK TABLE organisations IN ACCESS EXCLUSIVE MODE")
+        return self
+
+    async def wait_for_a_waiter(self) -> None:
+        """Until another session waits for the lock (the directory load has started)."""
+        if self.connection is None:
+            return
+        query = sa.text(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE c.relname = 'organisations' AND NOT l.granted"
+        )
+        deadline = asyncio.get_running_loop().time() + 30
+        while asyncio.get_running_loop().time() < deadline:
+            with self.database.engine.connect() as probe:
+                if probe.execute(query).scalar_one():
+                    return
+            await asyncio.sleep(0.02)
+        raise AssertionError("nothing waited for the lock on organisations")
+
+    def release(self) -> None:
+        if self.connection is not None:
+            self.connection.rollback()
+            self.connection.close()
+            self.connection = None
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+def test_concurrent_first_requests_wait_for_the_one_directory_load(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fresh worker (no start-up run) gets 24 requests at once while its first directory load is
+    still running (thousands of organisations; on PostgreSQL also a lock the test holds): every
+    request is attributed to its organisation and counted; none is served unmetered."""
+    key = many_organisations(database, COUNT)
+    meter, metrics = MemoryMeter(), MiddlewareMetrics()
+    source = DatabaseDirectory(database, ttl=60)
+    app, _ = make_app(meter, clock=Clock(T0), directory=source, metrics=metrics)
+
+    async def scenario() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)  # requests only: no lifespan, as a worker's first ones
+        async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+            with HeldLock(database) as lock:
+                requests = [
+                    asyncio.ensure_future(client.get("/posts?n=30", headers=auth(key))) for _ in range(24)
+                ]
+                await lock.wait_for_a_waiter()
+                await asyncio.sleep(0.2)  # the other requests reach the middleware meanwhile
+                lock.release()
+                return list(await asyncio.gather(*requests))
+
+    with caplog.at_level(logging.WARNING, logger="consentry.metering"):
+        responses = asyncio.run(scenario())
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [200] * 20 + [429] * 4  # the quota of 600 holds: 20 responses of 30 posts
+    assert meter.consume_now(f"org:{COUNT}", 0, at=T0).total == 600
+    assert metrics.meter_errors == 0 and metrics.attribution_failures == 0
+    assert "unmetered" not in caplog.text and "attribution failed" not in caplog.text
+
+
+def test_the_directory_is_loaded_at_start_up(database: Database) -> None:
+    many_organisations(database, 200)
+    source = DatabaseDirectory(database, ttl=60)
+    app, _ = make_app(MemoryMeter(), clock=Clock(T0), directory=source)
+    with TestClient(app):
+        assert source.loaded  # before any request
+
+
+def test_the_application_loads_attribution_before_serving(app: FastAPI) -> None:
+    with TestClient(app):
+        layer: Any = app.middleware_stack
+        while not isinstance(layer, MeteringMiddleware):
+            layer = layer.app
+        assert isinstance(layer.directory, DatabaseDirectory)
+        assert layer.directory.loaded
+
+
+def test_a_request_that_cannot_be_attributed_is_counted_against_unknown(
+    database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The directory cannot be loaded (its database has no tables): requests are served, counted
+    against ``unknown`` and logged with their route and client; once the directory loads, attribution
+    is back."""
+    broken = Database(f"sqlite:///{tmp_path / 'unmigrated.db'}")
+    source = DatabaseDirectory(broken, ttl=60, retry_interval=0)
+    meter, metrics = MemoryMeter(), MiddlewareMetrics()
+    writer = AccessLogWriter(database, interval=0)
+    app, _ = make_app(meter, clock=Clock(T0), directory=source, metrics=metrics, access_log=writer)
+    logs = caplog.at_level(logging.WARNING, logger="consentry.metering")
+    with logs, TestClient(app, client=("192.0.2.50", 4000)) as client:
+        first = client.get("/posts?n=12", headers=auth(KEY))
+        second = client.get("/timeline/7?n=5", headers={"User-Agent": GPTBOT_UA})
+        upgrade(broken)  # the database is back
+        third = client.get("/posts?n=2", headers=auth(KEY))
+    assert [first.status_code, second.status_code, third.status_code] == [200, 200, 200]
+    assert meter.subjects() == ["unknown", "net:192.0.2.0/24"]
+    assert meter.consume_now("unknown", 0, at=T0).total == 17
+    assert metrics.attribution_failures == 2 and metrics.meter_errors == 0
+    assert "counting the request against 'unknown'" in caplog.text
+    writer.close()
+    with database.read() as session:
+        top = {entry.subject: entry.posts_24h for entry in service.top(session, now=T0).entries}
+        statement = service.statement(
+            session,
+            organisation="unknown",
+            start=T0,
+            end=T0 + timedelta(hours=1),
+            terms=damages.Terms(threshold=1),
+        )
+    assert top == {"unknown": 17, "net:192.0.2.0/24": 2}
+    assert statement.subject == "unknown" and statement.posts_in_period == 17
+    window = statement.windows[0]
+    assert sorted(route.name for route in window.routes) == ["/posts", "/timeline/{account}"]
+    assert [client.name for client in window.clients] == ["192.0.2.50"]
+    broken.dispose()

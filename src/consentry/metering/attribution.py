@@ -27,7 +27,7 @@ from consentry.errors import InvalidInput
 
 KEY_PREFIX = "cso_"
 Mode = Literal["allow", "meter", "throttle", "block", "pay"]
-Kind = Literal["key", "network", "crawler", "client"]
+Kind = Literal["key", "network", "crawler", "client", "unknown"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{1,63}$")
@@ -240,6 +240,10 @@ class Attribution:
     label: str
     organisation: OrgPolicy | None = None
     crawler: Crawler | None = None
+
+
+UNATTRIBUTED = Attribution("unknown", "unknown", "unknown (attribution failed)")
+"""What a request counts against when it cannot be attributed (no directory yet, or an error)."""
 
 
 class Directory:

@@ -228,7 +228,9 @@ def org_crawlers(
 @damages_app.command("statement")
 @cli_errors
 def damages_statement(
-    organisation: Annotated[str, typer.Argument(help="Organisation id or name, or a crawler:/net: subject.")],
+    organisation: Annotated[
+        str, typer.Argument(help="Organisation id or name, a crawler:/net: subject, or unknown.")
+    ],
     start: Annotated[str, typer.Option("--from", help="ISO 8601 start (UTC without offset).")],
     end: Annotated[str, typer.Option("--to", help="ISO 8601 end, exclusive; at most a year after --from.")],
     fmt: Annotated[str, typer.Option("--format", help="json | csv | html")] = "json",

@@ -17,7 +17,10 @@ the posts when the response starts, in one meter call:
 
 Responses under a limit carry the IETF ``RateLimit-Policy`` and ``RateLimit`` fields
 (``"posts-24h";q=1000000;qu="posts";w=86400`` and ``"posts-24h";r=250000;t=3600``). Refusals are
-``application/problem+json``. Meter failures never fail a request: they are logged and counted.
+``application/problem+json``. Meter failures never fail a request: they are logged and counted. The
+attribution directory is loaded at start-up (the middleware hooks the ASGI lifespan) and the first
+requests of a process wait for that one load; a request that cannot be attributed all the same is
+counted against ``unknown``, never served uncounted.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple, Protocol
 
-import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consentry.db import Database, utcnow
+from consentry.db import utcnow
 from consentry.errors import InvalidInput
-from consentry.metering.attribution import KEY_PREFIX, Attribution, CrawlerCatalog, Directory, Mode
+from consentry.metering.attribution import KEY_PREFIX, UNATTRIBUTED, Attribution, Directory, Mode
+from consentry.metering.directory import DatabaseDirectory as DatabaseDirectory
+from consentry.metering.directory import DirectorySource, StaticDirectory
 from consentry.metering.meter import WINDOW_SECONDS, MemoryMeter, Meter, Usage, check_posts
 from consentry.metering.schemas import price_usd
 
@@ -71,80 +75,6 @@ def posts_header(posts: int) -> dict[str, str]:
     return {POSTS_HEADER: str(check_posts(posts))}
 
 
-# --- directory sources ---------------------------------------------------------------------------------
-
-
-class DirectorySource(Protocol):
-    """Where the middleware gets its attribution snapshot."""
-
-    async def get(self) -> Directory:
-        """The current directory."""
-        ...
-
-
-class StaticDirectory:
-    """A fixed directory (tests, embedded setups); replace it with ``set``."""
-
-    def __init__(self, directory: Directory) -> None:
-        self.directory = directory
-
-    def set(self, directory: Directory) -> None:
-        """Replace the snapshot."""
-        self.directory = directory
-
-    async def get(self) -> Directory:
-        """The snapshot."""
-        return self.directory
-
-
-class DatabaseDirectory:
-    """A snapshot reloaded from the database every ``ttl`` seconds (in a worker thread).
-
-    If a reload fails the previous snapshot stays in use (an empty one, with the crawler catalog, if the
-    first load fails) and the failure is logged.
-    """
-
-    def __init__(
-        self, database: Database, *, ttl: float = 30.0, crawlers: CrawlerCatalog | None = None
-    ) -> None:
-        self.database = database
-        self.ttl = ttl
-        self.crawlers = crawlers
-        self.failures = 0
-        self._directory: Directory | None = None
-        self._loaded = -math.inf
-        self._loading = False
-
-    def _load(self) -> Directory:
-        from consentry.metering.service import load_directory
-
-        with self.database.read() as session:
-            return load_directory(session, crawlers=self.crawlers)
-
-    def invalidate(self) -> None:
-        """Reload on the next request."""
-        self._loaded = -math.inf
-
-    async def get(self) -> Directory:
-        """The snapshot, reloaded when older than ``ttl``."""
-        if (self._directory is None or time.monotonic() - self._loaded > self.ttl) and not self._loading:
-            self._loading = True
-            try:
-                self._directory = await anyio.to_thread.run_sync(self._load)
-            except Exception:
-                self.failures += 1
-                log.warning(
-                    "reloading the metering directory failed; keeping the previous one", exc_info=True
-                )
-                if self._directory is None:
-                    self._directory = Directory(crawlers=self.crawlers)
-            finally:
-                self._loaded = time.monotonic()
-                self._loading = False
-        assert self._directory is not None
-        return self._directory
-
-
 class AccessLogSink(Protocol):
     """Receives metered responses (``consentry.metering.service.AccessLogWriter``)."""
 
@@ -175,6 +105,7 @@ class MiddlewareMetrics:
     blocked: int = 0
     payment_required: int = 0
     degraded_responses: int = 0
+    attribution_failures: int = 0
     meter_errors: int = 0
     invalid_counts: int = 0
     access_log_errors: int = 0
@@ -300,6 +231,7 @@ class MeteringMiddleware:
         self._decisions: dict[tuple[bytes | None, bytes | None, str | None, bytes | None], _Plan] = {}
         self._cached_directory: Directory | None = None
         self._policies: dict[int, bytes] = {}
+        self._unattributed = self._plan(self.decide(UNATTRIBUTED))
 
     def _metered(self, path: str) -> bool:
         if self.include and not path.startswith(self.include):
@@ -353,20 +285,48 @@ class MeteringMiddleware:
                 client_ip=client,
                 user_agent=user_agent.decode("latin-1") if user_agent is not None else None,
             )
-            decision = self.decide(attribution)
-            plan = self._decisions[cache_key] = _Plan(
-                decision,
-                decision.subject,
-                decision.meter_limit,
-                decision.policy_header,
-                decision.gated,
-                attribution.organisation.id if attribution.organisation else None,
-            )
+            plan = self._decisions[cache_key] = self._plan(self.decide(attribution))
         return plan
+
+    @staticmethod
+    def _plan(decision: Decision) -> _Plan:
+        organisation = decision.attribution.organisation
+        return _Plan(
+            decision,
+            decision.subject,
+            decision.meter_limit,
+            decision.policy_header,
+            decision.gated,
+            organisation.id if organisation else None,
+        )
+
+    async def prepare(self) -> None:
+        """Load the attribution directory (at start-up, before the first request is served)."""
+        try:
+            await self.directory.get()
+        except Exception:
+            log.warning(
+                "the metering directory could not be loaded at start-up; requests are counted against "
+                "'unknown' until it loads",
+                exc_info=True,
+            )
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the lifespan through, loading the directory before start-up is reported complete."""
+
+        async def starting(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                await self.prepare()
+            await send(message)
+
+        await self.app(scope, receive, starting)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (self._filtered and not self._metered(scope.get("path", ""))):
-            await self.app(scope, receive, send)
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         metrics = self.metrics
         metrics.requests += 1
@@ -382,11 +342,10 @@ class MeteringMiddleware:
             source = self.directory
             directory = source.directory if isinstance(source, StaticDirectory) else await source.get()
             plan = self._decide(directory, headers, client)
-        except Exception:
-            metrics.meter_errors += 1
-            log.exception("metering attribution failed; serving unmetered")
-            await self.app(scope, receive, send)
-            return
+        except Exception:  # never serve uncounted: the request counts against "unknown"
+            metrics.attribution_failures += 1
+            log.exception("metering attribution failed; counting the request against 'unknown'")
+            plan = self._unattributed
         decision = plan.decision
         extra: list[tuple[bytes, bytes]] | None = None
         if plan.gated:

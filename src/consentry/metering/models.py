@@ -67,7 +67,7 @@ class OrganisationNetwork(Base):
 class AccessRecord(Base):
     """Posts served to one subject in one minute on one route to one client. Rows are only inserted.
 
-    ``subject`` is the meter key (``org:<id>``, ``crawler:<operator>`` or ``net:<network>``);
+    ``subject`` is the meter key (``org:<id>``, ``crawler:<operator>``, ``net:<network>`` or ``unknown``);
     ``organisation_id`` is set when the subject is a registered organisation.
     """
 

@@ -145,7 +145,7 @@ def damages_statement(
     rate_cents: Annotated[int, Query(ge=0, description="cents per 1,000,000 posts")] = 1_500_000,
     rounding: Annotated[Rounding, Query()] = "pro_rata",
 ) -> Response:
-    """The damages statement of an organisation (id, name, or ``crawler:``/``net:`` subject)."""
+    """The damages statement of an organisation (id, name, ``crawler:``/``net:`` subject or ``unknown``)."""
     terms = damages.Terms(threshold=threshold, rate_cents=rate_cents, rounding=rounding)
     with database.read() as session:
         result = service.statement(

@@ -23,6 +23,7 @@ from consentry.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from consentry.metering import damages
 from consentry.metering.attribution import (
     KEY_PREFIX,
+    UNATTRIBUTED,
     CrawlerCatalog,
     Directory,
     NetworkTable,
@@ -55,7 +56,8 @@ from consentry.metering.schemas import (
 
 log = logging.getLogger("consentry.metering")
 
-SUBJECT = re.compile(r"^(org|crawler|net):\S{1,110}$")
+SUBJECT = re.compile(r"^(?:(?:org|crawler|net):\S{1,110}|unknown)$")
+"""Subjects of the access log: the kinds attribution returns, and ``unknown`` (not attributed)."""
 
 
 # --- organisations -------------------------------------------------------------------------------------
@@ -331,7 +333,9 @@ def _aggregate(events: Iterable[AccessEvent]) -> dict[BucketKey, list[int]]:
     buckets: dict[BucketKey, list[int]] = {}
     for event in events:
         if not isinstance(event.subject, str) or not SUBJECT.match(event.subject):
-            raise InvalidInput(f"subject {event.subject!r} is not org:, crawler: or net:", field="subject")
+            raise InvalidInput(
+                f"subject {event.subject!r} is not org:, crawler:, net: or unknown", field="subject"
+            )
         posts = check_posts(event.posts)
         requests = check_posts(event.requests, field="requests")
         key = (event.subject, event.organisation_id, _minute(event.at), event.route[:200], event.client[:64])
@@ -491,9 +495,10 @@ class Target:
 
 
 def resolve_target(session: Session, *, ref: int | str) -> Target:
-    """An organisation (id or name) or an unregistered subject (``crawler:...``, ``net:...``)."""
+    """An organisation (id or name) or an unregistered subject (``crawler:...``, ``net:...``, or
+    ``unknown``: requests that could not be attributed)."""
     text = str(ref).strip()
-    if text.startswith(("crawler:", "net:")):
+    if text.startswith(("crawler:", "net:")) or text == UNATTRIBUTED.subject:
         seen = session.scalar(select(AccessRecord.id).where(AccessRecord.subject == text).limit(1))
         if seen is None:
             raise NotFound(f"no access by {text!r} is logged", field="organisation")
