@@ -406,6 +406,28 @@ def test_two_servers_counting_in_memory_are_both_reconciled_and_stay_within_the_
     assert served - QUOTA <= (QUOTA - 300) + (QUOTA - 400)
 
 
+def test_a_second_outage_starts_from_what_the_first_one_re_synced(own_redis: OwnRedis) -> None:
+    """Posts re-synced after one outage count as seen: a second outage before any request reached Redis
+    again cannot serve the quota afresh."""
+    meter = RedisMeter(own_redis.url, prefix="consentry-test:twice", retry_interval=0.05, timeout=0.2)
+
+    async def scenario() -> None:
+        own_redis.stop()
+        assert (await meter.consume("org:1", 200, limit=QUOTA, at=T0)).degraded
+        own_redis.start()
+        deadline = asyncio.get_running_loop().time() + 15
+        while meter.unsynced_posts and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        assert meter.metrics.resynced_posts == 200
+        own_redis.stop()
+        refused = await meter.consume("org:1", 301, limit=QUOTA, at=T0 + timedelta(minutes=1))
+        assert refused.degraded and not refused.accepted and refused.total == 200
+        assert (await meter.consume("org:1", 300, limit=QUOTA, at=T0 + timedelta(minutes=1))).accepted
+        await meter.aclose()
+
+    run(scenario())
+
+
 def test_an_interrupted_reconciliation_adds_every_post_exactly_once(proxy: Proxy, redis_prefix: str) -> None:
     """The connection breaks halfway through the reconciliation (Redis ran the first half of it): the
     retry adds the rest, and nothing twice."""

@@ -553,9 +553,8 @@ class RedisMeter:
         self.metrics.resyncs += 1
         self.metrics.resynced_posts += batch.posts
         self.metrics.resync_repeats += sum(1 for flag in added if not int(flag))
-        for subject, counts in batch.minutes.items():
-            if subject in self._last_total:
-                self._last_total[subject] += sum(counts.values())
+        for subject, counts in batch.minutes.items():  # the base of a next outage includes them
+            self._last_total[subject] = self._last_total.get(subject, 0) + sum(counts.values())
         if not self._pending:
             self._fallback = MemoryMeter()
         log.warning(
