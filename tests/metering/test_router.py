@@ -126,3 +126,23 @@ def test_statement_and_top(api: TestClient, admin_token: str, database: Database
     top = api.get("/v1/admin/damages/top", params={"at": "2026-11-02T08:30:00Z"}, headers=headers).json()
     assert top["entries"][0]["organisation"] == "Scraper Inc"
     assert top["entries"][0]["posts_24h"] == 200_000 + 300_000 + 500_000
+
+
+def test_statement_of_requests_that_could_not_be_attributed(
+    api: TestClient, admin_token: str, database: Database
+) -> None:
+    headers = auth(admin_token)
+    period = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z", "threshold": "100"}
+    url = "/v1/admin/damages/unknown/statement"
+    missing = api.get(url, params=period, headers=headers)
+    assert missing.status_code == 404 and missing.json()["field"] == "organisation"
+    at = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
+    with database.write() as session:
+        service.append_access_log(
+            session, events=[service.AccessEvent("unknown", at, 150, None, "/v1/posts", "192.0.2.7")]
+        )
+    statement = api.get(url, params=period, headers=headers)
+    assert statement.status_code == 200
+    body = statement.json()
+    assert body["subject"] == "unknown" and body["posts_in_period"] == 150
+    assert [window["posts"] for window in body["windows"]] == [150]
