@@ -221,39 +221,6 @@ def test_dataset_card_manifest_and_verify(
     assert any("extra.txt" in p for p in report.problems)
 
 
-def test_hugging_face_datasets_loads_a_release(
-    scenario: Database,
-    ctx: ConsentContext,
-    scenario_lake: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    import datasets
-
-    out = tmp_path / "release"
-    build(scenario, ctx, scenario_lake, out, categories=CATEGORIES)
-    loaded = datasets.load_dataset(
-        "parquet",
-        data_files={"train": str(out / "data/posts/train-*.parquet")},
-        cache_dir=str(tmp_path / "cache"),
-    )
-    assert sorted(loaded["train"]["id"]) == sorted(released(out, "posts")["id"].to_pylist())
-    assert set(loaded["train"].column_names) == {
-        "id",
-        "author",
-        "created_at",
-        "text",
-        "reply_to",
-        "quote_of",
-        "media",
-    }
-    chats = datasets.load_dataset(str(out), "assistant_interactions", cache_dir=str(tmp_path / "cache"))
-    assert len(chats["train"]) == len(released(out, "assistant_interactions"))
-
-
 def test_incremental_release_holds_new_records_and_lists_removals(
     scenario: Database, ctx: ConsentContext, scenario_lake: Path, tmp_path: Path
 ) -> None:

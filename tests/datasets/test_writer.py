@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from consentry.datasets import writer
-from consentry.errors import Conflict, InvalidInput
+from consentry.errors import Conflict, IntegrityFailure, InvalidInput
 
 
 def test_output_folder_checks(tmp_path: Path) -> None:
@@ -70,3 +73,39 @@ def test_shards_are_named_like_hugging_face_expects(tmp_path: Path) -> None:
     ]
     assert named[2].read_text() == "2"
     assert writer.sha256_file(named[0]) == "5feceb66ffc86f38d952786c6d696c79c2dbc239dd4e91b46729d73a27fb57e9"
+
+
+def test_shards_of_a_config_drop_files_without_rows_and_an_empty_config_has_no_row_group(
+    tmp_path: Path,
+) -> None:
+    schema = pa.schema([("id", pa.int64()), ("text", pa.string())])
+    rows = tmp_path / "part-0.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "text": ["a", "b"]}, schema=schema), rows)
+    nothing = tmp_path / "part-1.parquet"
+    pq.write_table(schema.empty_table(), nothing)  # one row group of zero rows
+    assert pq.ParquetFile(nothing).metadata.num_row_groups == 1
+    (shard,) = writer.place_shards([nothing, rows], tmp_path / "full", schema)
+    assert shard.name == "train-00000-of-00001.parquet" and writer.parquet_rows(shard) == 2
+    assert not nothing.exists()
+
+    (empty,) = writer.place_shards([], tmp_path / "empty", schema)
+    assert empty.name == "train-00000-of-00001.parquet"
+    metadata = pq.ParquetFile(empty).metadata
+    assert (metadata.num_rows, metadata.num_row_groups) == (0, 0)
+    assert pq.read_schema(empty).equals(schema)
+    # Arrow's dataset reader (what Hugging Face datasets uses) reads it as an empty table of the schema
+    assert ds.dataset(empty, format="parquet").to_table().equals(schema.empty_table())
+
+
+def test_shards_must_have_the_config_schema_and_no_empty_row_group(tmp_path: Path) -> None:
+    schema = pa.schema([("id", pa.int64())])
+    other = tmp_path / "part-0.parquet"
+    pq.write_table(pa.table({"id": pa.array([1], pa.int32())}), other)
+    with pytest.raises(IntegrityFailure, match="schema"):
+        writer.place_shards([other], tmp_path / "data", schema)
+    gap = tmp_path / "part-1.parquet"
+    with pq.ParquetWriter(gap, schema) as parquet:
+        parquet.write_table(pa.table({"id": [1]}, schema=schema))
+        parquet.write_table(schema.empty_table())
+    with pytest.raises(IntegrityFailure, match="row group without rows"):
+        writer.place_shards([gap], tmp_path / "data2", schema)

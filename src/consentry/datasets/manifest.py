@@ -48,6 +48,39 @@ def _yaml_text(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid YAML double-quoted scalar
 
 
+def _loading(categories: list[str], rows: Mapping[str, int]) -> list[str]:
+    """The card's section on loading the release with Hugging Face ``datasets``: each config streamed,
+    which loads every config, one without rows too."""
+    empty = [category for category in categories if not rows[category]]
+    lines = [
+        "## Loading",
+        "",
+        "With Hugging Face `datasets`, from this folder (one config per category):",
+        "",
+        "```python",
+        "from pathlib import Path",
+        "",
+        "import datasets",
+        "",
+        'release = str(Path(".").resolve())  # run in this folder, or write its path',
+        *(
+            f'{category} = datasets.load_dataset(release, "{category}", split="train", streaming=True)'
+            for category in categories
+        ),
+        "```",
+        "",
+        "A config with rows also loads into the local cache without `streaming=True`.",
+    ]
+    if empty:
+        names = ", ".join(f"`{category}`" for category in empty)
+        lines.append(
+            f"{names} {'has' if len(empty) == 1 else 'have'} no rows in this release: `datasets` builds no "
+            "split of zero rows in its cache, so load "
+            f"{'it' if len(empty) == 1 else 'them'} streamed (the shard holds the schema and no rows)."
+        )
+    return lines
+
+
 def dataset_card(manifest: Mapping[str, Any]) -> str:
     """The dataset card: YAML header (license, size category, one config per category) and a body
     reporting consent, transforms and exclusions."""
@@ -105,6 +138,7 @@ def dataset_card(manifest: Mapping[str, Any]) -> str:
             "records not delivered before; `removals.parquet` lists earlier records that must be deleted "
             f"({sum(incremental['removals'].values()):,} in total).",
         ]
+    body += ["", *_loading(categories, rows)]
     body += [
         "",
         "## Transforms",

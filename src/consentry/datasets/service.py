@@ -708,17 +708,10 @@ def _finish_folder(
         outcome = outcomes[category]
         spec = SPECS[category]
         folder = staging / "data" / category
-        shards = writer.name_shards(outcome.shards, folder)
-        if not shards:
-            empty = folder / writer.shard_name(0, 1)
-            pq.write_table(spec.schema.empty_table(), empty, compression="zstd")
-            shards = [empty]
-        for shard in shards:
-            found = pq.read_schema(shard)
-            if [(f.name, f.type) for f in found] != [(f.name, f.type) for f in spec.schema]:
-                raise IntegrityFailure(
-                    f"{engine} wrote {shard.name} with schema {found}, expected {spec.schema}", field="engine"
-                )
+        try:
+            shards = writer.place_shards(outcome.shards, folder, spec.schema)
+        except IntegrityFailure as error:
+            raise IntegrityFailure(f"{engine} wrote {category}: {error.detail}", field="engine") from error
         digests.update({shard: hashing.submit(writer.sha256_file, shard) for shard in shards})
         written = sum(writer.parquet_rows(shard) for shard in shards)
         if written != outcome.rows:

@@ -15,9 +15,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from consentry.errors import Conflict, InvalidInput
+from consentry.errors import Conflict, IntegrityFailure, InvalidInput
 
 STAGING_PREFIX = ".consentry-build-"
 MANIFEST = "manifest.json"
@@ -82,6 +83,40 @@ def name_shards(parts: list[Path], folder: Path) -> list[Path]:
         os.replace(part, target)
         named.append(target)
     return named
+
+
+def empty_shard(path: Path, schema: pa.Schema) -> None:
+    """Write a shard of ``schema`` with no rows and no row group (only the footer)."""
+    pq.ParquetWriter(path, schema, compression="zstd").close()
+
+
+def place_shards(parts: list[Path], folder: Path, schema: pa.Schema) -> list[Path]:
+    """Make an engine's output files the shards of one config and return them.
+
+    Files without rows are dropped; a config without rows gets one shard holding only its schema. No
+    shard may hold a row group of zero rows: Hugging Face ``datasets`` reads a file in batches the
+    size of its first row group and refuses a batch size of 0. Every shard must have ``schema``'s
+    column names and types (``IntegrityFailure`` otherwise)."""
+    kept = []
+    for part in parts:
+        metadata = pq.ParquetFile(part).metadata
+        if metadata.num_rows == 0:
+            part.unlink()
+            continue
+        if any(metadata.row_group(i).num_rows == 0 for i in range(metadata.num_row_groups)):
+            raise IntegrityFailure(f"{part.name} holds a row group without rows", field="engine")
+        kept.append(part)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not kept:
+        empty = folder / shard_name(0, 1)
+        empty_shard(empty, schema)
+        return [empty]
+    shards = name_shards(kept, folder)
+    for shard in shards:
+        found = pq.read_schema(shard)
+        if [(f.name, f.type) for f in found] != [(f.name, f.type) for f in schema]:
+            raise IntegrityFailure(f"{shard.name} has the schema {found}, expected {schema}", field="engine")
+    return shards
 
 
 def parquet_rows(path: Path) -> int:
