@@ -12,15 +12,12 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from consentry.consent import service as consent_service
-from consentry.consent.models import Subject
 from consentry.consent.service import ConsentContext
 from consentry.datasets import lineage, service
 from consentry.datasets.eligibility import REASONS, Retention
 from consentry.datasets.models import Release
 from consentry.db import Database
 from consentry.errors import Conflict, ConsentryError, InvalidInput, NotFound
-from consentry.social.service import create_account
 from tests.datasets.conftest import CATEGORIES, build, load, released, staging_folders
 from tests.datasets.reference import expected
 from tests.datasets.scenario import (
@@ -347,33 +344,6 @@ def test_a_failing_build_publishes_nothing(
     seen: list[tuple[str, int, int]] = []
     build(scenario, ctx, scenario_lake, tmp_path / "out", progress=lambda s, d, t: seen.append((s, d, t)))
     assert seen[0] == ("check lake", 0, 8) and seen[-1] == ("published", 8, 8)
-
-
-def test_ledger_events_match_the_consent_service(
-    scenario: Database, ctx: ConsentContext, scenario_lake: Path
-) -> None:
-    with scenario.write() as session:
-        account = create_account(session, handle="zed", country="US", birth_year=1990, account_id=99)
-        consent_service.change_settings(
-            session,
-            account_id=account.id,
-            changes={"third_party_sharing": "deny"},
-            client="web",
-            ctx=ctx,
-            at=datetime(2026, 4, 1, tzinfo=UTC),
-        )
-        # deleting an account deletes its subject mapping: frank's events become anonymous
-        session.execute(sa.delete(Subject).where(Subject.account_id == 6))
-    with scenario.read() as session:
-        reference = consent_service.events_table(session, until=AS_OF)
-        mine = service.ledger_events(session, settings=list(ctx.catalog.keys), until=AS_OF)
-
-    def rows(table: pa.Table) -> list[tuple[object, ...]]:
-        return sorted(tuple(row.values()) for row in table.to_pylist())
-
-    assert rows(mine) == rows(reference)
-    assert 6 not in set(mine["account_id"].to_pylist())
-    assert 99 in set(mine["account_id"].to_pylist())
 
 
 def test_recipients(database: Database) -> None:

@@ -1,16 +1,15 @@
 """Dataset use cases: recipients, building releases, listing, showing and verifying them, build jobs.
 
-A build checks the request and the lake, reads policies, ledger head and the recipient's secret, then
-runs an engine into a staging folder while a worker thread evaluates the author facts (ledger events
-up to ``as_of`` over the lake's ``accounts/``); it writes lineage, manifest and dataset card, and
-publishes by one atomic rename while the release row is recorded (one commit). Any failure before the
-rename leaves nothing published.
+A build checks the request and the lake and reads the recipient's secret, then runs an engine into a
+staging folder while a worker thread reads the consent snapshot (ledger head, policies, and the events
+up to ``as_of`` and that head: ``datasets.snapshot``) and evaluates the author facts over the lake's
+``accounts/``; it writes lineage, manifest and dataset card, and publishes by one atomic rename while
+the release row is recorded (one commit). Any failure before the rename leaves nothing published.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import secrets
@@ -18,15 +17,13 @@ import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pyroaring import BitMap64
@@ -35,9 +32,7 @@ from sqlalchemy.orm import Session
 
 from consentry import __version__
 from consentry.consent.catalog import PURPOSES
-from consentry.consent.evaluate import EVENT_SCHEMA
-from consentry.consent.models import LedgerHead
-from consentry.consent.service import ConsentContext, load_policies
+from consentry.consent.service import ConsentContext
 from consentry.datasets import lineage, writer
 from consentry.datasets.eligibility import (
     RELEASE_CATEGORIES,
@@ -61,6 +56,8 @@ from consentry.datasets.engines import (
 )
 from consentry.datasets.manifest import MANIFEST_FORMAT, dataset_card, write_manifest
 from consentry.datasets.models import RECIPIENT_KINDS, BuildJob, LakeCheck, Recipient, Release
+from consentry.datasets.snapshot import ConsentSnapshot, read_snapshot
+from consentry.datasets.snapshot import ledger_events as ledger_events
 from consentry.datasets.transforms import PSEUDONYM_SCHEME
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, ConsentryError, IntegrityFailure, InvalidInput, NotFound
@@ -125,132 +122,7 @@ def get_recipient(session: Session, name: str) -> Recipient:
     return recipient
 
 
-# --- consent inputs ---------------------------------------------------------------------------------
-
-
-def _timestamps(values: Sequence[Any]) -> pa.Array:
-    """Database timestamps (SQLite text or naive datetimes, both UTC) as an Arrow UTC column."""
-    array = pa.array(values)
-    if pa.types.is_string(array.type) or pa.types.is_null(array.type):
-        array = array.cast(pa.string()).cast(pa.timestamp("us"))
-    return array.cast(pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC"))
-
-
-def _fetch(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Rows of a query run straight on the driver (no per-row ORM processing); ``?`` placeholders."""
-    raw: Any = session.connection().connection.dbapi_connection
-    if session.get_bind().dialect.name == "postgresql":
-        sql = sql.replace("?", "%s")
-    cursor = raw.cursor()
-    try:
-        cursor.execute(sql, tuple(params))
-        rows: list[tuple[Any, ...]] = cursor.fetchall()
-    finally:
-        cursor.close()
-    return rows
-
-
-_EVENT_CSV = pacsv.ConvertOptions(
-    column_types={
-        "account_id": pa.int64(),
-        "setting": pa.string(),
-        "value": pa.string(),
-        "recorded_at": pa.timestamp("us"),
-        "seq": pa.int64(),
-    }
-)
-
-
-def _csv_table(data: bytes, names: list[str], convert: pacsv.ConvertOptions) -> pa.Table:
-    if not data:
-        return pa.table({n: pa.array([], convert.column_types[n]) for n in names})
-    return pacsv.read_csv(
-        io.BytesIO(data), read_options=pacsv.ReadOptions(column_names=names), convert_options=convert
-    )
-
-
-def ledger_events(session: Session, *, settings: Sequence[str], until: datetime) -> pa.Table:
-    """Explicit events for ``settings`` recorded at or before ``until`` of still-mapped accounts, in
-    ``EVENT_SCHEMA``: the rows ``consent.service.events_table`` gives for those settings.
-
-    Millions of events must not become Python objects one by one: SQLite concatenates the rows into one
-    CSV text (``group_concat``) and PostgreSQL streams them with ``COPY ... TO STDOUT``; Arrow parses
-    the CSV. Every value is an identifier, a number or a timestamp, so no quoting is needed.
-    """
-    if not settings:
-        return EVENT_SCHEMA.empty_table()
-    bound = until.astimezone(UTC).replace(tzinfo=None)
-    dialect = session.get_bind().dialect.name
-    names = ["account_id", "setting", "value", "recorded_at", "seq"]
-    raw: Any = session.connection().connection.dbapi_connection
-    if dialect == "sqlite":
-        marks = ", ".join("?" for _ in settings)
-        cursor = raw.cursor()
-        try:
-            # the mapping, then the events: two plain scans joined in Arrow beat SQLite's index join
-            cursor.execute(
-                "SELECT group_concat(subject_key || ',' || account_id, char(10)) FROM consent_subjects"
-            )
-            subjects_csv = (cursor.fetchone()[0] or "").encode()
-            cursor.execute(
-                "SELECT group_concat(subject_key || ',' || setting || ',' || value || ',' || recorded_at "
-                f"|| ',' || seq, char(10)) FROM consent_events "
-                f"WHERE setting IN ({marks}) AND recorded_at <= ?",
-                (*settings, bound.strftime("%Y-%m-%d %H:%M:%S.%f")),
-            )
-            events_csv = (cursor.fetchone()[0] or "").encode()
-        finally:
-            cursor.close()
-        subjects = _csv_table(
-            subjects_csv,
-            ["subject_key", "account_id"],
-            pacsv.ConvertOptions(column_types={"subject_key": pa.string(), "account_id": pa.int64()}),
-        )
-        events = _csv_table(
-            events_csv,
-            ["subject_key", *names[1:]],
-            pacsv.ConvertOptions(column_types={"subject_key": pa.string(), **_EVENT_CSV.column_types}),
-        )
-        # subject keys are unique: a hash look-up is the inner join, without starting Acero's engine
-        position = pc.index_in(events["subject_key"], value_set=subjects["subject_key"])
-        mapped = events.filter(pc.is_valid(position))
-        table = mapped.append_column("account_id", pc.take(subjects["account_id"], pc.drop_null(position)))
-    elif dialect == "postgresql":
-        literal = ", ".join("'" + s.replace("'", "''") + "'" for s in settings)
-        query = (
-            "COPY (SELECT s.account_id, e.setting, e.value, e.recorded_at, e.seq FROM consent_events e "
-            f"JOIN consent_subjects s ON s.subject_key = e.subject_key WHERE e.setting IN ({literal}) "
-            f"AND e.recorded_at <= '{bound.isoformat(sep=' ')}') TO STDOUT WITH (FORMAT csv)"
-        )
-        buffer = io.BytesIO()
-        with raw.cursor() as cursor, cursor.copy(query) as copy:
-            for block in copy:
-                buffer.write(block)
-        table = _csv_table(buffer.getvalue(), names, _EVENT_CSV)
-    else:  # any other database: row by row
-        marks = ", ".join("?" for _ in settings)
-        rows = _fetch(
-            session,
-            "SELECT s.account_id, e.setting, e.value, e.recorded_at, e.seq FROM consent_events e "
-            "JOIN consent_subjects s ON s.subject_key = e.subject_key "
-            f"WHERE e.setting IN ({marks}) AND e.recorded_at <= ?",
-            [*settings, bound],
-        )
-        columns = list(zip(*rows, strict=True)) if rows else [()] * 5
-        table = pa.table(
-            {
-                name: _timestamps(values)
-                if name == "recorded_at"
-                else pa.array(values, _EVENT_CSV.column_types[name])
-                for name, values in zip(names, columns, strict=True)
-            }
-        )
-    table = table.set_column(
-        table.schema.get_field_index("recorded_at"),
-        "recorded_at",
-        pc.cast(table["recorded_at"], pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),
-    )
-    return table.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
+# --- the lake ---------------------------------------------------------------------------------------
 
 
 def _accounts(lake: Path) -> pa.Table:
@@ -277,9 +149,6 @@ def _accounts(lake: Path) -> pa.Table:
             ]
         )
     )
-
-
-# --- the lake ---------------------------------------------------------------------------------------
 
 
 def _lake_files(lake: Path, folder: str) -> list[str]:
@@ -357,7 +226,7 @@ class _Steps:
 class _FutureAuthors:
     """Author facts computed on the worker thread (``engines.AuthorSource``)."""
 
-    evaluated: Future[tuple[Authors, int]]
+    evaluated: Future[tuple[Authors, ConsentSnapshot]]
     names: Future[pa.Table]
 
     def ready(self) -> bool:
@@ -546,29 +415,27 @@ def build_release(
             prior, chain = _held(session, request.base, wanted)
         steps("check lake")
         lake_check = _check_lake(session, lake)
-        policies = load_policies(session)
-        head = session.execute(select(LedgerHead.seq, LedgerHead.hash).where(LedgerHead.id == 1)).one()
         kind, secret, recipient_id = target.kind, bytes.fromhex(target.secret), target.id
         recipient_name = target.name
     covering = covering_settings(ctx.catalog, kind=kind, purpose=purpose, categories=wanted)
     keys = sorted({key for keys in covering.values() for key in keys})
 
-    def consent() -> tuple[Authors, int]:
-        """The author facts; runs on a worker thread while the engine reads the records."""
-        with database.read() as reader:
-            events = ledger_events(reader, settings=keys, until=as_of)
+    def consent() -> tuple[Authors, ConsentSnapshot]:
+        """The author facts from one consent snapshot (whose head the manifest records); runs on a
+        worker thread while the engine reads the records. The events are not kept."""
+        snapshot = read_snapshot(database, settings=keys, as_of=as_of)
         facts = author_facts(
             _accounts(lake),
-            events,
+            snapshot.events,
             kind=kind,
             purpose=purpose,
             categories=wanted,
             as_of=as_of,
-            policies=policies,
+            policies=list(snapshot.policies),
             catalog=ctx.catalog,
             jurisdictions=ctx.jurisdictions,
         )
-        return facts, events.num_rows
+        return facts, replace(snapshot, events=snapshot.events.schema.empty_table())
 
     scrub = (kind == "third_party") if scrub_pii is None else scrub_pii
     release_id = _release_id(now)
@@ -602,6 +469,7 @@ def build_release(
             step=steps,
         )
         steps("manifest")
+        snapshot = evaluated.result()[1]
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sha256") as hashing:
             manifest = _finish_folder(
                 staging,
@@ -621,11 +489,11 @@ def build_release(
                         "applies_to": p.applies_to,
                         "title": p.title,
                     }
-                    for p in policies
+                    for p in snapshot.policies
                     if p.effective_at <= as_of
                 ],
-                head={"seq": int(head[0]), "hash": str(head[1])},
-                events=evaluated.result()[1],
+                head=snapshot.head,
+                events=snapshot.events_considered,
                 scrub=scrub,
                 retention=retention,
                 license=license,
