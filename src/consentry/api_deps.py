@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from consentry.auth.credentials import SESSION_COOKIE, request_token
 from consentry.auth.service import Principal, check_client, resolve_token
 from consentry.config import Settings
 from consentry.db import Database
@@ -29,12 +30,10 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
 def bearer_token(request: Request) -> str | None:
-    """The bearer token of a request (header, or the ``consentry_token`` cookie of the web pages)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return request.cookies.get("consentry_token")
+    """The bearer token of a request: its ``Authorization: Bearer`` header, else the ``consentry_token``
+    cookie of the web pages. An ``Authorization`` header that is not one bearer token is
+    ``Unauthenticated`` (401), never a fall-back to the cookie (``consentry.auth.credentials``)."""
+    return request_token(request.headers.getlist("authorization"), request.cookies.get(SESSION_COOKIE))
 
 
 def get_principal(request: Request, database: DatabaseDep) -> Principal:
@@ -42,7 +41,8 @@ def get_principal(request: Request, database: DatabaseDep) -> Principal:
     token = bearer_token(request)
     if not token:
         raise Unauthenticated(
-            "send 'Authorization: Bearer <token>' (create one with 'consentry token create')"
+            "send 'Authorization: Bearer <token>' (create one with 'consentry token create')",
+            field="Authorization",
         )
     with database.read() as session:
         return resolve_token(session, token)

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from consentry.api_deps import AdminDep, DatabaseDep
+from consentry.auth.credentials import header_token
 from consentry.db import Database, utcnow
 from consentry.errors import Unauthenticated
 from consentry.partners import service
@@ -54,13 +55,14 @@ RANGE = re.compile(r"^\s*([0-9]{0,19})\s*-\s*([0-9]{0,19})\s*$")
 def partner_key(request: Request, database: DatabaseDep) -> PartnerPrincipal:
     """The partner behind ``Authorization: Bearer <API key>``; 401 if the key is missing, unknown or
     revoked. Records the key's use (at most once a minute)."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = header_token(request.headers.getlist("authorization"))
+    if key is None:
         raise Unauthenticated(
-            "send 'Authorization: Bearer <partner API key>' (create one with 'consentry partner key create')"
+            "send 'Authorization: Bearer <partner API key>' (create one with 'consentry partner key create')",
+            field="Authorization",
         )
     with database.read() as session:
-        principal = service.authenticate(session, key=key.strip())
+        principal = service.authenticate(session, key=key)
     now = utcnow()
     if service.needs_touch(principal, now=now):
         with database.write() as session:

@@ -12,7 +12,10 @@ request made with it must also prove that it comes from a page of ours:
   authenticated it (a proxy that injects ``Authorization`` is as ambient as a cookie).
 * ``CookieCSRFMiddleware`` closes the JSON API: a non-GET request authenticated by the cookie alone (no
   ``Authorization`` header) must carry a valid ``X-CSRF-Token`` header, else 403. Requests with an
-  ``Authorization`` header are not forgeable cross-site (the header needs a CORS preflight).
+  ``Authorization: Bearer`` header are not forgeable cross-site (the header needs a CORS preflight), and
+  they are authenticated by that header, never by the cookie. Any other ``Authorization`` header
+  (``Basic``, ``Negotiate``, a bare ``Bearer``, two headers) is a 401 (``consentry.auth.credentials``),
+  so no header can switch the CSRF check off.
 * The sign-in form, before any session exists, uses a double-submit token: a random value in the
   ``consentry_signin`` cookie that the form must repeat.
 """
@@ -29,9 +32,11 @@ from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from consentry.auth.credentials import SESSION_COOKIE as SESSION_COOKIE
+from consentry.auth.credentials import header_token
 from consentry.consent.receipts import Signer
+from consentry.errors import Unauthenticated
 
-SESSION_COOKIE = "consentry_token"
 SIGNIN_COOKIE = "consentry_signin"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
@@ -83,8 +88,9 @@ def safe_next(target: str | None, default: str) -> str:
 
 class CookieCSRFMiddleware:
     """Refuse (403) state-changing requests authenticated only by the session cookie unless they carry
-    the session's ``X-CSRF-Token``. The web form routes (``FORM_PATHS``) check the token themselves,
-    because a form without script sends it in the body."""
+    the session's ``X-CSRF-Token``, and (401) those that carry the cookie with an ``Authorization``
+    header that is not one bearer token. The web form routes (``FORM_PATHS``) check the token
+    themselves, because a form without script sends it in the body."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -98,7 +104,15 @@ class CookieCSRFMiddleware:
         token = _cookie(headers.get("cookie", ""), SESSION_COOKIE)
         path: str = scope.get("path", "")
         web_form = any(path == p or path.startswith(p + "/") for p in FORM_PATHS)
-        if token is None or "authorization" in headers or web_form:
+        if token is None or web_form:
+            await self.app(scope, receive, send)
+            return
+        try:
+            presented = header_token(headers.getlist("authorization"))
+        except Unauthenticated as error:
+            await _problem(scope, receive, send, status=401, detail=error.detail, field="Authorization")
+            return
+        if presented is not None:  # authenticated by the header alone, which no other site can add
             await self.app(scope, receive, send)
             return
         if self._key is None:
@@ -106,20 +120,36 @@ class CookieCSRFMiddleware:
         if csrf_valid(self._key, token, headers.get(CSRF_HEADER)):
             await self.app(scope, receive, send)
             return
-        response = JSONResponse(
-            {
-                "type": "urn:consentry:problem:forbidden",
-                "title": "Forbidden",
-                "status": 403,
-                "detail": "a request authenticated by the session cookie must carry the session's "
-                "X-CSRF-Token header (or use 'Authorization: Bearer <token>')",
-                "instance": path,
-                "field": "X-CSRF-Token",
-            },
-            status_code=403,
-            media_type="application/problem+json",
+        detail = (
+            "a request authenticated by the session cookie must carry the session's X-CSRF-Token header "
+            "(or use 'Authorization: Bearer <token>')"
         )
-        await response(scope, receive, send)
+        await _problem(scope, receive, send, status=403, detail=detail, field="X-CSRF-Token")
+
+
+_TITLES = {401: "Unauthenticated", 403: "Forbidden"}
+
+
+async def _problem(
+    scope: Scope, receive: Receive, send: Send, *, status: int, detail: str, field: str
+) -> None:
+    """Answer with an RFC 9457 problem, as the application's error handler would (401 with
+    ``WWW-Authenticate: Bearer``)."""
+    title = _TITLES[status]
+    response = JSONResponse(
+        {
+            "type": f"urn:consentry:problem:{title.lower()}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": scope.get("path", ""),
+            "field": field,
+        },
+        status_code=status,
+        media_type="application/problem+json",
+        headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
+    )
+    await response(scope, receive, send)
 
 
 def _cookie(header: str, name: str) -> str | None:
