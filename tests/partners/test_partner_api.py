@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.responses import FileResponse
+from starlette.routing import Route
 
 from consentry.db import utcnow
 from consentry.errors import NotFound
@@ -168,6 +173,99 @@ def test_ranges_it_does_not_serve_are_ignored_and_the_whole_file_is_sent(
     for header in ("items=0-5", "bytes=0-5,10-20", "bytes=9-2", "bytes=abc", "bytes=-", "bytes=1-2-3"):
         response = client.get(files_url(world, A, entry["path"]), headers={**world.auth(A), "Range": header})
         assert response.status_code == 200 and len(response.content) == entry["bytes"], header
+
+
+def test_numbers_of_any_length_are_clamped_or_unsatisfiable_as_documented(
+    client: TestClient, world: World
+) -> None:
+    """A range end beyond the file is clamped however many digits it has; a start beyond it selects
+    nothing (416); a suffix longer than the file is the whole file (206)."""
+    entry = a_parquet_file(world)
+    data = (Path(world.releases[A].path) / entry["path"]).read_bytes()
+    size = len(data)
+    url = files_url(world, A, entry["path"])
+    huge = ["9" * 19, "1" + "0" * 19, "9" * 20, "9" * 25, "1" + "0" * 60, "9" * 5000]
+    cases: list[tuple[str, int | None, int]] = []
+    for digits in huge:
+        cases += [
+            (f"bytes=0-{digits}", 0, size - 1),
+            (f"bytes=7-{digits}", 7, size - 1),
+            (f"bytes=-{digits}", 0, size - 1),
+            (f"bytes={digits}-", None, 0),
+            (f"bytes={digits}-{digits}", None, 0),
+            (f"bytes={size}-{digits}", None, 0),
+        ]
+    cases += [
+        ("bytes=" + "0" * 30 + "5-" + "0" * 30 + "9", 5, 9),  # leading zeros are still numbers
+        ("bytes=-" + "0" * 25 + "3", size - 3, size - 1),
+        ("bytes=" + "0" * 25 + "-", 0, size - 1),
+    ]
+    for header, first, last in cases:
+        response = client.get(url, headers={**world.auth(A), "Range": header})
+        shown = header if len(header) < 80 else header[:40] + "..."
+        if first is None:
+            assert response.status_code == 416, (shown, response.status_code)
+            assert response.headers["content-range"] == f"bytes */{size}", shown
+            continue
+        assert response.status_code == 206, (shown, response.status_code)
+        assert response.headers["content-range"] == f"bytes {first}-{last}/{size}", shown
+        assert response.content == data[first : last + 1], shown
+
+
+def test_malformed_and_inverted_ranges_with_huge_numbers_send_the_whole_file(
+    client: TestClient, world: World
+) -> None:
+    entry = a_parquet_file(world)
+    url = files_url(world, A, entry["path"])
+    big = "9" * 30
+    for header in (
+        f"bytes={big}-5",  # last before first: invalid, ignored
+        f"bytes={big}1-{big}",
+        f"bytes=0-{big},5-9",
+        f"bytes={big}",
+        f"bytes=-{big}-",
+        f"bytes=0x10-{big}",
+        f"bytes=+5-{big}",
+        f"bytes=5_0-{big}",
+        "bytes=\u00b2-9",  # SUPERSCRIPT TWO: str.isdigit() says yes, int() says no
+        "bytes=0-\u00b9",
+    ):
+        raw = header.encode("latin-1")  # header bytes as sent; the server decodes them as Latin-1
+        response = client.get(url, headers={**world.auth(A), "Range": raw})  # type: ignore[dict-item]
+        assert response.status_code == 200, (header[:60], response.status_code)
+        assert len(response.content) == entry["bytes"], header[:60]
+        assert "content-range" not in response.headers
+
+
+def number(*, size: int) -> st.SearchStrategy[str]:
+    """Byte positions as a client writes them: near the file's size or huge, sometimes zero-padded."""
+    value = st.one_of(st.integers(0, size + 20), st.integers(size, 10**40))
+    return st.builds(lambda v, pad: "0" * pad + str(v), value, st.integers(0, 25))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_valid_single_ranges_agree_with_starlettes_file_response(
+    client: TestClient, world: World, data: st.DataObject
+) -> None:
+    """Starlette's ``FileResponse`` (range support written independently of ours) serving the same file
+    is the reference for every valid single range: status, ``Content-Range`` and bytes."""
+    entry = a_parquet_file(world)
+    file = Path(world.releases[A].path) / entry["path"]
+    size = entry["bytes"]
+    first = data.draw(st.one_of(st.just(""), number(size=size)), label="first")
+    last = data.draw(st.one_of(st.just(""), number(size=size)), label="last")
+    assume(first or last)
+    assume(not (first and last) or int(last) >= int(first))  # otherwise invalid (ignored, tested above)
+    header = f"bytes={first}-{last}"
+    reference = Starlette(routes=[Route("/f", lambda request: FileResponse(file))])
+    with TestClient(reference) as other:
+        expected = other.get("/f", headers={"Range": header})
+    got = client.get(files_url(world, A, entry["path"]), headers={**world.auth(A), "Range": header})
+    assert got.status_code == expected.status_code, header
+    assert got.headers.get("content-range") == expected.headers.get("content-range"), header
+    if got.status_code == 206:
+        assert got.content == expected.content, header
 
 
 def test_if_range_and_if_none_match_use_the_sha256_etag(client: TestClient, world: World) -> None:

@@ -47,7 +47,8 @@ ADMIN_TAGS: list[str | Enum] = ["partners (admin)"]
 PARTNER_TAGS: list[str | Enum] = ["partner API"]
 CHUNK = 1024 * 1024
 MAX_ID = 2**63 - 1
-RANGE = re.compile(r"^\s*([0-9]{0,19})\s*-\s*([0-9]{0,19})\s*$")
+RANGE = re.compile(r"[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*")
+"""One ``range-spec`` (RFC 9110, 14.1.1): ``a-b``, ``a-`` or ``-n``, with any number of digits."""
 
 # --- authentication -----------------------------------------------------------------------------------
 
@@ -227,28 +228,48 @@ class _Unsatisfiable(Exception):
     pass
 
 
+def _position(digits: str) -> int:
+    """A byte position of any length: its value, or ``BEYOND`` when it has more significant digits than
+    any file size (so 20+ digit numbers compare and clamp like the huge numbers they are, without
+    converting thousands of digits)."""
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) <= 18 else BEYOND
+
+
+BEYOND = 10**18
+"""Larger than any file served (about 1 EB); positions from 19 significant digits up count as this."""
+
+
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """The single byte range ``(first, last)`` a ``Range`` header asks for, ``None`` to send the whole
-    file (no header, another unit, several ranges or bad syntax: RFC 9110 lets a server ignore those),
-    or ``_Unsatisfiable``."""
+    file (no header, another unit, several ranges, bad syntax, or a last position before the first:
+    RFC 9110 lets a server ignore those), or ``_Unsatisfiable`` when it selects no byte. An end beyond
+    the file is clamped to its last byte, a suffix longer than the file is the whole file, whatever the
+    number of digits."""
     unit, _, spec = header.strip().partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
-    match = RANGE.match(spec)
+    match = RANGE.fullmatch(spec)
     if match is None or match.group(1) == match.group(2) == "":
         return None
     first, last = match.group(1), match.group(2)
     if first == "":  # a suffix: the last n bytes
-        length = int(last)
+        length = _position(last)
         if length == 0 or size == 0:
             raise _Unsatisfiable
         return max(0, size - length), size - 1
-    start = int(first)
-    if last != "" and int(last) < start:
+    start = _position(first)
+    if last != "" and _before(last, first):
         return None
     if start >= size:
         raise _Unsatisfiable
-    return start, size - 1 if last == "" else min(int(last), size - 1)
+    return start, size - 1 if last == "" else min(_position(last), size - 1)
+
+
+def _before(a: str, b: str) -> bool:
+    """Whether the number written ``a`` is smaller than the number written ``b`` (any length)."""
+    a, b = a.lstrip("0"), b.lstrip("0")
+    return (len(a), a) < (len(b), b)
 
 
 def _etags(header: str) -> set[str]:
