@@ -9,11 +9,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -304,6 +311,100 @@ def test_nothing_but_listed_files_can_be_downloaded(client: TestClient, world: W
         response = client.get(files_url(world, A, path), headers=world.auth(A))
         assert response.status_code == 404, (path, response.status_code)
         assert "has no file" in response.json()["detail"], path  # refused by the handler, not by routing
+
+
+def tricks(listed: str) -> list[str]:
+    """Spellings of a listed path (``data/posts/<name>``) that name something else, raw as sent: encoded
+    slashes make one segment of several, dot segments, backslashes, NUL, double encoding."""
+    folder, name = listed.rsplit("/", 1)
+    assert folder == "data/posts"
+    return [
+        f"data%2Fposts%2F{name}",
+        f"data%2fposts%2f{name}",
+        f"data/posts%2F{name}",
+        f"data%2Fposts/{name}",
+        f"data/posts/%2E/{name}",
+        f"data/posts/./{name}",
+        f"data/./posts/{name}",
+        f"data/posts/../posts/{name}",
+        f"data/posts/%2E%2E/posts/{name}",
+        f"data/posts/%2e%2e/posts/{name}",
+        f"data//posts/{name}",
+        f"data/posts//{name}",
+        f"data/posts/{name}/",
+        f"data/posts/{name}%00",
+        f"data/posts/{name}%00.txt",
+        f"data%5Cposts%5C{name}",
+        f"data\\posts\\{name}",
+        f"data/posts%5C{name}",
+        f"data%252Fposts%252F{name}",
+        f"data%C0%AFposts%C0%AF{name}",  # an overlong UTF-8 slash
+        f"data%EF%BC%8Fposts%EF%BC%8F{name}",  # FULLWIDTH SOLIDUS
+        f"/data/posts/{name}",
+        f"%2Fdata/posts/{name}",
+        f"./data/posts/{name}",
+    ]
+
+
+def test_encoded_slashes_and_other_path_tricks_are_404(client: TestClient, world: World) -> None:
+    listed = a_parquet_file(world)["path"]
+    assert client.get(files_url(world, A, listed), headers=world.auth(A)).status_code == 200
+    for path in tricks(listed):
+        if "/./" in path or "/../" in path or path.startswith("./"):
+            continue  # the test client removes dot segments before sending; see the live test below
+        response = client.get(files_url(world, A, path), headers=world.auth(A))
+        assert response.status_code == 404, (path, response.status_code)
+        assert response.headers["content-type"] == "application/problem+json", path
+
+
+def raw_get(port: int, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """``GET target`` sent byte for byte (no client-side normalisation) to 127.0.0.1:port."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        lines = [f"GET {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[int]:
+    """The application served by uvicorn on a loopback port (on a thread); yields the port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="partner-files-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_path_tricks_sent_raw_to_a_real_server_are_404(app: FastAPI, world: World) -> None:
+    """The same spellings byte for byte to uvicorn, which decodes the path before routing."""
+    entry = a_parquet_file(world)
+    data = (Path(world.releases[A].path) / entry["path"]).read_bytes()
+    base = files_url(world, A)
+    with served(app) as port:
+        status, body = raw_get(port, f"{base}/{entry['path']}", world.auth(A))
+        assert status == 200 and body == data
+        # an unreserved letter percent-encoded is the same letter (RFC 3986, 2.3): the same file
+        encoded = entry["path"].replace("posts", "p%6Fsts")
+        assert raw_get(port, f"{base}/{encoded}", world.auth(A)) == (200, data)
+        for path in tricks(entry["path"]):
+            status, body = raw_get(port, f"{base}/{path}", world.auth(A))
+            assert status == 404, (path, status)
+            assert b"PAR1" not in body, path
 
 
 def test_a_listed_path_resolving_outside_the_release_is_not_served(world: World, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path as FilePath
 from typing import Annotated
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -21,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from consentry.api_deps import AdminDep, DatabaseDep
 from consentry.auth.credentials import header_token
 from consentry.db import Database, utcnow
-from consentry.errors import Unauthenticated
+from consentry.errors import NotFound, Unauthenticated
 from consentry.partners import service
 from consentry.partners.schemas import (
     AckCreate,
@@ -291,6 +292,22 @@ def _chunks(path: FilePath, start: int, length: int) -> Iterator[bytes]:
 FILE_PATH = "/v1/partner/releases/{release_id}/files/{path:path}"
 
 
+def _plain_path(request: Request, path: str) -> bool:
+    """Whether the file path was sent as plain segments: each raw segment decodes to exactly one of
+    ``path`` (so no ``%2F`` made one segment of several), and none is empty, ``.``, ``..`` or holds a
+    backslash or a control character. The router sees the path only after the server decoded it, so
+    this reads the raw path; percent-encoded ordinary characters (``p%6Fsts``) are the same characters
+    (RFC 3986, 2.3) and pass."""
+    segments = path.split("/")
+    if any(s in ("", ".", "..") or "\\" in s or any(ord(c) < 32 or c == "\x7f" for c in s) for s in segments):
+        return False
+    raw: bytes | None = request.scope.get("raw_path")
+    if raw is None:  # a server that gives no raw path: the decoded one is all there is
+        return True
+    sent = raw.decode("latin-1").split("/")[-len(segments) :]
+    return [unquote(s) for s in sent] == segments
+
+
 @router.head(FILE_PATH, tags=PARTNER_TAGS, operation_id="partner_file_head")
 @router.get(FILE_PATH, tags=PARTNER_TAGS, operation_id="partner_file_download")
 def download(
@@ -305,6 +322,8 @@ def download(
     with database.read() as session:
         release = service.partner_release(session, recipient_id=partner.recipient_id, release_id=release_id)
         manifest, data = service.load_manifest(release)
+        if not _plain_path(request, path):
+            raise NotFound(f"release {release.id} has no file {path!r}", field="path")
         served = service.release_file(release, manifest, data, path=path)
     etag = f'"{served.sha256}"'
     headers = {
