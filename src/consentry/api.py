@@ -23,8 +23,8 @@ from consentry import __version__
 from consentry.config import Settings, get_settings
 from consentry.consent.service import ConsentContext
 from consentry.consent.writer import ConsentWriter
-from consentry.db import Database
-from consentry.errors import ConsentryError, PayloadTooLarge
+from consentry.db import Database, unreachable
+from consentry.errors import ConsentryError, PayloadTooLarge, Unavailable
 from consentry.partners.revocations import warm as warm_lineage
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     if error.status >= 500:
         log.error("%s on %s: %s", error.__class__.__name__, request.url.path, error.detail)
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    if isinstance(error, Unavailable):
+        headers = {"Retry-After": str(error.retry_after)}
     return problem(
         request,
         status=error.status,
@@ -101,6 +103,9 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    if unreachable(error):  # an outage, not a bug: say so, and when to try again
+        log.warning("database unreachable on %s: %s", request.url.path, error.__class__.__name__)
+        return await _domain_error(request, Unavailable("the database is unreachable; try again shortly"))
     log.exception("unexpected error on %s", request.url.path)
     return problem(request, status=500, title="Internal error", detail="an unexpected error occurred")
 

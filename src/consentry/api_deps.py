@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from consentry.auth.credentials import SESSION_COOKIE, request_token
-from consentry.auth.service import Principal, check_client, resolve_token
+from consentry.auth.service import Principal, RecentTokens, check_client, resolve_token
 from consentry.config import Settings
-from consentry.db import Database
-from consentry.errors import Forbidden, Unauthenticated
+from consentry.db import Database, unreachable, utcnow
+from consentry.errors import Forbidden, Unauthenticated, Unavailable
 
 
 def get_database(request: Request) -> Database:
@@ -36,16 +37,38 @@ def bearer_token(request: Request) -> str | None:
     return request_token(request.headers.getlist("authorization"), request.cookies.get(SESSION_COOKIE))
 
 
+def recent_tokens(request: Request) -> RecentTokens:
+    """The application's memory of recently verified tokens (created on first use)."""
+    recent: RecentTokens | None = getattr(request.app.state, "recent_tokens", None)
+    if recent is None:
+        recent = request.app.state.recent_tokens = RecentTokens()
+    return recent
+
+
 def get_principal(request: Request, database: DatabaseDep) -> Principal:
-    """The authenticated caller; 401 without a valid bearer token."""
+    """The authenticated caller; 401 without a valid bearer token, 503 (``Retry-After``) when the
+    database that would verify it cannot be reached."""
     token = bearer_token(request)
     if not token:
         raise Unauthenticated(
             "send 'Authorization: Bearer <token>' (create one with 'consentry token create')",
             field="Authorization",
         )
-    with database.read() as session:
-        return resolve_token(session, token)
+    recent = recent_tokens(request)
+    try:
+        with database.read() as session:
+            principal = resolve_token(session, token)
+    except Unauthenticated:
+        recent.forget(token)
+        raise
+    except Exception as error:
+        if not unreachable(error):
+            raise
+        raise Unavailable(
+            "the database is unreachable, so the token cannot be verified; try again shortly"
+        ) from error
+    recent.remember(token, principal, at=utcnow())
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -77,6 +100,25 @@ def require_account(request: Request, principal: PrincipalDep) -> Principal:
 
 
 AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def require_admin_in_outage(request: Request, database: DatabaseDep, settings: SettingsDep) -> Principal:
+    """An operator, as ``AdminDep``; but while the database is unreachable, a token this process
+    verified within ``token_grace_seconds`` still counts (503 for any other). Only for routes whose
+    answer during an outage grants nothing (eligibility: ``allowed: []``)."""
+    try:
+        principal = get_principal(request, database)
+    except Unavailable:
+        token = bearer_token(request)
+        grace = timedelta(seconds=settings.token_grace_seconds)
+        known = recent_tokens(request).recall(token or "", now=utcnow(), max_age=grace)
+        if known is None:
+            raise
+        principal = known
+    return require_admin(principal)
+
+
+AdminInOutageDep = Annotated[Principal, Depends(require_admin_in_outage)]
 AccountDep = Annotated[Principal, Depends(require_account)]
 
 

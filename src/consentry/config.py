@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(
         default=10, gt=0, le=300, description="Time limit of one webhook request, connection included."
     )
+    token_grace_seconds: float = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        description="During a database outage, eligibility still accepts tokens verified this recently.",
+    )
     worker_concurrency: int = Field(
         default=16, ge=1, le=1024, description="Webhook requests the worker keeps in flight at once."
     )

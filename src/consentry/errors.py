@@ -11,6 +11,7 @@ message and exits non-zero. Nothing here knows about HTTP beyond the status numb
     ├── Conflict                   409  the request clashes with the current state
     ├── Unauthenticated            401  missing, unknown or revoked credentials
     ├── Forbidden                  403  authenticated but not allowed
+    ├── Unavailable                503  a service it needs (the database) cannot be reached; retry later
     └── IntegrityFailure           500  the ledger or a stored artefact fails verification
 """
 
@@ -76,6 +77,18 @@ class Forbidden(ConsentryError):
 
     status = 403
     title = "Forbidden"
+
+
+class Unavailable(ConsentryError):
+    """A service the request needs (the database) cannot be reached now; ``retry_after`` is how many
+    seconds to wait before trying again (the ``Retry-After`` header). Nothing was changed."""
+
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 5, field: str | None = None) -> None:
+        super().__init__(detail, field=field)
+        self.retry_after = retry_after
 
 
 class IntegrityFailure(ConsentryError):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -107,3 +109,40 @@ def revoke_tokens(session: Session, *, account_id: int) -> int:
     for row in rows:
         row.revoked_at = now
     return len(rows)
+
+
+class RecentTokens:
+    """Tokens this process verified against the database recently, for use while it is unreachable.
+
+    ``remember`` after every successful verification, ``forget`` when one fails; ``recall`` gives the
+    principal of a token verified at most ``max_age`` ago. Keyed by the token's SHA-256 (the token itself
+    is never kept), bounded to ``size`` entries (the least recently verified go first), thread-safe. Only
+    routes whose answer during an outage grants nothing (eligibility answers ``allowed: []``) consult it:
+    it lets them say "nothing, because of the outage" rather than "who are you?"."""
+
+    def __init__(self, *, size: int = 10_000) -> None:
+        self.size = size
+        self._seen: OrderedDict[str, tuple[Principal, datetime]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, token: str, principal: Principal, *, at: datetime) -> None:
+        """``token`` was verified at ``at`` and stands for ``principal``."""
+        key = hash_token(token)
+        with self._lock:
+            self._seen[key] = (principal, at)
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+
+    def forget(self, token: str) -> None:
+        """``token`` failed verification (unknown, expired, revoked): never recall it."""
+        with self._lock:
+            self._seen.pop(hash_token(token), None)
+
+    def recall(self, token: str, *, now: datetime, max_age: timedelta) -> Principal | None:
+        """The principal of ``token`` if it was verified within ``max_age`` before ``now``, else ``None``."""
+        with self._lock:
+            found = self._seen.get(hash_token(token))
+        if found is None or not timedelta(0) <= now - found[1] <= max_age:
+            return None
+        return found[0]

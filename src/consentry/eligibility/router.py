@@ -17,9 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from consentry.api_deps import AdminDep, DatabaseDep
+from consentry.api_deps import AdminInOutageDep, DatabaseDep
 from consentry.consent.service import ConsentContext
-from consentry.db import Database
+from consentry.db import Database, unreachable, utcnow
 from consentry.eligibility import service
 from consentry.eligibility.schemas import EligibilityIn, EligibilityOut
 
@@ -36,14 +36,26 @@ _BODY = {
 }
 
 
-@router.post("/v1/eligibility", response_model=EligibilityOut, openapi_extra=_BODY)
-async def eligibility(request: Request, principal: AdminDep, database: DatabaseDep) -> Response:
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "The database is unreachable and the token was not verified recently enough to "
+        "be accepted without it (``Retry-After`` says when to try again). Nobody is allowed.",
+        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+        "content": {"application/problem+json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+@router.post("/v1/eligibility", response_model=EligibilityOut, openapi_extra=_BODY, responses=_UNAVAILABLE)
+async def eligibility(request: Request, principal: AdminInOutageDep, database: DatabaseDep) -> Response:
     """The accounts among ``account_ids`` (at most 10,000) that allow the use now, distinct and ascending.
 
     Name a ``setting``, or a ``purpose`` and a ``recipient`` (a registered recipient or ``first_party`` /
     ``third_party``; ``category`` defaults to posts): every catalog setting covering them must allow.
-    Unknown ids are not allowed; if evaluation fails, none is (``error`` says so). Needs an admin token:
-    this is the platform's own (first-party) service interface."""
+    Unknown ids are not allowed; if evaluation fails, none is (``error`` says so): during a database
+    outage the answer is 200 with ``allowed: []`` and ``error`` for an admin token this process verified
+    within ``CONSENTRY_TOKEN_GRACE_SECONDS``, and 503 with ``Retry-After`` for any other. Needs an admin
+    token: this is the platform's own (first-party) service interface."""
     raw = await request.body()
     try:
         body = EligibilityIn.model_validate_json(raw or b"null")
@@ -56,8 +68,13 @@ async def eligibility(request: Request, principal: AdminDep, database: DatabaseD
 
 
 def _answer(database: Database, ctx: ConsentContext, body: EligibilityIn) -> dict[str, Any]:
-    keys = _settings(database, ctx, body)
     ids = np.fromiter(body.account_ids, dtype=np.int64, count=len(body.account_ids))
+    try:
+        keys = _settings(database, ctx, body)
+    except Exception as error:  # the recipient cannot be looked up: nobody is allowed
+        if not unreachable(error):
+            raise
+        return _nobody(ids, error)
     outcome = service.check_ids(
         database, ids=ids, settings=keys, catalog=ctx.catalog, jurisdictions=ctx.jurisdictions
     )
@@ -68,6 +85,18 @@ def _answer(database: Database, ctx: ConsentContext, body: EligibilityIn) -> dic
         "ledger_seq": outcome.ledger_seq,
         "asked": int(ids.size),
         "error": outcome.error,
+    }
+
+
+def _nobody(ids: np.ndarray, error: Exception) -> dict[str, Any]:
+    """The answer when the settings asked for cannot even be resolved (the database is unreachable)."""
+    return {
+        "allowed": [],
+        "as_of": utcnow(),
+        "settings": [],
+        "ledger_seq": None,
+        "asked": int(ids.size),
+        "error": error.__class__.__name__,
     }
 
 
