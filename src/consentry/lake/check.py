@@ -1,9 +1,12 @@
 """The lake validator: every way a lake breaks the data contract, each with a count and examples.
 
-Schemas are read from the Parquet footers (no data); values are checked by DuckDB straight from the
-files, so a ten-million-post lake never becomes Python objects. Checks that depend on a broken column
-(missing, or of the wrong type in any file) are skipped for that column: fix the type first, then the
-values are checked. Extra columns and extra folders are allowed.
+A lake is a folder of Parquet folders, or Iceberg or Delta tables at a snapshot (``lake.source``); each
+table comes down to its Parquet data files. Schemas are read from the Parquet footers (no data), and for
+Iceberg and Delta from the table's own schema too, mapped to Arrow types (Iceberg ``timestamptz`` is
+``timestamp[us, UTC]``; its 32-bit ``int`` stands for ``int16``, whose values must then fit). Values are
+checked by DuckDB straight from the files, so a ten-million-post lake never becomes Python objects.
+Checks that depend on a broken column (missing, or of the wrong type in any file) are skipped for that
+column: fix the type first, then the values are checked. Extra columns and extra tables are allowed.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from consentry.errors import NotFound
 from consentry.lake import schema
+from consentry.lake.source import Lake, LakeSpec, TableSnapshot, as_lake, parquet_files
 
 ViolationKind = Literal[
     "missing_folder",
+    "missing_table",
+    "unsupported_table",
     "no_files",
     "unreadable",
     "missing_column",
@@ -50,9 +55,10 @@ class Violation:
 
 @dataclass(frozen=True)
 class LakeReport:
-    """The outcome of ``check_lake``: violations in contract order, and rows and files per folder."""
+    """The outcome of ``check_lake``: violations in contract order, and rows and files per table;
+    ``lake`` describes what was checked (the folder, or the tables and their snapshots)."""
 
-    path: Path
+    lake: str
     violations: tuple[Violation, ...]
     rows: dict[str, int] = field(default_factory=dict)
     files: dict[str, int] = field(default_factory=dict)
@@ -75,24 +81,19 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _parquet_files(directory: Path) -> list[Path]:
-    """Parquet files under ``directory``, skipping hidden and ``_``-prefixed names (``_SUCCESS``, ...)."""
-    found = []
-    for path in directory.rglob("*.parquet"):
-        parts = path.relative_to(directory).parts
-        if not any(part.startswith((".", "_")) for part in parts):
-            found.append(path)
-    return sorted(found)
+_parquet_files = parquet_files  # the name other modules import
+INT16 = (-(2**15), 2**15 - 1)
 
 
 class _Checker:
-    def __init__(self, root: Path, settings: Collection[str]) -> None:
-        self.root = root
+    def __init__(self, lake: Lake, settings: Collection[str]) -> None:
+        self.lake = lake
         self.allowed = {("consent_events", "setting"): frozenset(settings)}
         self.violations: list[Violation] = []
         self.rows: dict[str, int] = {}
         self.files: dict[str, int] = {}
         self.valid: dict[str, set[str]] = {}  # folder -> columns present with the right type everywhere
+        self.widened: set[tuple[str, str]] = set()  # int16 columns stored wider: values checked to fit
         self.connection = duckdb.connect(":memory:")
         self.connection.execute("SET preserve_insertion_order = false")
 
@@ -118,37 +119,32 @@ class _Checker:
     # --- structure ---------------------------------------------------------------------------------
 
     def load(self, folder: schema.Folder) -> None:
-        """Check files and column types of one folder and expose its valid columns as a view."""
-        directory = self.root / folder.name
-        if not directory.is_dir():
-            self.add(
-                folder.name,
-                None,
-                "missing_folder",
-                1,
-                [f"{folder.name}/"],
-                f"folder {folder.name}/ is missing",
-            )
+        """Check files and column types of one table and expose its valid columns as a view."""
+        problem = self.lake.problems.get(folder.name)
+        if problem is not None:
+            self.add(folder.name, None, problem.kind, 1, [problem.example], problem.message)
             return
-        files = _parquet_files(directory)
-        self.files[folder.name] = len(files)
-        if not files:
+        table = self.lake.tables[folder.name]
+        self.files[folder.name] = len(table.files)
+        if not table.files:
+            where = f"{folder.name}/" if table.schema is None else f"table {folder.name}"
             self.add(
                 folder.name,
                 None,
                 "no_files",
                 1,
-                [f"{folder.name}/"],
-                f"{folder.name}/ holds no Parquet file (an empty table is a file with zero rows)",
+                [f"{folder.name}/" if table.schema is None else folder.name],
+                f"{where} holds no Parquet file (an empty table is a file with zero rows)",
             )
             return
-        schemas: dict[Path, pa.Schema] = {}
+        declared = self.declared(folder, table)
+        schemas: dict[str, pa.Schema] = {}
         unreadable: list[str] = []
-        for path in files:
+        for path in table.files:
             try:
                 schemas[path] = pq.read_schema(path)
             except (pa.ArrowException, OSError):
-                unreadable.append(self.relative(path))
+                unreadable.append(table.show(path))
         if unreadable:
             self.add(
                 folder.name,
@@ -162,14 +158,13 @@ class _Checker:
             return
         valid = set()
         for column in folder.columns:
-            missing = [
-                self.relative(path) for path, found in schemas.items() if column.name not in found.names
-            ]
+            if column.name not in declared:
+                continue
+            missing = [table.show(path) for path, found in schemas.items() if column.name not in found.names]
             wrong = [
-                f"{self.relative(path)}: {schema.describe_type(found.field(column.name).type)}"
+                f"{table.show(path)}: {schema.describe_type(found.field(column.name).type)}"
                 for path, found in schemas.items()
-                if column.name in found.names
-                and not schema.type_matches(column.type, found.field(column.name).type)
+                if column.name in found.names and not self.lake.accepts(column, found.field(column.name).type)
             ]
             if missing:
                 self.add(
@@ -192,7 +187,12 @@ class _Checker:
                 )
             if not missing and not wrong:
                 valid.add(column.name)
-        file_list = ", ".join(_literal(str(path)) for path in schemas)
+                if any(
+                    not schema.type_matches(column.type, found.field(column.name).type)
+                    for found in schemas.values()
+                ):
+                    self.widened.add((folder.name, column.name))
+        file_list = ", ".join(_literal(path) for path in schemas)
         columns = ", ".join(_quote(name) for name in folder.column_names if name in valid) or "NULL AS _none"
         try:
             self.connection.execute(
@@ -207,8 +207,36 @@ class _Checker:
             return
         self.valid[folder.name] = valid
 
-    def relative(self, path: Path) -> str:
-        return str(path.relative_to(self.root))
+    def declared(self, folder: schema.Folder, table: TableSnapshot) -> set[str]:
+        """The contract columns the table's own schema (Iceberg, Delta) declares with a fitting type;
+        every column for a folder, which has no schema but its files'."""
+        if table.schema is None:
+            return set(folder.column_names)
+        good = set()
+        for column in folder.columns:
+            if column.name not in table.schema.names:
+                self.add(
+                    folder.name,
+                    column.name,
+                    "missing_column",
+                    1,
+                    ["table schema"],
+                    f"column {column.name} is missing from the table schema",
+                )
+            elif not self.lake.accepts(column, table.schema.field(column.name).type):
+                actual = schema.describe_type(table.schema.field(column.name).type)
+                self.add(
+                    folder.name,
+                    column.name,
+                    "wrong_type",
+                    1,
+                    [f"table schema: {actual}"],
+                    f"column {column.name} should be {schema.describe_type(column.type)} in the table "
+                    f"schema, not {actual}",
+                )
+            else:
+                good.add(column.name)
+        return good
 
     # --- values ------------------------------------------------------------------------------------
 
@@ -222,6 +250,9 @@ class _Checker:
             name = _quote(column.name)
             if not column.nullable:
                 checks.append((f"{name} IS NULL", "null_value", column))
+            if (folder.name, column.name) in self.widened:
+                low, high = INT16
+                checks.append((f"{name} NOT BETWEEN {low} AND {high}", "invalid_value", column))
             allowed = self.allowed.get((folder.name, column.name), column.allowed)
             if allowed is not None:
                 listed = ", ".join(_literal(value) for value in sorted(allowed)) or "NULL"
@@ -252,7 +283,8 @@ class _Checker:
                     f"SELECT DISTINCT {_quote(column.name)} FROM {table} WHERE {condition} "
                     f"ORDER BY 1 LIMIT {EXAMPLES}"
                 )
-                message = f"{column.name} is outside the allowed values in {count:,} row(s)"
+                outside = "int16 range" if (folder.name, column.name) in self.widened else "allowed values"
+                message = f"{column.name} is outside the {outside} in {count:,} row(s)"
             self.add(folder.name, column.name, kind, int(count), examples, message)
 
     def duplicates(self, folder: schema.Folder) -> None:
@@ -314,16 +346,15 @@ class _Checker:
             )
 
 
-def check_lake(path: Path, *, settings: Collection[str] | None = None) -> LakeReport:
-    """Check the lake at ``path`` against the data contract and report every violation.
+def check_lake(lake: Path | str | LakeSpec | Lake, *, settings: Collection[str] | None = None) -> LakeReport:
+    """Check a lake against the data contract and report every violation.
 
-    ``settings`` replaces the setting keys accepted in ``consent_events.setting`` (default: the shipped
-    catalog). Raises ``NotFound`` when ``path`` is not a folder.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise NotFound(f"no lake folder at {root}", field="path")
-    checker = _Checker(root, schema.SETTING_KEYS if settings is None else settings)
+    ``lake`` is a folder of Parquet folders, a ``LakeSpec`` (Iceberg or Delta tables at a snapshot) or
+    an opened ``Lake``. ``settings`` replaces the setting keys accepted in ``consent_events.setting``
+    (default: the shipped catalog). Raises ``NotFound`` when the folder, catalog or namespace does not
+    exist, ``InvalidInput`` when a named snapshot does not."""
+    opened = as_lake(lake)
+    checker = _Checker(opened, schema.SETTING_KEYS if settings is None else settings)
     try:
         for folder in schema.FOLDERS:
             checker.load(folder)
@@ -341,5 +372,8 @@ def check_lake(path: Path, *, settings: Collection[str] | None = None) -> LakeRe
     order = {folder.name: number for number, folder in enumerate(schema.FOLDERS)}
     violations = sorted(checker.violations, key=lambda violation: order[violation.folder])
     return LakeReport(
-        path=root, violations=tuple(violations), rows=dict(checker.rows), files=dict(checker.files)
+        lake=opened.describe(),
+        violations=tuple(violations),
+        rows=dict(checker.rows),
+        files=dict(checker.files),
     )

@@ -6,6 +6,7 @@ stays fast.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,8 +18,64 @@ from consentry.errors import ConsentryError
 
 if TYPE_CHECKING:
     from consentry.lake.check import LakeReport
+    from consentry.lake.source import LakeSpec
 
-app = typer.Typer(help="Check a Parquet lake against the data contract.", no_args_is_help=True)
+app = typer.Typer(help="Check a lake against the data contract.", no_args_is_help=True)
+
+# The options naming a lake, shared by every command that reads one (``lake check``, ``dataset build``).
+LakeFormatOption = Annotated[
+    str, typer.Option("--lake-format", help="parquet (folders, default), iceberg or delta.")
+]
+CatalogOption = Annotated[
+    str | None,
+    typer.Option(
+        "--catalog", help="Iceberg: SQL catalog URI (sqlite:///catalog.db, postgresql+psycopg://...)."
+    ),
+]
+CatalogNameOption = Annotated[
+    str | None, typer.Option("--catalog-name", help="Iceberg: the catalog's name in that database (default).")
+]
+NamespaceOption = Annotated[
+    str | None, typer.Option("--namespace", help="Iceberg: the namespace holding accounts, posts, ...")
+]
+SnapshotOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--snapshot",
+        help="REF or TABLE=REF: Iceberg snapshot id, tag or branch; Delta version. Repeatable.",
+    ),
+]
+SnapshotAtOption = Annotated[
+    str | None,
+    typer.Option("--snapshot-at", help="Iceberg/Delta: each table as it was at this time (ISO 8601)."),
+]
+
+
+def spec_from_options(
+    *,
+    lake: str | Path | None,
+    lake_format: str,
+    catalog: str | None,
+    catalog_name: str | None,
+    namespace: str | None,
+    snapshot: list[str] | None,
+    snapshot_at: str | None,
+) -> LakeSpec:
+    """The lake named by the shared options (``InvalidInput`` naming the option at fault)."""
+    from consentry.consent.cli import parse_time
+    from consentry.lake.source import lake_spec
+
+    at: datetime | None = parse_time(snapshot_at, field="snapshot_at") if snapshot_at else None
+    return lake_spec(
+        lake=lake,
+        format=lake_format,
+        catalog=catalog,
+        catalog_name=catalog_name,
+        namespace=namespace,
+        snapshot=snapshot or [],
+        snapshot_at=at,
+    )
+
 
 EXIT_VIOLATIONS = 1
 EXIT_ERROR = 2
@@ -35,7 +92,7 @@ def _fail(console: Console, error: ConsentryError) -> typer.Exit:
 
 
 def _report_table(report: LakeReport) -> Table:
-    table = Table(title=f"Contract violations in {report.path}", title_justify="left")
+    table = Table(title=f"Contract violations in {report.lake}", title_justify="left")
     for name, style in (("folder", "cyan"), ("column", "cyan"), ("problem", "bold"), ("count", None)):
         table.add_column(name, style=style, justify="right" if name == "count" else "left")
     table.add_column("examples", overflow="fold")
@@ -54,25 +111,52 @@ def _report_table(report: LakeReport) -> Table:
 
 @app.command("check")
 def check(
-    directory: Annotated[Path, typer.Argument(help="The lake: a folder holding accounts/, posts/, ...")],
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="The lake folder (accounts/, posts/, ...), or the root of its Delta tables."),
+    ] = None,
+    lake_format: LakeFormatOption = "parquet",
+    catalog: CatalogOption = None,
+    catalog_name: CatalogNameOption = None,
+    namespace: NamespaceOption = None,
+    snapshot: SnapshotOption = None,
+    snapshot_at: SnapshotAtOption = None,
 ) -> None:
-    """Report every violation of the data contract; exit 1 if there is any, 2 if DIR is missing."""
+    """Report every violation of the data contract; exit 1 if there is any, 2 if the lake is missing."""
     from consentry.lake.check import check_lake
+    from consentry.lake.source import open_lake
 
     console = Console()
     try:
-        report = check_lake(directory)
+        lake = open_lake(
+            spec_from_options(
+                lake=directory,
+                lake_format=lake_format,
+                catalog=catalog,
+                catalog_name=catalog_name,
+                namespace=namespace,
+                snapshot=snapshot,
+                snapshot_at=snapshot_at,
+            )
+        )
+        report = check_lake(lake)
     except ConsentryError as error:
         raise _fail(console, error) from None
     rows = ", ".join(f"{folder} {count:,}" for folder, count in report.rows.items())
     if report.ok:
         console.print(
-            f"[green]✓[/green] {directory} satisfies the data contract ({rows} rows).", highlight=False
+            f"[green]✓[/green] {report.lake} satisfies the data contract ({rows} rows).", highlight=False
         )
+        if lake.format != "parquet":
+            read = ", ".join(
+                f"{name} {', '.join(f'{k} {v}' for k, v in table.version.items() if k != 'committed_at')}"
+                for name, table in lake.tables.items()
+            )
+            console.print(f"snapshots read: {read}", highlight=False)
         return
     console.print(_report_table(report))
     console.print(
-        f"[red]✗[/red] {len(report.violations):,} violation(s) of the data contract in {directory}.",
+        f"[red]✗[/red] {len(report.violations):,} violation(s) of the data contract in {report.lake}.",
         highlight=False,
     )
     raise typer.Exit(code=EXIT_VIOLATIONS)
