@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=16, ge=1, le=1024, description="Webhook requests the worker keeps in flight at once."
     )
+    spark_master: str | None = Field(
+        default=None,
+        description="Where builds with the Spark engine run: local[N] (default local[*]), spark://host:port "
+        "(standalone cluster), sc://host:port (Spark Connect), yarn or k8s://...",
+    )
 
     transparency_origin: str | None = Field(
         default=None,

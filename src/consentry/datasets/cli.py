@@ -17,6 +17,15 @@ from consentry.cli_support import cli_errors, console, fail, open_database
 from consentry.config import get_settings
 from consentry.consent.cli import parse_time
 from consentry.errors import InvalidInput
+from consentry.lake.cli import (
+    CatalogNameOption,
+    CatalogOption,
+    LakeFormatOption,
+    NamespaceOption,
+    SnapshotAtOption,
+    SnapshotOption,
+    spec_from_options,
+)
 
 recipient_app = typer.Typer(help="Recipients of dataset releases.", no_args_is_help=True)
 dataset_app = typer.Typer(
@@ -83,8 +92,17 @@ def recipient_list() -> None:
 @cli_errors
 def dataset_build(
     recipient: Annotated[str, typer.Option(help="Recipient name.")],
-    lake: Annotated[Path, typer.Option(help="The lake folder (accounts/, posts/, ...).")],
     out: Annotated[Path, typer.Option(help="New (or empty) folder for the release.")],
+    lake: Annotated[
+        Path | None,
+        typer.Option(help="The lake folder (accounts/, posts/, ...), or the root of its Delta tables."),
+    ] = None,
+    lake_format: LakeFormatOption = "parquet",
+    catalog: CatalogOption = None,
+    catalog_name: CatalogNameOption = None,
+    namespace: NamespaceOption = None,
+    snapshot: SnapshotOption = None,
+    snapshot_at: SnapshotAtOption = None,
     purpose: Annotated[str, typer.Option(help="train-ai, ai-input, ai-train or search.")] = "train-ai",
     categories: Annotated[
         str, typer.Option(help="Comma-separated: posts, assistant_interactions.")
@@ -110,6 +128,14 @@ def dataset_build(
         list[str] | None,
         typer.Option("--engine-option", help="KEY=VALUE (DuckDB memory_limit/threads, spark.*); repeatable."),
     ] = None,
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            "--spark-master",
+            help="Spark engine: local[N], spark://host:port, sc://host:port (Spark Connect); "
+            "default CONSENTRY_SPARK_MASTER, else local[*].",
+        ),
+    ] = None,
 ) -> None:
     """Build and publish a consent-enforced release; prints what was included and excluded."""
     from rich.progress import (
@@ -132,6 +158,17 @@ def dataset_build(
         retention_days[key] = int(value)
     retention = Retention(retention_days)
     settings = get_settings()
+    source = spec_from_options(
+        lake=lake,
+        lake_format=lake_format,
+        catalog=catalog,
+        catalog_name=catalog_name,
+        namespace=namespace,
+        snapshot=snapshot,
+        snapshot_at=snapshot_at,
+    )
+    if engine == "spark" and spark_master is None:
+        spark_master = settings.spark_master
     ctx = ConsentContext.from_settings(settings)
     database = open_database(settings)
     bar = Progress(
@@ -157,7 +194,7 @@ def dataset_build(
             recipient=recipient,
             purpose=purpose,
             categories=_split(categories),
-            lake=lake,
+            lake=source,
             out=out,
             as_of=_time(as_of, "as_of"),
             since=_time(since, "since"),
@@ -168,6 +205,7 @@ def dataset_build(
             retention=retention,
             license=license,
             engine_options=_pairs(engine_option, "engine_option"),
+            spark_master=spark_master,
             progress=progress,
             block_when_overdue=settings.block_releases_when_overdue,
         )
@@ -189,6 +227,13 @@ def _print_summary(manifest: dict[str, Any]) -> None:
     for reason in REASONS:
         table.add_row(f"excluded: {reason}", *(f"{excluded[c].get(reason, 0):,}" for c in rows))
     console.print(table)
+    lake = manifest.get("lake") or {}
+    if lake.get("format") in ("iceberg", "delta"):
+        read = ", ".join(
+            f"{name} {table.get('snapshot_id', table.get('version'))}"
+            for name, table in lake.get("tables", {}).items()
+        )
+        console.print(f"{lake['format']} lake read at: {read}", highlight=False)
     incremental = manifest.get("incremental") or {}
     if incremental.get("since_release"):
         removals = incremental.get("removals", {})

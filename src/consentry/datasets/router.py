@@ -23,6 +23,7 @@ from consentry.datasets.schemas import (
     ReleaseOut,
     VerifyOut,
 )
+from consentry.lake.source import lake_spec
 
 router = APIRouter()
 TAGS: list[str | Enum] = ["datasets"]
@@ -71,9 +72,21 @@ def start_build(
     (with ``error``)."""
     Retention(dict(body.retention_days))
     params = body.model_dump(mode="json")
-    for key in ("as_of", "since", "until"):
+    for key in ("as_of", "since", "until", "snapshot_at"):
         value = _utc(getattr(body, key))
         params[key] = value.isoformat() if value else None
+    lake = lake_spec(
+        lake=body.lake,
+        format=body.lake_format,
+        catalog=body.catalog,
+        catalog_name=body.catalog_name,
+        namespace=body.namespace,
+        snapshot=body.snapshot,
+        snapshot_at=_utc(body.snapshot_at),
+    )
+    params.update(lake.to_params())
+    spark_master = body.spark_master or (settings.spark_master if body.engine == "spark" else None)
+    params["spark_master"] = spark_master
     with database.write() as session:
         job = service.create_job(session, params=params, created_by=f"admin token {principal.token_id}")
         out = Path(body.out) if body.out else settings.home / "releases" / f"job-{job.id}"
@@ -90,6 +103,7 @@ def start_build(
             engine=body.engine,
             since_release=body.since_release,
             block_when_overdue=settings.block_releases_when_overdue,
+            spark_master=spark_master,
         )
         created = BuildJobOut.model_validate(job)
     ctx: ConsentContext = request.app.state.consent

@@ -43,12 +43,28 @@ class BuildCreate(BaseModel):
     recipient: str
     purpose: str = Field(examples=["train-ai"])
     categories: list[str] = Field(min_length=1, examples=[["posts"]])
-    lake: str = Field(description="Lake folder on the server.")
+    lake: str | None = Field(
+        default=None, description="Parquet lake folder, or the root of the Delta tables, on the server."
+    )
+    lake_format: Literal["parquet", "iceberg", "delta"] = "parquet"
+    catalog: str | None = Field(default=None, description="Iceberg: SQL catalog URI (SQLite or PostgreSQL).")
+    catalog_name: str | None = Field(default=None, description="Iceberg: catalog name (default 'default').")
+    namespace: str | None = Field(default=None, description="Iceberg: namespace holding the tables.")
+    snapshot: list[str] = Field(
+        default_factory=list,
+        description="REF or TABLE=REF: Iceberg snapshot id, tag or branch; Delta version.",
+        examples=[["v2026-11"]],
+    )
+    snapshot_at: datetime | None = Field(default=None, description="Iceberg/Delta: tables as at this time.")
     out: str | None = Field(default=None, description="Release folder; default <home>/releases/job-<id>.")
     as_of: datetime | None = None
     since: datetime | None = None
     until: datetime | None = None
     engine: EngineName = "duckdb"
+    spark_master: str | None = Field(
+        default=None,
+        description="Spark engine: local[N], spark://host:port, sc://host:port; default the setting.",
+    )
     since_release: str | None = None
     scrub_pii: bool | None = Field(default=None, description="Default: on for third parties.")
     retention_days: dict[str, int] = Field(default_factory=dict, description="Per category, in days.")

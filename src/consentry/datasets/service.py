@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pyroaring import BitMap64
 from sqlalchemy import select
@@ -54,6 +53,7 @@ from consentry.datasets.engines import (
     Progress,
     get_engine,
 )
+from consentry.datasets.engines.spark import spark_master_options
 from consentry.datasets.manifest import MANIFEST_FORMAT, dataset_card, write_manifest
 from consentry.datasets.models import RECIPIENT_KINDS, BuildJob, LakeCheck, Recipient, Release
 from consentry.datasets.snapshot import ConsentSnapshot, read_snapshot
@@ -61,6 +61,7 @@ from consentry.datasets.snapshot import ledger_events as ledger_events
 from consentry.datasets.transforms import PSEUDONYM_SCHEME
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, ConsentryError, IntegrityFailure, InvalidInput, NotFound
+from consentry.lake.source import Lake, LakeSpec, open_lake, parquet_spec
 from consentry.progress import throttled
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -125,60 +126,40 @@ def get_recipient(session: Session, name: str) -> Recipient:
 # --- the lake ---------------------------------------------------------------------------------------
 
 
-def _accounts(lake: Path) -> pa.Table:
-    columns = [
-        "account_id",
-        "created_at",
-        "country",
-        "birth_year",
-        "status",
-        "status_changed_at",
-        "protected",
+ACCOUNT_FACTS = pa.schema(
+    [
+        ("account_id", pa.int64()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("country", pa.string()),
+        ("birth_year", pa.int16()),
+        ("status", pa.string()),
+        ("status_changed_at", pa.timestamp("us", tz="UTC")),
+        ("protected", pa.bool_()),
     ]
-    table = ds.dataset(lake / "accounts", format="parquet").to_table(columns=columns)
-    return table.cast(
-        pa.schema(
-            [
-                ("account_id", pa.int64()),
-                ("created_at", pa.timestamp("us", tz="UTC")),
-                ("country", pa.string()),
-                ("birth_year", pa.int16()),
-                ("status", pa.string()),
-                ("status_changed_at", pa.timestamp("us", tz="UTC")),
-                ("protected", pa.bool_()),
-            ]
-        )
-    )
+)
 
 
-def _lake_files(lake: Path, folder: str) -> list[str]:
-    directory = lake / folder
-    files = []
-    for path in sorted(directory.rglob("*.parquet")):
-        if not any(part.startswith((".", "_")) for part in path.relative_to(directory).parts):
-            files.append(str(path.resolve()))
-    return files
+def _accounts(lake: Lake) -> pa.Table:
+    return lake.read("accounts", ACCOUNT_FACTS)
 
 
-def lake_fingerprint(lake: Path) -> tuple[str, int]:
-    """SHA-256 over every Parquet file's relative path, size and modification time; and the file count."""
-    digest = hashlib.sha256()
-    count = 0
-    for path in sorted(lake.rglob("*.parquet")):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(lake)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        count += 1
-    return digest.hexdigest(), count
+# --- the lake ---------------------------------------------------------------------------------------
 
 
-def _check_lake(session: Session, lake: Path) -> LakeCheck | None:
-    """Run the full data-contract check unless this exact lake snapshot passed it before; returns the
+def _open_lake(lake: Path | LakeSpec) -> Lake:
+    """The lake to build from: a folder of Parquet folders, or Iceberg or Delta tables at a snapshot."""
+    spec = lake if isinstance(lake, LakeSpec) else parquet_spec(lake)
+    if spec.format == "parquet" and not Path(spec.path or "").is_dir():
+        raise NotFound(f"no lake folder at {spec.path}", field="lake")
+    return open_lake(spec)
+
+
+def _check_lake(session: Session, lake: Lake) -> LakeCheck | None:
+    """Run the full data-contract check unless these exact lake snapshots passed it before; returns the
     record to store when it newly passed."""
     from consentry.lake.check import check_lake
 
-    if not lake.is_dir():
-        raise NotFound(f"no lake folder at {lake}", field="lake")
-    fingerprint, files = lake_fingerprint(lake)
+    fingerprint = lake.fingerprint
     if session.get(LakeCheck, fingerprint) is not None:
         return None
     report = check_lake(lake)
@@ -186,10 +167,11 @@ def _check_lake(session: Session, lake: Path) -> LakeCheck | None:
         shown = "; ".join(f"{v.folder}: {v.message}" for v in report.violations[:3])
         more = f" (and {len(report.violations) - 3} more)" if len(report.violations) > 3 else ""
         raise InvalidInput(
-            f"the lake fails the data-contract check: {shown}{more}; run 'consentry lake check {lake}'",
+            f"the lake fails the data-contract check: {shown}{more}; run 'consentry lake check' on it",
             field="lake",
         )
-    return LakeCheck(fingerprint=fingerprint, path=str(lake.resolve()), files=files, checked_at=utcnow())
+    files = sum(len(table.files) for table in lake.tables.values())
+    return LakeCheck(fingerprint=fingerprint, path=lake.describe(), files=files, checked_at=utcnow())
 
 
 # --- building ---------------------------------------------------------------------------------------
@@ -305,6 +287,7 @@ def check_request(
     since_release: str | None = None,
     now: datetime | None = None,
     block_when_overdue: bool = True,
+    spark_master: str | None = None,
 ) -> CheckedRequest:
     """Every check of a build request that needs no lake scan (the API runs it before queueing).
 
@@ -319,6 +302,8 @@ def check_request(
         raise InvalidInput("--since must be before --until", field="since")
     if engine not in ENGINES:
         raise InvalidInput(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}", field="engine")
+    if spark_master is not None:
+        spark_master_options(spark_master, engine=engine)
     if purpose not in PURPOSES:
         raise InvalidInput(f"unknown purpose {purpose!r}; known: {', '.join(PURPOSES)}", field="purpose")
     wanted = list(dict.fromkeys(categories))
@@ -372,7 +357,7 @@ def build_release(
     recipient: str,
     purpose: str,
     categories: Sequence[str],
-    lake: Path,
+    lake: Path | LakeSpec,
     out: Path,
     as_of: datetime | None = None,
     since: datetime | None = None,
@@ -383,15 +368,20 @@ def build_release(
     retention: Retention | None = None,
     license: str = "other",
     engine_options: Mapping[str, str] | None = None,
+    spark_master: str | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
     block_when_overdue: bool = True,
 ) -> Release:
     """Build and publish a release; returns its stored row. Nothing is published unless everything
-    succeeds (see the module docstring)."""
+    succeeds (see the module docstring).
+
+    ``lake`` is a folder of Parquet folders or a ``LakeSpec`` (Iceberg or Delta tables at a snapshot);
+    the manifest records the snapshots read. ``spark_master`` (Spark engine) is ``local[N]``,
+    ``spark://host:port``, ``sc://host:port`` (Spark Connect), ``yarn`` or ``k8s://...``."""
     now = now or utcnow()
     retention = retention or Retention()
-    lake, out = Path(lake), Path(out)
+    out = Path(out)
     with database.read() as session:
         request = check_request(
             session,
@@ -406,6 +396,7 @@ def build_release(
             since_release=since_release,
             now=now,
             block_when_overdue=block_when_overdue,
+            spark_master=spark_master,
         )
         target, wanted, as_of = request.recipient, request.categories, request.as_of
         steps = _Steps(total=4 + STEPS_PER_CATEGORY * len(wanted), progress=progress)
@@ -414,7 +405,8 @@ def build_release(
         if request.base is not None:
             prior, chain = _held(session, request.base, wanted)
         steps("check lake")
-        lake_check = _check_lake(session, lake)
+        source = _open_lake(lake)
+        lake_check = _check_lake(session, source)
         kind, secret, recipient_id = target.kind, bytes.fromhex(target.secret), target.id
         recipient_name = target.name
     covering = covering_settings(ctx.catalog, kind=kind, purpose=purpose, categories=wanted)
@@ -425,7 +417,7 @@ def build_release(
         worker thread while the engine reads the records. The events are not kept."""
         snapshot = read_snapshot(database, settings=keys, as_of=as_of)
         facts = author_facts(
-            _accounts(lake),
+            _accounts(source),
             snapshot.events,
             kind=kind,
             purpose=purpose,
@@ -448,7 +440,7 @@ def build_release(
         jobs = tuple(
             CategoryJob(
                 spec=SPECS[category],
-                files=tuple(_lake_files(lake, category)),
+                files=source.table(category).files,
                 out_dir=staging / "data" / category,
                 cutoff=retention.cutoff(category, as_of),
                 prior=None if prior is None else lineage.ids_of(prior[category]),
@@ -464,7 +456,7 @@ def build_release(
                 authors=_FutureAuthors(evaluated, named),
                 scrub_pii=scrub,
                 work_dir=work,
-                options=dict(engine_options or {}),
+                options=spark_master_options(spark_master, engine=engine, options=engine_options or {}),
             ),
             step=steps,
         )
@@ -480,6 +472,7 @@ def build_release(
                 categories=wanted,
                 window=Window(as_of=as_of, since=since, until=until),
                 engine=engine,
+                lake=source.provenance(),
                 chain=chain,
                 covering=covering,
                 policies=[
@@ -553,6 +546,7 @@ def _finish_folder(
     categories: list[str],
     window: Window,
     engine: str,
+    lake: Mapping[str, Any],
     chain: list[_Link],
     covering: Mapping[str, tuple[str, ...]],
     policies: list[dict[str, Any]],
@@ -637,6 +631,7 @@ def _finish_folder(
             "until": window.until.isoformat() if window.until else None,
         },
         "engine": engine,
+        "lake": dict(lake),
         "incremental": {
             "since_release": chain[-1].id if chain else None,
             "chain": [release.id for release in chain],
@@ -869,9 +864,10 @@ def _build_arguments(params: Mapping[str, Any]) -> dict[str, Any]:
         "recipient": params["recipient"],
         "purpose": params["purpose"],
         "categories": list(params["categories"]),
-        "lake": Path(params["lake"]),
+        "lake": LakeSpec.from_params(params),
         "out": Path(params["out"]),
         "engine": params.get("engine", "duckdb"),
+        "spark_master": params.get("spark_master"),
         "since_release": params.get("since_release"),
         "scrub_pii": params.get("scrub_pii"),
         "retention": Retention(dict(params.get("retention_days") or {})),

@@ -91,7 +91,7 @@ class LakeSpec:
             "lake_format": self.format,
             "lake": self.path,
             "catalog": self.catalog,
-            "catalog_name": self.catalog_name,
+            "catalog_name": self.catalog_name if self.format == "iceberg" else None,
             "namespace": self.namespace,
             "snapshot": [ref if table == ALL else f"{table}={ref}" for table, ref in self.snapshots],
             "snapshot_at": self.snapshot_at.isoformat() if self.snapshot_at else None,

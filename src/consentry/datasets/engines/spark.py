@@ -1,15 +1,19 @@
 """The Spark engine: the same queries as DuckDB (``engines/sql.py``) run as Spark SQL through PySpark.
 
-By default Spark runs in local mode (``local[*]``) inside the build process. Any Spark property can be
-given as an engine option (``--engine-option spark.master=spark://host:7077``,
-``--engine-option spark.executor.memory=8g``); ``docs/datasets.md`` explains pointing it at a cluster
-and at object storage. The author facts travel from the driver as one Arrow table and are broadcast.
-The session runs in UTC, writes timestamps as Parquet ``TIMESTAMP_MICROS`` and zstd-compressed files.
+Where Spark runs is the master (``--spark-master`` / ``CONSENTRY_SPARK_MASTER``): local mode inside the
+build process (``local[*]``, the default), a cluster the build process drives as the Spark driver
+(``spark://host:7077`` standalone, ``yarn``, ``k8s://...``), or a Spark Connect server
+(``sc://host:15002``), which is the driver itself and runs the same SQL on its side. Any Spark property
+can be given as an engine option (``--engine-option spark.executor.memory=8g``); through Spark Connect
+only runtime SQL properties can be set. ``docs/datasets.md`` explains clusters and object storage. The
+author facts travel from the driver as one Arrow table and are broadcast. The session runs in UTC,
+writes timestamps as Parquet ``TIMESTAMP_MICROS`` and zstd-compressed files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -29,11 +33,15 @@ from consentry.datasets.engines.sql import (
 )
 from consentry.errors import ConsentryError, InvalidInput
 
-DEFAULTS: dict[str, str] = {
+APPLICATION: dict[str, str] = {
     "spark.master": "local[*]",
     "spark.app.name": "consentry-dataset-build",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "4g",
+}
+"""Properties of the Spark application (set when the driver starts; a Spark Connect server has its own)."""
+SESSION: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.parquet.compression.codec": "zstd",
@@ -41,9 +49,45 @@ DEFAULTS: dict[str, str] = {
     "spark.sql.adaptive.coalescePartitions.enabled": "true",
     "spark.sql.shuffle.partitions": "8",
     "spark.sql.autoBroadcastJoinThreshold": str(64 * 1024 * 1024),
-    "spark.driver.memory": "4g",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
 }
+"""Runtime SQL properties of the build's session (also set on a Spark Connect session)."""
+DEFAULTS: dict[str, str] = {**APPLICATION, **SESSION}
+MASTER = re.compile(
+    r"^(local(\[(\*|[1-9][0-9]*)(,[0-9]+)?\])?"
+    r"|spark://[A-Za-z0-9.\-]+:[0-9]{1,5}(,[A-Za-z0-9.\-]+:[0-9]{1,5})*"
+    r"|sc://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/(;[A-Za-z0-9_]+=[^;\s]*)*)?"
+    r"|yarn|k8s://\S+)$"
+)
+
+
+def spark_master_options(
+    master: str | None, *, engine: str, options: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The engine options with the Spark master merged in: a Spark Connect URL (``sc://``) as
+    ``spark.remote``, any other master as ``spark.master``. ``InvalidInput`` (field ``spark_master``)
+    for a master Spark does not know, for a master with another engine, or for one that contradicts a
+    ``spark.master`` / ``spark.remote`` engine option."""
+    merged = dict(options or {})
+    if not master:
+        return merged
+    if engine != "spark":
+        raise InvalidInput("a Spark master needs the Spark engine (--engine spark)", field="spark_master")
+    if not MASTER.match(master):
+        raise InvalidInput(
+            f"{master!r} is not a Spark master: local[N], spark://host:port, sc://host:port (Spark "
+            "Connect), yarn or k8s://...",
+            field="spark_master",
+        )
+    for key in ("spark.master", "spark.remote"):
+        if key in merged and merged[key] != master:
+            raise InvalidInput(
+                f"the Spark master {master!r} contradicts the engine option {key}={merged[key]}",
+                field="spark_master",
+            )
+        merged.pop(key, None)
+    merged["spark.remote" if master.startswith("sc://") else "spark.master"] = master
+    return merged
 
 
 @contextlib.contextmanager
@@ -55,7 +99,7 @@ def spark_errors(what: str) -> Iterator[None]:
         raise
     except Exception as error:
         module = type(error).__module__ or ""
-        if module.startswith(("pyspark", "py4j")):
+        if module.startswith(("pyspark", "py4j", "grpc")):
             raise ConsentryError(f"Spark failed while {what}: {_cause(error)}") from error
         raise
 
@@ -69,13 +113,23 @@ def _cause(error: Exception) -> str:
 
 
 def spark_session(options: Mapping[str, str]) -> Any:
-    """The process's Spark session, created with ``DEFAULTS`` overridden by ``options``."""
+    """A Spark session with ``DEFAULTS`` overridden by ``options``: the process's own (its driver started
+    again when the master differs from the running one's), or, with ``spark.remote``, a new session on
+    that Spark Connect server (the caller stops it)."""
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder
-    for key, value in {**DEFAULTS, **options}.items():
-        builder = builder.config(key, value)
+    if "spark.remote" in options:
+        return _connect_session(options)
+    wanted = {**DEFAULTS, **options}
     with spark_errors("starting"):
+        from pyspark import SparkContext
+
+        running = getattr(SparkContext, "_active_spark_context", None)
+        if running is not None and running.master != wanted["spark.master"]:
+            SparkSession.builder.getOrCreate().stop()  # one driver per process: the other master's goes
+        builder = SparkSession.builder
+        for key, value in wanted.items():
+            builder = builder.config(key, value)
         session = builder.getOrCreate()
         session.sparkContext.setLogLevel("ERROR")
         for key, value in options.items():  # runtime properties also apply to a reused session
@@ -84,8 +138,34 @@ def spark_session(options: Mapping[str, str]) -> Any:
     return session
 
 
+def _connect_session(options: Mapping[str, str]) -> Any:
+    """A new session on the Spark Connect server ``options["spark.remote"]``, with the build's SQL
+    properties; properties a Connect client cannot set (the server's own) are refused."""
+    from pyspark.sql import SparkSession
+
+    url = options["spark.remote"]
+    with spark_errors(f"connecting to Spark Connect at {url}"):
+        session = SparkSession.builder.remote(url).create()
+    try:
+        with spark_errors(f"configuring the session at {url}"):
+            for key, value in {**SESSION, **options}.items():
+                if key == "spark.remote":
+                    continue
+                if key not in SESSION and not session.conf.isModifiable(key):
+                    raise InvalidInput(
+                        f"{key} cannot be set through Spark Connect; set it where the server starts",
+                        field="engine_options",
+                    )
+                session.conf.set(key, value)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            session.stop()
+        raise
+    return session
+
+
 class SparkEngine:
-    """Runs a build on Apache Spark (local mode unless told otherwise)."""
+    """Runs a build on Apache Spark: local mode, a cluster, or a Spark Connect server."""
 
     name = "spark"
     _authors_loaded = False
@@ -105,6 +185,9 @@ class SparkEngine:
         finally:
             with contextlib.suppress(Exception):
                 spark.catalog.dropTempView("authors")
+            if "spark.remote" in job.options:  # a Connect session of its own: its server state goes too
+                with contextlib.suppress(Exception):
+                    spark.stop()
 
     def _category(
         self, spark: Any, job: EngineJob, category: CategoryJob, step: Callable[[str], None]
