@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test test-cluster lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy src
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider
+	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider -m "not cluster"
+
+# Tests that start clusters of their own (Spark standalone and Connect): one at a time, apart from the rest.
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m cluster
 
 test: lint typecheck unit
 

@@ -74,3 +74,14 @@ def go_toolchain() -> str:
         pytest.skip(problem)
     assert go is not None
     return go
+
+
+def spark_cluster_unavailable(error: Exception) -> None:
+    """Skip (or fail, when services are required) because Java or a local Spark cluster would not
+    start (``consentry.datasets.engines.spark_cluster``)."""
+    message = (
+        f"a local Spark cluster cannot start ({error}); install Java 17 (apt-get install openjdk-17-jre)"
+    )
+    if services_required():
+        pytest.fail(message + ". CONSENTRY_REQUIRE_SERVICES=1 makes this a failure.")
+    pytest.skip(message)

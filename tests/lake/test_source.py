@@ -52,7 +52,8 @@ def lakes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pa.Tabl
 def deleted_posts(files: tuple[str, ...]) -> int:
     """Posts with a ``deleted_at`` in these data files (read by DuckDB, independently of the check)."""
     listed = ", ".join(f"'{f}'" for f in files)
-    [(count,)] = duckdb.connect().execute(f"SELECT count(deleted_at) FROM read_parquet([{listed}])").fetchall()
+    query = f"SELECT count(deleted_at) FROM read_parquet([{listed}])"
+    [(count,)] = duckdb.connect().execute(query).fetchall()
     return int(count)
 
 
