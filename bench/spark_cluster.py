@@ -115,13 +115,18 @@ def _metric(info: dict[str, Any], name: str) -> float:
 def stage_breakdown(log_dir: Path) -> dict[str, Any]:
     """Wall and task seconds per class of stage (scan, shuffle, write) from the one event log in
     ``log_dir``, with bytes read, shuffled and written."""
-    [log] = [p for p in log_dir.iterdir() if p.is_file()]
+    logs = sorted(  # Spark 4 rolls event logs by default: eventlog_v2_<app>/events_<n>_<app>
+        (p for p in log_dir.rglob("*") if p.is_file() and not p.name.startswith((".", "appstatus"))),
+        key=lambda p: (p.parent.name, int(p.name.split("_")[1]) if p.name.startswith("events_") else 0),
+    )
+    if not logs:
+        raise SystemExit(f"no Spark event log in {log_dir}")
     classes: dict[str, dict[str, float]] = {
         name: {"stages": 0, "wall_s": 0.0, "task_s": 0.0, "bytes": 0.0}
         for name in ("scan", "shuffle", "write")
     }
     executors: set[str] = set()
-    for line in log.read_text("utf-8").splitlines():
+    for line in (line for log in logs for line in log.read_text("utf-8").splitlines()):
         event = json.loads(line)
         kind = event.get("Event")
         if kind == "SparkListenerExecutorAdded":
@@ -179,7 +184,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.child:
-        cache, out, engine, master, options = args.child
+        _, cache, out, engine, master, options = args.child
         result = child_build(Path(cache), Path(out), engine, master or None, json.loads(options))
         print(json.dumps(result))
         return
@@ -206,6 +211,9 @@ def main() -> None:
     scratch.mkdir(parents=True)
     figures: dict[str, Any] = {}
     wanted = [name for name in args.only.split(",") if name]
+    # a first build records the lake's contract check, which later builds of the same files skip
+    _child("build", str(cache), str(scratch / "warm"), "duckdb", "", "{}")
+    shutil.rmtree(scratch / "warm", ignore_errors=True)
     for name in wanted:
         runs: list[dict[str, Any]] = []
         for number in range(args.runs):
