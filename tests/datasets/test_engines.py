@@ -23,6 +23,7 @@ from consentry.datasets import lineage
 from consentry.datasets.eligibility import SPECS, Retention
 from consentry.datasets.engines import CategoryJob
 from consentry.datasets.engines.duckdb import sorted_included
+from consentry.datasets.engines.spark import spark_master_options
 from consentry.datasets.engines.sql import included_query
 from consentry.db import Database
 from consentry.errors import InvalidInput
@@ -132,3 +133,42 @@ def test_the_packed_sort_of_included_records_equals_the_sql_query(
     assert found is not None
     ids, authors = found
     assert list(zip(ids.tolist(), authors.tolist(), strict=True)) == expected
+
+
+@pytest.mark.parametrize(
+    ("master", "key"),
+    [
+        ("local[2]", "spark.master"),
+        ("local[*]", "spark.master"),
+        ("spark://10.0.0.5:7077", "spark.master"),
+        ("spark://a:7077,b:7077", "spark.master"),
+        ("yarn", "spark.master"),
+        ("k8s://https://kube:443", "spark.master"),
+        ("sc://127.0.0.1:15002", "spark.remote"),
+        ("sc://connect.internal/;token=abc", "spark.remote"),
+    ],
+)
+def test_a_spark_master_becomes_the_engine_option_spark_reads(master: str, key: str) -> None:
+    options = spark_master_options(master, engine="spark", options={"spark.executor.memory": "2g"})
+    assert options == {"spark.executor.memory": "2g", key: master}
+    assert spark_master_options(None, engine="duckdb", options={"threads": "2"}) == {"threads": "2"}
+
+
+@pytest.mark.parametrize(
+    ("master", "engine", "options"),
+    [
+        ("mesos://host:5050", "spark", {}),
+        ("local[0]", "spark", {}),
+        ("spark://host", "spark", {}),
+        ("sc://host:1; rm -rf /", "spark", {}),
+        ("local[2]", "duckdb", {}),
+        ("local[2]", "spark", {"spark.master": "local[4]"}),
+        ("sc://host:15002", "spark", {"spark.master": "local[4]"}),
+    ],
+)
+def test_a_spark_master_spark_cannot_use_is_refused(
+    master: str, engine: str, options: dict[str, str]
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        spark_master_options(master, engine=engine, options=options)
+    assert caught.value.field == "spark_master"

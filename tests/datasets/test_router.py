@@ -98,6 +98,12 @@ def test_recipients_builds_and_releases(
         ({"since": "2026-05-01T00:00:00Z", "until": "2026-04-01T00:00:00Z"}, 422, "since"),
         ({"engine": "pandas"}, 422, "engine"),
         ({"retention_days": {"posts": -1}}, 422, "retention.posts"),
+        ({"lake_format": "iceberg"}, 422, "lake"),
+        ({"lake": None, "lake_format": "iceberg", "catalog": "sqlite:///c.db"}, 422, "namespace"),
+        ({"snapshot": ["3"]}, 422, "snapshot"),
+        ({"lake_format": "delta", "snapshot": ["tag"]}, 422, "snapshot"),
+        ({"engine": "spark", "spark_master": "mesos://host:5050"}, 422, "spark_master"),
+        ({"spark_master": "local[2]"}, 422, "spark_master"),
     ],
 )
 def test_bad_build_requests_are_refused(
@@ -125,3 +131,47 @@ def test_bad_build_requests_are_refused(
 def test_the_api_is_for_admins_only(api: TestClient) -> None:
     assert api.get("/v1/admin/recipients").status_code == 401
     assert api.get("/v1/admin/datasets/builds/1").status_code == 401
+
+
+def test_a_build_job_reads_delta_tables_at_a_version(
+    api: TestClient,
+    admin_token: str,
+    database: Database,
+    ctx: ConsentContext,
+    scenario_lake: Path,
+    tmp_path: Path,
+) -> None:
+    from tests.lake.tables import write_delta
+
+    headers = auth(admin_token)
+    with database.write() as session:
+        import_events(session, scenario_lake, ctx=ctx)
+    api.post(
+        "/v1/admin/recipients",
+        json={"name": "assistant", "kind": "first_party", "purposes": ["train-ai"], "categories": ["posts"]},
+        headers=headers,
+    )
+    write_delta(scenario_lake, tmp_path / "delta")
+    body = {
+        "recipient": "assistant",
+        "purpose": "train-ai",
+        "categories": ["posts"],
+        "lake": str(tmp_path / "delta"),
+        "lake_format": "delta",
+        "snapshot": ["0"],
+        "out": str(tmp_path / "release"),
+        "as_of": AS_OF.isoformat(),
+    }
+    queued = api.post("/v1/admin/datasets/builds", json=body, headers=headers)
+    assert queued.status_code == 202, queued.text
+    job = api.get(f"/v1/admin/datasets/builds/{queued.json()['id']}", headers=headers).json()
+    assert job["status"] == "succeeded", job["error"]
+    release = api.get(f"/v1/admin/datasets/releases/{job['release_id']}", headers=headers).json()
+    assert release["rows"] == sum(1 for r in EXPECTED_POSTS.values() if r is None)
+    lake = release["manifest"]["lake"]
+    assert lake["format"] == "delta" and lake["tables"]["posts"] == {"version": 0, "files": 1}
+    queued = api.post(
+        "/v1/admin/datasets/builds", json={**body, "snapshot": ["7"], "out": None}, headers=headers
+    )
+    job = api.get(f"/v1/admin/datasets/builds/{queued.json()['id']}", headers=headers).json()
+    assert job["status"] == "failed" and "no version 7" in job["error"]

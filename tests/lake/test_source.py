@@ -15,11 +15,13 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from consentry.errors import InvalidInput, NotFound
+from consentry.lake import schema
 from consentry.lake.check import LakeReport, check_lake
 from consentry.lake.cli import app
 from consentry.lake.generate import generate_lake
@@ -399,3 +401,26 @@ def test_lake_check_reads_iceberg_and_delta_from_the_command_line(
         app, ["check", "--lake-format", "delta", str(tmp_path / "delta"), "--snapshot", "9"]
     )
     assert result.exit_code == 2 and "no version 9" in result.output
+
+
+def test_empty_tables_pass_and_give_the_engines_an_empty_file(tmp_path: Path) -> None:
+    from tests.datasets.scenario import write_scenario
+
+    lake = write_scenario(tmp_path / "lake")  # blocks/ and follows/ hold one file with zero rows
+    uri = f"sqlite:///{tmp_path / 'catalog.db'}"
+    catalog = iceberg_catalog(uri, tmp_path / "warehouse")
+    write_iceberg(lake, catalog)
+    catalog.drop_table(f"{NAMESPACE}.follows")
+    catalog.create_table(f"{NAMESPACE}.follows", schema=schema.FOLLOWS.schema)  # created, never written
+    catalog.engine.dispose()
+    write_delta(lake, tmp_path / "delta")
+    for spec in (iceberg(uri), lake_spec(format="delta", lake=tmp_path / "delta")):
+        opened = open_lake(spec)
+        assert opened.table("blocks").files == ()  # the libraries write no file for no rows
+        report = check_lake(opened)
+        assert report.ok, report.violations
+        assert report.rows["blocks"] == 0 and report.rows["follows"] == 0
+        [empty] = opened.data_files("blocks", scratch=tmp_path / spec.format)
+        assert pq.read_table(empty).schema.equals(schema.BLOCKS.schema)
+        assert pq.read_table(empty).num_rows == 0
+        assert opened.data_files("posts", scratch=tmp_path) == opened.table("posts").files

@@ -440,7 +440,7 @@ def build_release(
         jobs = tuple(
             CategoryJob(
                 spec=SPECS[category],
-                files=source.table(category).files,
+                files=source.data_files(category, scratch=staging / WORK / "lake"),
                 out_dir=staging / "data" / category,
                 cutoff=retention.cutoff(category, as_of),
                 prior=None if prior is None else lineage.ids_of(prior[category]),

@@ -109,8 +109,8 @@ class _Checker:
         self.violations.append(Violation(folder, column, kind, count, tuple(examples)[:EXAMPLES], message))
 
     def scalar(self, sql: str) -> Any:
-        row = self.connection.execute(sql).fetchone()
-        return None if row is None else row[0]
+        rows = self.connection.execute(sql).fetchall()  # all: leaves no result open on the connection
+        return rows[0][0] if rows else None
 
     def shown_values(self, sql: str) -> list[str]:
         """The first column of a query's rows, as examples (strings quoted, to show stray spaces)."""
@@ -126,18 +126,27 @@ class _Checker:
             return
         table = self.lake.tables[folder.name]
         self.files[folder.name] = len(table.files)
-        if not table.files:
-            where = f"{folder.name}/" if table.schema is None else f"table {folder.name}"
+        if not table.files and table.schema is None:
             self.add(
                 folder.name,
                 None,
                 "no_files",
                 1,
-                [f"{folder.name}/" if table.schema is None else folder.name],
-                f"{where} holds no Parquet file (an empty table is a file with zero rows)",
+                [f"{folder.name}/"],
+                f"{folder.name}/ holds no Parquet file (an empty table is a file with zero rows)",
             )
             return
         declared = self.declared(folder, table)
+        if not table.files and table.schema is not None:  # an empty table: its schema says it all
+            empty = table.schema.empty_table().select(sorted(declared, key=folder.column_names.index))
+            self.connection.register(f"empty_{folder.name}", empty)
+            columns = ", ".join(_quote(name) for name in empty.column_names) or "NULL AS _none"
+            self.connection.execute(
+                f"CREATE VIEW {_quote(folder.name)} AS SELECT {columns} FROM {_quote('empty_' + folder.name)}"
+            ).fetchall()
+            self.rows[folder.name] = 0
+            self.valid[folder.name] = declared
+            return
         schemas: dict[str, pa.Schema] = {}
         unreadable: list[str] = []
         for path in table.files:

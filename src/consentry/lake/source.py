@@ -292,6 +292,20 @@ class Lake:
         }
         return found
 
+    def data_files(self, name: str, *, scratch: Path) -> tuple[str, ...]:
+        """The data files of table ``name`` for an engine to read; for a table without any (an empty
+        Iceberg or Delta table), one Parquet file with zero rows in the contract's schema, written in
+        ``scratch`` (which the engine must be able to read, like the lake)."""
+        files = self.table(name).files
+        if files:
+            return files
+        import pyarrow.parquet as pq
+
+        scratch.mkdir(parents=True, exist_ok=True)
+        path = scratch / f"empty-{name}.parquet"
+        pq.write_table(schema.FOLDERS_BY_NAME[name].schema.empty_table(), path)
+        return (str(path),)
+
     def read(self, name: str, target: pa.Schema) -> pa.Table:
         """The columns of ``target`` from every data file of table ``name``, cast to its types (an
         Iceberg ``int`` to the contract's ``int16``; a value that does not fit raises)."""

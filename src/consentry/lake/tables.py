@@ -135,9 +135,14 @@ def _iceberg_table(catalog: Any, spec: LakeSpec, name: str) -> TableSnapshot | T
             )
     elif ref is None:
         snapshot = table.current_snapshot()
-        if snapshot is None:
-            return TableProblem(
-                name, "no_files", f"table {identifier} has no snapshot (nothing was ever written)", identifier
+        if snapshot is None:  # created, never written: an empty table
+            return TableSnapshot(
+                name=name,
+                location=local_path(table.metadata.location) or table.metadata.location,
+                files=(),
+                schema=schema_to_pyarrow(table.schema(), include_field_ids=False),
+                version={"snapshot_id": None},
+                fingerprint=_digest([f"{identifier}\0empty\0{table.schema().schema_id}"]),
             )
     else:
         snapshot = table.snapshot_by_id(int(ref)) if ref.isdigit() else table.snapshot_by_name(ref)
