@@ -24,7 +24,7 @@ from consentry.config import Settings, get_settings
 from consentry.consent.service import ConsentContext
 from consentry.consent.writer import ConsentWriter
 from consentry.db import Database, unreachable
-from consentry.errors import ConsentryError, PayloadTooLarge, Unavailable
+from consentry.errors import ConsentryError, InvalidInput, PayloadTooLarge, Unavailable
 from consentry.partners.revocations import warm as warm_lineage
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,16 @@ async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
     if isinstance(error, Unavailable):
         headers = {"Retry-After": str(error.retry_after)}
+    errors = [{"field": e.field, "message": e.message} for e in error.errors]
+    if not errors and error.field is not None and isinstance(error, InvalidInput):
+        errors = [{"field": error.field, "message": error.detail}]
     return problem(
         request,
         status=error.status,
         title=error.title,
         detail=error.detail,
         field=error.field,
+        errors=errors,
         headers=headers,
     )
 

@@ -1,7 +1,9 @@
 """One exception tree for the whole domain.
 
 Services raise these; the HTTP layer maps each base class to a status once, and the CLI prints the
-message and exits non-zero. Nothing here knows about HTTP beyond the status number it carries::
+message and exits non-zero. Nothing here knows about HTTP beyond the status number it carries.
+An error may list several problems (``errors``, each a ``FieldError``); ``field`` and ``detail`` then
+name the first::
 
     ConsentryError                 500  base of everything raised on purpose
     ├── InvalidInput               422  bad value; ``field`` names the offending input
@@ -17,6 +19,17 @@ message and exits non-zero. Nothing here knows about HTTP beyond the status numb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one input: which (``field``, dotted) and what is wrong with it."""
+
+    field: str
+    message: str
+
 
 class ConsentryError(Exception):
     """Base of every error Consentry raises on purpose."""
@@ -24,10 +37,11 @@ class ConsentryError(Exception):
     status: int = 500
     title: str = "Internal error"
 
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
+    def __init__(self, detail: str, *, field: str | None = None, errors: Sequence[FieldError] = ()) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        self.errors = tuple(errors)
 
 
 class InvalidInput(ConsentryError):
@@ -35,6 +49,15 @@ class InvalidInput(ConsentryError):
 
     status = 422
     title = "Invalid input"
+
+    @classmethod
+    def of(cls, errors: Sequence[FieldError]) -> InvalidInput:
+        """One error listing every problem found; ``field`` and ``detail`` name the first."""
+        if not errors:
+            raise ValueError("InvalidInput.of needs at least one problem")
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more, see errors)" if len(errors) > 1 else ""
+        return cls(f"{first.field}: {first.message}{more}", field=first.field, errors=errors)
 
 
 class PayloadTooLarge(InvalidInput):

@@ -89,6 +89,21 @@ def test_bad_input_is_refused_with_the_field_and_nothing_is_written(
     assert event_count(database) == 0
 
 
+def test_every_problem_of_a_change_is_listed(client: TestClient, database: Database) -> None:
+    _, token = make_account(database)
+    body = {"settings": {"assistant_training_posts": "maybe", "nope": "allow", "assistant_realtime": "deny"}}
+    response = client.put("/v1/me/settings", headers=auth(token), json=body)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert [e["field"] for e in problem["errors"]] == ["settings.assistant_training_posts", "settings.nope"]
+    assert "allow or deny" in problem["errors"][0]["message"]
+    assert "unknown setting 'nope'" in problem["errors"][1]["message"]
+    assert problem["field"] == "settings.assistant_training_posts"  # the first one, as before
+    assert problem["detail"].startswith("settings.assistant_training_posts: ")
+    assert event_count(database) == 0
+
+
 def test_tokens_and_scopes(client: TestClient, database: Database, admin_token: str) -> None:
     alice_id, alice = make_account(database, handle="alice")
     bob_id, bob = make_account(database, handle="bob")

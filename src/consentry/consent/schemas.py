@@ -35,8 +35,12 @@ class SettingsUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    settings: dict[str, Value] = Field(
-        min_length=1, max_length=64, examples=[{"assistant_training_posts": "deny"}]
+    # values are checked with the keys against the catalog, so one answer lists every problem
+    settings: dict[str, str] = Field(
+        min_length=1,
+        max_length=64,
+        examples=[{"assistant_training_posts": "deny"}],
+        json_schema_extra={"additionalProperties": {"type": "string", "enum": ["allow", "deny"]}},
     )
 
 

@@ -32,7 +32,7 @@ from consentry.consent.models import ConsentEvent, Notification, PolicyVersion, 
 from consentry.consent.policy import APPLIES_TO, Policy, applicable, validate_defaults
 from consentry.consent.receipts import Signer, build_receipt, load_or_create_signer
 from consentry.db import utcnow
-from consentry.errors import Conflict, ConsentryError, InvalidInput, NotFound
+from consentry.errors import Conflict, ConsentryError, FieldError, InvalidInput, NotFound
 from consentry.partners.revocations import revoke_accounts
 from consentry.social.models import Account
 from consentry.social.service import facts, get_account
@@ -316,12 +316,20 @@ class ChangeRequest:
 
 
 def _check_request(request: ChangeRequest, ctx: ConsentContext) -> None:
+    """Every problem of a request at once (unknown settings, values other than allow or deny)."""
     if not request.changes:
         raise InvalidInput("name at least one setting", field="settings")
+    problems: list[FieldError] = []
     for key, value in request.changes.items():
-        ctx.catalog.get(key, field=f"settings.{key}")
+        field = f"settings.{key}"
+        try:
+            ctx.catalog.get(key, field=field)
+        except InvalidInput as error:
+            problems.append(FieldError(field, error.detail))
         if value not in ledger.VALUES:
-            raise InvalidInput(f"value must be allow or deny, not {value!r}", field=f"settings.{key}")
+            problems.append(FieldError(field, f"value must be allow or deny, not {value!r}"))
+    if problems:
+        raise InvalidInput.of(problems)
 
 
 def change_settings_many(
