@@ -26,6 +26,7 @@ from consentry.consent.schemas import (
 )
 from consentry.consent.writer import ConsentWriter
 from consentry.db import utcnow
+from consentry.ids import Id32, Id64
 from consentry.partners.usage import data_usage
 
 router = APIRouter()
@@ -79,7 +80,7 @@ def my_history(
     principal: AccountDep,
     database: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    before_seq: Annotated[Id64 | None, Query(ge=1)] = None,
 ) -> HistoryOut:
     """The caller's consent events, newest first."""
     assert principal.account_id is not None
@@ -90,7 +91,7 @@ def my_history(
 
 
 @router.get("/v1/me/receipts/{seq}", tags=["settings"])
-def my_receipt(request: Request, seq: int, principal: AccountDep, database: DatabaseDep) -> dict[str, Any]:
+def my_receipt(request: Request, seq: Id64, principal: AccountDep, database: DatabaseDep) -> dict[str, Any]:
     """The signed receipt of one of the caller's own consent events."""
     assert principal.account_id is not None
     with database.read() as session:
@@ -176,7 +177,7 @@ def list_policies(database: DatabaseDep) -> list[PolicyOut]:
 
 
 @router.get("/v1/policies/{version}", tags=["policies"])
-def get_policy(version: int, database: DatabaseDep) -> PolicyOut:
+def get_policy(version: Id32, database: DatabaseDep) -> PolicyOut:
     """One policy version."""
     with database.read() as session:
         return PolicyOut.model_validate(service.get_policy(session, version))
@@ -185,7 +186,7 @@ def get_policy(version: int, database: DatabaseDep) -> PolicyOut:
 @router.get("/v1/accounts/{account_id}/consent", tags=["accounts"])
 def account_consent(
     request: Request,
-    account_id: int,
+    account_id: Id64,
     principal: AdminDep,
     database: DatabaseDep,
     as_of: datetime | None = None,

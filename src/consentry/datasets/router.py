@@ -23,6 +23,7 @@ from consentry.datasets.schemas import (
     ReleaseOut,
     VerifyOut,
 )
+from consentry.ids import Id32
 from consentry.lake.source import lake_spec
 
 router = APIRouter()
@@ -118,7 +119,7 @@ def start_build(
 
 
 @router.get("/v1/admin/datasets/builds/{job_id}", tags=TAGS)
-def show_build(job_id: int, principal: AdminDep, database: DatabaseDep) -> BuildJobOut:
+def show_build(job_id: Id32, principal: AdminDep, database: DatabaseDep) -> BuildJobOut:
     """A build job and its progress."""
     with database.read() as session:
         return BuildJobOut.model_validate(service.get_job(session, job_id))

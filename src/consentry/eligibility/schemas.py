@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from consentry.eligibility.service import MAX_HTTP_IDS
-
-AccountId = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+from consentry.ids import Id64
 
 
 class EligibilityIn(BaseModel):
@@ -28,7 +26,7 @@ class EligibilityIn(BaseModel):
     category: str | None = Field(
         default=None, description="Data category (default posts) with purpose and recipient."
     )
-    account_ids: list[AccountId] = Field(max_length=MAX_HTTP_IDS, examples=[[1, 2, 3]])
+    account_ids: list[Id64] = Field(max_length=MAX_HTTP_IDS, examples=[[1, 2, 3]])
 
     @model_validator(mode="after")
     def _one_form(self) -> EligibilityIn:

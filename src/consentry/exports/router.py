@@ -12,10 +12,11 @@ from consentry.consent.service import ConsentContext
 from consentry.exports import service
 from consentry.exports.models import ExportJob
 from consentry.exports.schemas import ExportIn, ExportJobOut
+from consentry.ids import Id64
 
 router = APIRouter(tags=["exports"])
 OwnAccount = Annotated[
-    int | None, Query(description="Optional; must be the caller's own account id (else 403).")
+    Id64 | None, Query(description="Optional; must be the caller's own account id (else 403).")
 ]
 
 

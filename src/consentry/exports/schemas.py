@@ -7,13 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from consentry.ids import Id64
+
 
 class ExportIn(BaseModel):
     """An export request; the body may be empty. ``account_id``, if sent, must be the caller's."""
 
     model_config = ConfigDict(extra="forbid")
 
-    account_id: int | None = Field(
+    account_id: Id64 | None = Field(
         default=None, description="Optional; an export is always of the caller's own account."
     )
 

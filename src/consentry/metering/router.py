@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from consentry.api_deps import AdminDep, DatabaseDep
+from consentry.ids import INT64_MAX, Id32
 from consentry.metering import damages, service
 from consentry.metering.attribution import default_crawlers
 from consentry.metering.schemas import (
@@ -86,7 +87,7 @@ def issue_key(organisation: str, body: KeyCreate, principal: AdminDep, database:
 
 
 @router.post("/v1/admin/organisation-keys/{key_id}/revoke", tags=TAGS)
-def revoke_key(key_id: int, principal: AdminDep, database: DatabaseDep) -> KeyOut:
+def revoke_key(key_id: Id32, principal: AdminDep, database: DatabaseDep) -> KeyOut:
     """Revoke an API key."""
     with database.write() as session:
         return service.key_out(service.revoke_key(session, key_id=key_id))
@@ -102,7 +103,7 @@ def add_network(
 
 
 @router.delete("/v1/admin/organisation-networks/{network_id}", status_code=204, tags=TAGS)
-def remove_network(network_id: int, principal: AdminDep, database: DatabaseDep) -> Response:
+def remove_network(network_id: Id32, principal: AdminDep, database: DatabaseDep) -> Response:
     """Stop attributing a network."""
     with database.write() as session:
         service.remove_network(session, network_id=network_id)
@@ -123,8 +124,8 @@ def damages_top(
     principal: AdminDep,
     database: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    threshold: Annotated[int, Query(ge=0)] = 1_000_000,
-    rate_cents: Annotated[int, Query(ge=0)] = 1_500_000,
+    threshold: Annotated[int, Query(ge=0, le=INT64_MAX)] = 1_000_000,
+    rate_cents: Annotated[int, Query(ge=0, le=INT64_MAX)] = 1_500_000,
     at: Annotated[datetime | None, Query(description="end of the 24 hours (default now)")] = None,
 ) -> TopOut:
     """Subjects by posts served in the last 24 hours, with their projected liability."""
@@ -141,8 +142,10 @@ def damages_statement(
     start: Annotated[datetime, Query(alias="from", description="ISO 8601; UTC without offset")],
     end: Annotated[datetime, Query(alias="to", description="ISO 8601, exclusive; at most a year after")],
     format: Annotated[Literal["json", "csv", "html"], Query()] = "json",
-    threshold: Annotated[int, Query(ge=0)] = 1_000_000,
-    rate_cents: Annotated[int, Query(ge=0, description="cents per 1,000,000 posts")] = 1_500_000,
+    threshold: Annotated[int, Query(ge=0, le=INT64_MAX)] = 1_000_000,
+    rate_cents: Annotated[
+        int, Query(ge=0, le=INT64_MAX, description="cents per 1,000,000 posts")
+    ] = 1_500_000,
     rounding: Annotated[Rounding, Query()] = "pro_rata",
 ) -> Response:
     """The damages statement of an organisation (id, name, ``crawler:``/``net:`` subject or ``unknown``)."""

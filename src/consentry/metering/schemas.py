@@ -7,9 +7,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from consentry.ids import INT64_MAX
+
 Mode = Literal["allow", "meter", "throttle", "block", "pay"]
 Rounding = Literal["pro_rata", "per_started_million"]
-Count = Annotated[int, Field(ge=0, strict=True)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX, strict=True)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 

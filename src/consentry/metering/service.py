@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from consentry.ids import parse_id
 from consentry.metering import damages
 from consentry.metering.attribution import (
     KEY_PREFIX,
@@ -118,8 +119,9 @@ def get_organisation(session: Session, *, ref: int | str) -> Organisation:
     if text.startswith("org:"):
         text = text[4:]
     organisation = None
-    if text.isdigit():
-        organisation = session.get(Organisation, int(text))
+    if text.isascii() and text.isdigit():
+        number = parse_id(text)
+        organisation = session.get(Organisation, number) if number is not None else None
     else:
         organisation = session.scalar(
             select(Organisation).where(func.lower(Organisation.name) == text.lower())

@@ -16,13 +16,14 @@ from pathlib import Path as FilePath
 from typing import Annotated
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from consentry.api_deps import AdminDep, DatabaseDep
 from consentry.auth.credentials import header_token
 from consentry.db import Database, utcnow
 from consentry.errors import NotFound, Unauthenticated
+from consentry.ids import Id64
 from consentry.partners import service
 from consentry.partners.schemas import (
     AckCreate,
@@ -47,7 +48,6 @@ router = APIRouter()
 ADMIN_TAGS: list[str | Enum] = ["partners (admin)"]
 PARTNER_TAGS: list[str | Enum] = ["partner API"]
 CHUNK = 1024 * 1024
-MAX_ID = 2**63 - 1
 RANGE = re.compile(r"[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*")
 """One ``range-spec`` (RFC 9110, 14.1.1): ``a-b``, ``a-`` or ``-n``, with any number of digits."""
 
@@ -389,7 +389,7 @@ def revocation_feed(
 
 @router.post("/v1/partner/revocations/{revocation_id}/ack", tags=PARTNER_TAGS)
 def acknowledge(
-    revocation_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    revocation_id: Id64,
     body: AckCreate,
     partner: PartnerAnyDep,
     database: DatabaseDep,

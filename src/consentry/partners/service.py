@@ -39,6 +39,7 @@ from consentry.errors import (
     NotFound,
     Unauthenticated,
 )
+from consentry.ids import parse_id
 from consentry.partners import keys
 from consentry.partners.models import PartnerKey, Revocation
 from consentry.partners.schemas import (
@@ -321,8 +322,9 @@ def revoke_key(session: Session, *, partner: str, key: str, now: datetime | None
     """Revoke one of ``partner``'s keys, named by id or by its listed prefix; idempotent."""
     target = get_partner(session, partner)
     query = select(PartnerKey).where(PartnerKey.recipient_id == target.id)
-    if key.isdigit():
-        rows = list(session.scalars(query.where(PartnerKey.id == int(key))))
+    if key.isascii() and key.isdigit():
+        number = parse_id(key)
+        rows = list(session.scalars(query.where(PartnerKey.id == number))) if number is not None else []
     else:
         rows = list(session.scalars(query.where(PartnerKey.prefix == key)))
     if not rows:

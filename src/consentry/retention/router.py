@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 
 from consentry.api_deps import AdminDep, DatabaseDep, SettingsDep
 from consentry.auth.service import Principal
+from consentry.ids import Id32, Id64
 from consentry.retention import service
 from consentry.retention.rules import load_rules
 from consentry.retention.schemas import (
@@ -78,7 +79,7 @@ def runs(
 
 
 @router.get("/runs/{run_id}", tags=TAGS)
-def run(run_id: int, principal: AdminDep, database: DatabaseDep) -> RunDetail:
+def run(run_id: Id32, principal: AdminDep, database: DatabaseDep) -> RunDetail:
     """One run with its purge report."""
     with database.read() as session:
         return RunDetail.model_validate(service.get_run(session, run_id))
@@ -105,7 +106,7 @@ def add_hold(body: HoldIn, principal: AdminDep, database: DatabaseDep) -> HoldOu
 
 
 @router.post("/holds/{account_id}/release", tags=TAGS)
-def release_hold(account_id: int, principal: AdminDep, database: DatabaseDep) -> HoldOut:
+def release_hold(account_id: Id64, principal: AdminDep, database: DatabaseDep) -> HoldOut:
     """Release an account's legal hold (404 when the account is unknown or not held)."""
     with database.write() as session:
         return HoldOut.model_validate(service.release_hold(session, account_id=account_id, by=_by(principal)))

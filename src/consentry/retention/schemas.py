@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from consentry.ids import Id64
+
 
 class RuleOutcome(BaseModel):
     """What one rule removes (a plan: would remove), per table, with a few example ids.
@@ -106,7 +108,7 @@ class HoldIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    account_id: int
+    account_id: Id64
     reason: str = Field(min_length=1, max_length=2000)
 
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from consentry.api_deps import AccountDep, AdminDep, DatabaseDep, bearer_token
 from consentry.auth.service import Principal, resolve_token
 from consentry.consent.service import allowed_accounts
+from consentry.ids import Id64
 from consentry.metering.middleware import report_posts
 from consentry.signals.headers import post_signal_headers
 from consentry.social import service
@@ -53,28 +54,28 @@ def create_account(body: AccountIn, principal: AdminDep, database: DatabaseDep) 
 
 
 @router.get("/v1/accounts/{account_id}")
-def show_account(account_id: int, principal: AdminDep, database: DatabaseDep) -> AccountOut:
+def show_account(account_id: Id64, principal: AdminDep, database: DatabaseDep) -> AccountOut:
     """One account (admin)."""
     with database.read() as session:
         return AccountOut.model_validate(service.get_account(session, account_id))
 
 
 @router.post("/v1/accounts/{account_id}/deactivate")
-def deactivate_account(account_id: int, principal: AdminDep, database: DatabaseDep) -> AccountOut:
+def deactivate_account(account_id: Id64, principal: AdminDep, database: DatabaseDep) -> AccountOut:
     """Deactivate an account (admin)."""
     with database.write() as session:
         return AccountOut.model_validate(service.deactivate_account(session, account_id=account_id))
 
 
 @router.post("/v1/accounts/{account_id}/reactivate")
-def reactivate_account(account_id: int, principal: AdminDep, database: DatabaseDep) -> AccountOut:
+def reactivate_account(account_id: Id64, principal: AdminDep, database: DatabaseDep) -> AccountOut:
     """Reactivate a deactivated account (admin)."""
     with database.write() as session:
         return AccountOut.model_validate(service.reactivate_account(session, account_id=account_id))
 
 
 @router.delete("/v1/accounts/{account_id}")
-def delete_account(account_id: int, principal: AdminDep, database: DatabaseDep) -> AccountOut:
+def delete_account(account_id: Id64, principal: AdminDep, database: DatabaseDep) -> AccountOut:
     """Delete an account (admin): its ledger events become anonymous, the chain still verifies."""
     with database.write() as session:
         return AccountOut.model_validate(service.delete_account(session, account_id=account_id))
@@ -135,7 +136,7 @@ def create_post(body: PostIn, principal: AccountDep, database: DatabaseDep) -> P
 def read_post(
     request: Request,
     response: Response,
-    post_id: int,
+    post_id: Id64,
     viewer: ViewerDep,
     can_read: BlockedCanReadDep,
     database: DatabaseDep,
@@ -155,14 +156,14 @@ def read_post(
 
 
 @platform_router.delete("/posts/{post_id}", status_code=204)
-def delete_post(post_id: int, principal: AccountDep, database: DatabaseDep) -> None:
+def delete_post(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> None:
     """Delete one of your posts; reading it answers 410 from then on."""
     with database.write() as session:
         service.delete_post(session, account_id=_me(principal), post_id=post_id)
 
 
 @platform_router.post("/posts/{post_id}/like")
-def like(post_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+def like(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Like a post."""
     with database.write() as session:
         changed = service.like_post(session, account_id=_me(principal), post_id=post_id)
@@ -170,7 +171,7 @@ def like(post_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOu
 
 
 @platform_router.delete("/posts/{post_id}/like")
-def unlike(post_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+def unlike(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Withdraw a like."""
     with database.write() as session:
         changed = service.unlike_post(session, account_id=_me(principal), post_id=post_id)
@@ -178,7 +179,7 @@ def unlike(post_id: int, principal: AccountDep, database: DatabaseDep) -> Action
 
 
 @platform_router.post("/posts/{post_id}/repost")
-def repost(post_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+def repost(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Repost a public post to your followers."""
     with database.write() as session:
         changed = service.repost_post(session, account_id=_me(principal), post_id=post_id)
@@ -186,7 +187,7 @@ def repost(post_id: int, principal: AccountDep, database: DatabaseDep) -> Action
 
 
 @platform_router.delete("/posts/{post_id}/repost")
-def unrepost(post_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+def unrepost(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Withdraw a repost."""
     with database.write() as session:
         changed = service.unrepost_post(session, account_id=_me(principal), post_id=post_id)
@@ -197,7 +198,7 @@ def unrepost(post_id: int, principal: AccountDep, database: DatabaseDep) -> Acti
 
 
 @platform_router.get("/accounts/{account_id}")
-def profile(account_id: int, database: DatabaseDep) -> ProfileOut:
+def profile(account_id: Id64, database: DatabaseDep) -> ProfileOut:
     """An account's public profile; 410 once deleted."""
     with database.read() as session:
         return ProfileOut.model_validate(service.visible_account(session, account_id))
@@ -207,12 +208,12 @@ def profile(account_id: int, database: DatabaseDep) -> ProfileOut:
 def account_posts(
     request: Request,
     response: Response,
-    account_id: int,
+    account_id: Id64,
     viewer: ViewerDep,
     can_read: BlockedCanReadDep,
     database: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=service.PAGE_LIMIT)] = 20,
-    before: Annotated[int | None, Query(description="only posts with a smaller id")] = None,
+    before: Annotated[Id64 | None, Query(description="only posts with a smaller id")] = None,
 ) -> PostPage:
     """An account's live posts that you may read, newest first (with the author's AI-use signals)."""
     with database.read() as session:
@@ -237,7 +238,7 @@ def account_posts(
 
 
 @platform_router.post("/accounts/{account_id}/follow")
-def follow(account_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+def follow(account_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Follow an account; for a protected account this asks, and it must approve."""
     me = _me(principal)
     with database.write() as session:
@@ -247,7 +248,7 @@ def follow(account_id: int, principal: AccountDep, database: DatabaseDep) -> Act
 
 
 @platform_router.delete("/accounts/{account_id}/follow")
-def unfollow(account_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+def unfollow(account_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Stop following an account (or withdraw a request)."""
     me = _me(principal)
     with database.write() as session:
@@ -256,7 +257,7 @@ def unfollow(account_id: int, principal: AccountDep, database: DatabaseDep) -> A
 
 
 @platform_router.post("/accounts/{account_id}/block")
-def block(account_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+def block(account_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Block an account: follows between you end, and it can no longer interact with you."""
     me = _me(principal)
     with database.write() as session:
@@ -265,7 +266,7 @@ def block(account_id: int, principal: AccountDep, database: DatabaseDep) -> Acti
 
 
 @platform_router.delete("/accounts/{account_id}/block")
-def unblock(account_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+def unblock(account_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Lift a block."""
     me = _me(principal)
     with database.write() as session:
@@ -285,7 +286,7 @@ def follow_requests(principal: AccountDep, database: DatabaseDep) -> list[Follow
 
 
 @platform_router.post("/me/follow-requests/{follower_id}")
-def approve_follower(follower_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+def approve_follower(follower_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Approve a follow request: the account now sees your followers-only posts."""
     me = _me(principal)
     with database.write() as session:
@@ -294,7 +295,7 @@ def approve_follower(follower_id: int, principal: AccountDep, database: Database
 
 
 @platform_router.delete("/me/follow-requests/{follower_id}")
-def decline_follower(follower_id: int, principal: AccountDep, database: DatabaseDep) -> ActionOut:
+def decline_follower(follower_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Decline a follow request."""
     me = _me(principal)
     with database.write() as session:
@@ -332,7 +333,7 @@ def list_interactions(
     principal: AccountDep,
     database: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=service.PAGE_LIMIT)] = 20,
-    before: Annotated[int | None, Query(description="only interactions with a smaller id")] = None,
+    before: Annotated[Id64 | None, Query(description="only interactions with a smaller id")] = None,
 ) -> list[InteractionOut]:
     """Your exchanges with the assistant, newest first."""
     with database.read() as session:
@@ -341,7 +342,7 @@ def list_interactions(
 
 
 @platform_router.delete("/assistant/interactions/{interaction_id}", status_code=204)
-def delete_interaction(interaction_id: int, principal: AccountDep, database: DatabaseDep) -> None:
+def delete_interaction(interaction_id: Id64, principal: AccountDep, database: DatabaseDep) -> None:
     """Delete one of your exchanges with the assistant."""
     with database.write() as session:
         service.delete_interaction(session, account_id=_me(principal), interaction_id=interaction_id)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from consentry.ids import Id64
+
 if TYPE_CHECKING:
     from consentry.social.service import PostView
 
@@ -51,8 +53,8 @@ class PostIn(BaseModel):
     text: str = Field(examples=["Finally tried the new ramen place. 10/10"])
     visibility: Visibility = Field(default="public", description="public, or followers (approved only)")
     media: Media = "none"
-    reply_to: int | None = Field(default=None, description="id of the post this replies to")
-    quote_of: int | None = Field(default=None, description="id of the post this quotes")
+    reply_to: Id64 | None = Field(default=None, description="id of the post this replies to")
+    quote_of: Id64 | None = Field(default=None, description="id of the post this quotes")
 
 
 class PostOut(BaseModel):

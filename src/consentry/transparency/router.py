@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse, Response
 from consentry.api_deps import AccountDep, DatabaseDep
 from consentry.consent import service as consent
 from consentry.errors import Conflict
+from consentry.ids import Id64
 from consentry.transparency import service
 from consentry.transparency.checkpoint import format_proof
 from consentry.transparency.note import b64
@@ -79,8 +80,8 @@ def tile(path: str, database: DatabaseDep) -> Response:
 @router.get("/v1/transparency/consistency", tags=["transparency"])
 def consistency(
     database: DatabaseDep,
-    old: Annotated[int, Query(alias="from", ge=0)],
-    new: Annotated[int, Query(alias="to", ge=0)],
+    old: Annotated[Id64, Query(alias="from", ge=0)],
+    new: Annotated[Id64, Query(alias="to", ge=0)],
 ) -> dict[str, Any]:
     """An RFC 9162 consistency proof between two tree sizes (base64 hashes), with both roots."""
     with database.read() as session:
@@ -95,7 +96,7 @@ def consistency(
 
 
 @router.get("/v1/transparency/checkpoints/{size}", tags=["transparency"])
-def checkpoint_of_size(size: int, database: DatabaseDep) -> dict[str, Any]:
+def checkpoint_of_size(size: Id64, database: DatabaseDep) -> dict[str, Any]:
     """A checkpoint signed earlier, by tree size (every checkpoint is kept)."""
     with database.read() as session:
         return service.checkpoint_json(service.get_checkpoint(session, size))
@@ -108,7 +109,7 @@ def checkpoint_of_size(size: int, database: DatabaseDep) -> dict[str, Any]:
 )
 def receipt_proof(
     request: Request,
-    seq: int,
+    seq: Id64,
     principal: AccountDep,
     database: DatabaseDep,
     format: Annotated[str, Query(pattern="^(json|tlog-proof)$")] = "json",

@@ -28,6 +28,7 @@ from consentry.consent import service as consent
 from consentry.consent.service import ChangeRequest, ConsentContext, SettingState
 from consentry.db import Database
 from consentry.errors import ConsentryError, Unauthenticated
+from consentry.ids import Id32, Id64
 from consentry.web import charts
 from consentry.web import service as web
 from consentry.web.security import (
@@ -416,7 +417,7 @@ def _account_receipt(request: Request, account_id: int, seq: int) -> dict[str, A
 def settings_page(
     request: Request,
     session: SessionDep,
-    receipt: Annotated[int | None, Query(ge=1)] = None,
+    receipt: Annotated[Id64 | None, Query(ge=1)] = None,
 ) -> Response:
     """The account holder's settings, the receipt of the last change, history and data usage."""
     principal = session.principal
@@ -501,7 +502,7 @@ async def change_setting(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/settings/receipts/{seq}.json")
-def download_receipt(request: Request, seq: int, session: SessionDep) -> Response:
+def download_receipt(request: Request, seq: Id64, session: SessionDep) -> Response:
     """A signed receipt of one of the holder's own events, as a file."""
     principal = session.principal
     if principal.account_id is None:
@@ -527,7 +528,7 @@ def download_receipt(request: Request, seq: int, session: SessionDep) -> Respons
 
 
 @router.get("/policies/{version}", response_class=HTMLResponse)
-def policy_page(request: Request, version: int) -> Response:
+def policy_page(request: Request, version: Id32) -> Response:
     """A policy version in plain words: when it applies, and each setting's default per region."""
     ctx = _ctx(request)
     try:

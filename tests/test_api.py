@@ -1,0 +1,157 @@
+"""The application as a whole: every route refuses ids no column can hold, text with NUL characters and
+bodies over the limit with a problem naming the input, and never answers 500 for them."""
+
+from __future__ import annotations
+
+import http.client
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
+
+from consentry.auth.service import create_token
+from consentry.config import Settings
+from consentry.db import Database
+from consentry.partners import service as partners
+from tests.conftest import make_account
+from tests.test_serve import _start
+
+OUT_OF_RANGE = [2**31, -(2**31) - 1, 2**63, -(2**63) - 1, 10**30]
+"""Beyond a 32-bit column (PostgreSQL ``INTEGER``: valid for 64-bit ids, refused for 32-bit ones), beyond
+64 bits (SQLite, ``BIGINT``), and far beyond."""
+
+
+@dataclass(frozen=True)
+class IntParameter:
+    """An integer path or query parameter of one route."""
+
+    method: str
+    path: str
+    name: str
+    where: str  # "path" or "query"
+    path_params: tuple[str, ...]
+
+
+def _is_int(annotation: object) -> bool:
+    if annotation is int:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_int(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_int(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _walk(dependant: Dependant) -> Iterator[Dependant]:
+    yield dependant
+    for sub in dependant.dependencies:
+        yield from _walk(sub)
+
+
+def integer_parameters(app: FastAPI) -> list[IntParameter]:
+    """Every integer path or query parameter of every route of ``app`` (the pages too), from its routes."""
+    found = []
+    for route in iter_route_contexts(app.routes):
+        dependant = getattr(route, "dependant", None)
+        if dependant is None or route.path is None:
+            continue
+        path_names = tuple(f.name for d in _walk(dependant) for f in d.path_params)
+        for method in sorted(route.methods or ()):
+            if method == "HEAD" and "GET" in (route.methods or ()):
+                continue
+            for d in _walk(dependant):
+                for where, fields in (("path", d.path_params), ("query", d.query_params)):
+                    for field in fields:
+                        if _is_int(field.field_info.annotation):
+                            found.append(IntParameter(method, route.path, field.alias, where, path_names))
+    return found
+
+
+def _url(parameter: IntParameter, value: int) -> str:
+    path = parameter.path.replace("{path:path}", "{path}")
+    for name in parameter.path_params:
+        path = path.replace("{" + name + "}", str(value) if name == parameter.name else "1")
+    return path + (f"?{parameter.name}={value}" if parameter.where == "query" else "")
+
+
+@pytest.fixture
+def tokens(database: Database) -> dict[str, str]:
+    """A token of each kind: no token, admin, account, partner API key."""
+    _, account = make_account(database, handle="ada")
+    with database.write() as session:
+        admin = create_token(session, kind="admin", label="test")
+        partners.add_partner(
+            session, name="acme", kind="third_party", purposes=["train-ai"], categories=["posts"]
+        )
+        _, key = partners.create_key(session, partner="acme", label="test")
+    return {"none": "", "admin": admin, "account": account, "partner": key}
+
+
+def test_every_integer_parameter_refuses_ids_no_column_holds(app: FastAPI, tokens: dict[str, str]) -> None:
+    client = TestClient(app, raise_server_exceptions=False)
+    parameters = integer_parameters(app)
+    named = {(p.path, p.name) for p in parameters}
+    # the enumeration sees the routes the issue named, and the pages
+    assert {("/v1/policies/{version}", "version"), ("/v1/me/consent-history", "before_seq")} <= named
+    assert {
+        ("/v1/platform/accounts/{account_id}/posts", "before"),
+        ("/policies/{version}", "version"),
+    } <= named
+    assert len(parameters) >= 40
+    failures = []
+    for parameter in parameters:
+        for value in OUT_OF_RANGE:
+            statuses = {}
+            handled = False
+            for kind, token in tokens.items():
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                response = client.request(parameter.method, _url(parameter, value), headers=headers)
+                statuses[kind] = response.status_code
+                if response.status_code == 422:
+                    handled |= response.headers["content-type"] == "application/problem+json" and any(
+                        e["field"] == parameter.name for e in response.json().get("errors", [])
+                    )
+                handled |= response.status_code == 404
+            beyond_64_bits = not -(2**63) <= value < 2**63  # no column holds it: refused, whoever asks
+            if (beyond_64_bits and not handled) or any(status >= 500 for status in statuses.values()):
+                failures.append(f"{parameter.method} {_url(parameter, value)}: {statuses}")
+    assert not failures, "\n".join(failures)
+
+
+def test_out_of_range_ids_keep_the_connection_alive(
+    settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    """Through a real server: a refused id is an ordinary answer, the kept-alive connection goes on."""
+    server, base = _start(settings, database, tmp_path, workers=1)
+    try:
+        host, port = base.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        for path in (
+            "/v1/policies/9223372036854775808",
+            "/v1/platform/posts/-9223372036854775809",
+            "/v1/platform/accounts/1/posts?before=9223372036854775808",
+            "/v1/policies/2147483648",
+        ):
+            connection.request("GET", path)
+            socket = connection.sock
+            response = connection.getresponse()
+            body = response.read()
+            assert response.status == 422, (path, body)
+            assert response.getheader("content-type") == "application/problem+json"
+            connection.request("GET", "/healthz")
+            follow_up = connection.getresponse()
+            follow_up.read()
+            assert follow_up.status == 200
+            assert connection.sock is socket, f"the connection was closed after {path}"
+        connection.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
