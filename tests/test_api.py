@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import iter_route_contexts
@@ -155,3 +156,38 @@ def test_out_of_range_ids_keep_the_connection_alive(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _count(database: Database, table: str) -> int:
+    with database.read() as session:
+        return int(session.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def test_text_with_a_nul_character_is_refused_alike_on_both_databases(
+    client: TestClient, database: Database, tokens: dict[str, str]
+) -> None:
+    admin = {"Authorization": f"Bearer {tokens['admin']}"}
+    account = {"Authorization": f"Bearer {tokens['account']}"}
+    cases = [
+        ("POST", "/v1/platform/posts", account, {"text": "hello\x00world"}, "text"),
+        ("POST", "/v1/platform/assistant/chat", account, {"prompt": "sourdough\x00"}, "prompt"),
+        ("POST", "/v1/admin/organisations", admin, {"name": "Evil\x00 AI"}, "name"),
+        ("PUT", "/v1/me/settings", account, {"settings": {"assistant_realtime\x00": "deny"}}, "settings"),
+        ("POST", "/v1/accounts", admin, {"handle": "nul\x00", "country": "US"}, "handle"),
+        ("GET", "/v1/admin/partners/acme%00", admin, None, "name"),
+        ("GET", "/v1/admin/organisations/x%00y", admin, None, "organisation"),
+        ("GET", "/v1/admin/datasets/releases?recipient=a%00b", admin, None, "recipient"),
+    ]
+    before = {
+        t: _count(database, t) for t in ("posts", "assistant_interactions", "organisations", "accounts")
+    }
+    for method, url, headers, body, field in cases:
+        response = client.request(method, url, headers=headers, json=body)
+        assert response.status_code == 422, (url, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        problem = response.json()
+        assert problem["field"] == field, (url, problem)
+        assert "NUL" in problem["detail"], problem
+        assert [e["field"] for e in problem["errors"]] == [field]
+    after = {t: _count(database, t) for t in before}
+    assert after == before

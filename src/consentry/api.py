@@ -13,13 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consentry import __version__
+from consentry.api_deps import refuse_nul
 from consentry.config import Settings, get_settings
 from consentry.consent.service import ConsentContext
 from consentry.consent.writer import ConsentWriter
@@ -206,6 +207,7 @@ def create_app(
 
     app = FastAPI(
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul)],
         title="Consentry",
         version=__version__,
         description="Decide whose content may flow into AI, enforce it, and prove it.",

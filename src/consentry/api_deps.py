@@ -1,9 +1,13 @@
-"""FastAPI dependencies shared by every router: the database, the caller, the client kind."""
+"""FastAPI dependencies shared by every router: the database, the caller, the client kind, and the
+refusal of text no database can store."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import suppress
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
@@ -11,7 +15,7 @@ from consentry.auth.credentials import SESSION_COOKIE, request_token
 from consentry.auth.service import Principal, RecentTokens, check_client, resolve_token
 from consentry.config import Settings
 from consentry.db import Database, unreachable, utcnow
-from consentry.errors import Forbidden, Unauthenticated, Unavailable
+from consentry.errors import FieldError, Forbidden, InvalidInput, Unauthenticated, Unavailable
 
 
 def get_database(request: Request) -> Database:
@@ -27,6 +31,49 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
+
+NUL = "\x00"
+NUL_MESSAGE = "must not contain the NUL character (U+0000)"
+
+
+def _nul_fields(value: Any, where: tuple[str, ...]) -> Iterator[FieldError]:
+    if isinstance(value, str):
+        if NUL in value:
+            yield FieldError(".".join(where) or "body", NUL_MESSAGE)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_fields(item, (*where, str(index)))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if NUL in key:
+                yield FieldError(".".join(where) or "body", f"a key {NUL_MESSAGE}")
+            else:
+                yield from _nul_fields(item, (*where, key))
+
+
+async def refuse_nul(request: Request) -> None:
+    """Refuse text holding a NUL character anywhere in a request (path, query, JSON body), with one 422
+    listing every field that does: PostgreSQL cannot store it in text, and SQLite would, so without this
+    the same request would fail on one database and be stored on the other. Runs for every route."""
+    problems = [
+        FieldError(name, NUL_MESSAGE)
+        for name, value in request.path_params.items()
+        if isinstance(value, str) and NUL in value
+    ]
+    problems += [
+        FieldError(name.replace(NUL, "") or "query", NUL_MESSAGE)
+        for name, value in request.query_params.multi_items()
+        if NUL in name or NUL in value
+    ]
+    if "json" in request.headers.get("content-type", ""):
+        body = await request.body()
+        if b"\\u0000" in body:  # JSON spells NUL only so; a raw NUL byte is invalid JSON anyway
+            with suppress(ValueError, RecursionError):  # not JSON: the route's own validation says so
+                problems += _nul_fields(json.loads(body), ())
+    if problems:
+        raise InvalidInput.of(problems)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
