@@ -191,8 +191,8 @@ def seed(database: Any, rows: int) -> dict[str, int]:
         f"false FROM {_series(d, follows)} WHERE true ON CONFLICT DO NOTHING"
     )
     run(
-        "INSERT INTO organisations (id, name, mode, created_at, updated_at) "
-        f"VALUES (1, 'Example Labs', 'meter', {created}, {created})"
+        "INSERT INTO organisations (id, name, name_key, mode, created_at, updated_at) "
+        f"VALUES (1, 'Example Labs', 'example labs', 'meter', {created}, {created})"
     )
     run(
         "INSERT INTO access_log (id, subject, organisation_id, minute, posts, requests, route, client) "

@@ -30,7 +30,7 @@ from consentry.metering.middleware import (
     report_posts,
 )
 from consentry.metering.models import Organisation, OrganisationKey, OrganisationNetwork
-from consentry.metering.service import AccessLogWriter
+from consentry.metering.service import AccessLogWriter, name_key
 from consentry.migrate import upgrade
 from tests.metering.conftest import free_port
 from tests.metering.test_attribution import GPTBOT_UA
@@ -332,7 +332,8 @@ def many_organisations(database: Database, count: int) -> str:
     returns the key of the last one, a throttled organisation with a quota of 600."""
     now = datetime.now(UTC)
     organisations = [
-        {"id": n, "name": f"Reader {n}", "mode": "meter", "created_at": now, "updated_at": now}
+        {"id": n, "name": f"Reader {n}", "name_key": name_key(f"Reader {n}"), "mode": "meter"}
+        | {"created_at": now, "updated_at": now}
         for n in range(1, count + 1)
     ]
     organisations[-1].update(mode="throttle", quota=600)

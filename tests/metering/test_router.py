@@ -12,8 +12,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from consentry.db import Database
+from consentry.errors import Conflict
 from consentry.metering import service
 from consentry.metering.router import router
+from consentry.metering.schemas import OrganisationUpdate
 from tests.metering.test_damages import EXAMPLE
 
 
@@ -146,3 +148,50 @@ def test_statement_of_requests_that_could_not_be_attributed(
     body = statement.json()
     assert body["subject"] == "unknown" and body["posts_in_period"] == 150
     assert [window["posts"] for window in body["windows"]] == [150]
+
+
+def test_organisation_names_are_one_whatever_their_case_or_unicode_form(
+    api: TestClient, admin_token: str, database: Database
+) -> None:
+    headers = auth(admin_token)
+    created = api.post("/v1/admin/organisations", json={"name": "Ünited AI"}, headers=headers)
+    assert created.status_code == 201
+    for same in ("Ünited AI", "ünited ai", "ÜNITED AI", "U\u0308nited AI"):  # the last: decomposed Ü
+        again = api.post("/v1/admin/organisations", json={"name": same}, headers=headers)
+        assert again.status_code == 409, (same, again.text)
+        assert again.headers["content-type"] == "application/problem+json"
+        assert again.json()["field"] == "name"
+    ligature = api.post("/v1/admin/organisations", json={"name": "Straße \ufb01ne"}, headers=headers)
+    assert ligature.status_code == 201
+    assert (
+        api.post("/v1/admin/organisations", json={"name": "STRASSE fine"}, headers=headers).status_code == 409
+    )
+    other = api.post("/v1/admin/organisations", json={"name": "Other"}, headers=headers).json()
+    rename = api.patch(f"/v1/admin/organisations/{other['id']}", json={"name": "ünited ai"}, headers=headers)
+    assert rename.status_code == 409
+    found = api.get("/v1/admin/organisations/%C3%BCNITED%20ai", headers=headers)
+    assert found.status_code == 200 and found.json()["id"] == created.json()["id"]
+    assert [o["name"] for o in api.get("/v1/admin/organisations", headers=headers).json()] == [
+        "Other",
+        "Straße ﬁne",
+        "Ünited AI",
+    ]
+
+
+def test_the_database_itself_refuses_a_second_name_of_the_same_key(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers racing past the check still cannot both insert: the key is unique in the table, and the
+    loser gets a conflict, never an integrity error (the race is made certain by skipping the check)."""
+    with database.write() as session:
+        service.create_organisation(session, name="Ünited AI")
+    monkeypatch.setattr(service, "_name_taken", lambda *_, **__: False)
+    with pytest.raises(Conflict) as raised, database.write() as session:
+        service.create_organisation(session, name="ünited ai")
+    assert raised.value.field == "name"
+    with database.write() as session:
+        other = service.create_organisation(session, name="Other")
+    with pytest.raises(Conflict), database.write() as session:
+        service.update_organisation(session, ref=str(other.id), changes=OrganisationUpdate(name="ÜNITED AI"))
+    with database.read() as session:
+        assert sorted(o.name for o in service.list_organisations(session)) == ["Other", "Ünited AI"]

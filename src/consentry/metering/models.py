@@ -26,6 +26,8 @@ class Organisation(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    # the name as compared (NFKC, case-folded: metering.service.name_key): one organisation per name
+    name_key: Mapped[str] = mapped_column(String(600), unique=True)
     mode: Mapped[str] = mapped_column(String(16), default="meter")
     # posts per rolling 24 hours; for throttle mode the default is the damages threshold
     quota: Mapped[int | None] = mapped_column(BigInteger)

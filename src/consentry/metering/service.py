@@ -10,12 +10,14 @@ import logging
 import re
 import secrets
 import threading
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import ColumnElement, delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from consentry.db import Database, utcnow
@@ -64,13 +66,39 @@ SUBJECT = re.compile(r"^(?:(?:org|crawler|net):\S{1,110}|unknown)$")
 # --- organisations -------------------------------------------------------------------------------------
 
 
+NAME_KEY_LENGTH = 600
+"""Longest ``name_key`` stored (a 200-character name can grow under NFKC and case folding)."""
+
+
+def name_key(name: str) -> str:
+    """What two organisation names share when they are the same name: the NFKC form of the case-folded
+    NFKC form (Unicode's compatibility caseless matching, without its NFD steps), so ``Ünited AI``,
+    ``ünited ai``, a decomposed ``U\u0308nited AI`` and ``ÜNITED AI`` are one name, and ``ﬁ`` is ``fi``.
+    Stored in ``organisations.name_key``, unique, so the database itself refuses a second one."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip() or len(name.strip()) > 200:
         raise InvalidInput("an organisation name is 1-200 characters", field="name")
     name = name.strip()
     if name.isdigit() or ":" in name:
         raise InvalidInput("an organisation name must not be a number or contain ':'", field="name")
+    if len(name_key(name)) > NAME_KEY_LENGTH:
+        raise InvalidInput("an organisation name is too long once normalised", field="name")
     return name
+
+
+def _taken(name: str) -> Conflict:
+    return Conflict(f"an organisation named {name!r} exists (names are compared ignoring case)", field="name")
+
+
+def _flush_named(session: Session, name: str) -> None:
+    """Flush an organisation's new name; a name another writer took meanwhile is a conflict."""
+    try:
+        session.flush()
+    except IntegrityError as error:
+        raise _taken(name) from error
 
 
 def _check_terms(mode: str, quota: int | None, price: int | None) -> None:
@@ -85,7 +113,7 @@ def _check_terms(mode: str, quota: int | None, price: int | None) -> None:
 
 
 def _name_taken(session: Session, name: str, *, other_than: int | None = None) -> bool:
-    query = select(Organisation.id).where(func.lower(Organisation.name) == name.lower())
+    query = select(Organisation.id).where(Organisation.name_key == name_key(name))
     if other_than is not None:
         query = query.where(Organisation.id != other_than)
     return session.scalar(query) is not None
@@ -103,13 +131,19 @@ def create_organisation(
     name = _check_name(name)
     _check_terms(mode, quota, price_micro_usd)
     if _name_taken(session, name):
-        raise Conflict(f"an organisation named {name!r} exists", field="name")
+        raise _taken(name)
     now = utcnow()
     organisation = Organisation(
-        name=name, mode=mode, quota=quota, price_micro_usd=price_micro_usd, created_at=now, updated_at=now
+        name=name,
+        name_key=name_key(name),
+        mode=mode,
+        quota=quota,
+        price_micro_usd=price_micro_usd,
+        created_at=now,
+        updated_at=now,
     )
     session.add(organisation)
-    session.flush()
+    _flush_named(session, name)
     return organisation
 
 
@@ -123,9 +157,7 @@ def get_organisation(session: Session, *, ref: int | str) -> Organisation:
         number = parse_id(text)
         organisation = session.get(Organisation, number) if number is not None else None
     else:
-        organisation = session.scalar(
-            select(Organisation).where(func.lower(Organisation.name) == text.lower())
-        )
+        organisation = session.scalar(select(Organisation).where(Organisation.name_key == name_key(text)))
     if organisation is None:
         raise NotFound(f"no organisation {ref!r}", field="organisation")
     return organisation
@@ -146,11 +178,11 @@ def update_organisation(session: Session, *, ref: int | str, changes: Organisati
     price = changes.price_micro_usd if "price_micro_usd" in given else organisation.price_micro_usd
     _check_terms(mode, quota, price)
     if name != organisation.name and _name_taken(session, name, other_than=organisation.id):
-        raise Conflict(f"an organisation named {name!r} exists", field="name")
-    organisation.name, organisation.mode = name, mode
+        raise _taken(name)
+    organisation.name, organisation.name_key, organisation.mode = name, name_key(name), mode
     organisation.quota, organisation.price_micro_usd = quota, price
     organisation.updated_at = utcnow()
-    session.flush()
+    _flush_named(session, name)
     return organisation
 
 
