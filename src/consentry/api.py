@@ -116,7 +116,11 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
 
 
 class BodyLimit:
-    """ASGI middleware refusing request bodies larger than ``limit`` bytes with 413."""
+    """ASGI middleware refusing request bodies larger than ``limit`` bytes with a 413 problem.
+
+    A declared ``Content-Length`` over the limit is refused before reading. A body without one (chunked)
+    is read here up to the limit and handed on whole, so one over the limit gets the same 413 rather
+    than whatever error a route's body parser would make of an interrupted read."""
 
     def __init__(self, app: ASGIApp, *, limit: int, paths: dict[str, int] | None = None) -> None:
         self.app = app
@@ -128,33 +132,48 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.paths.get(scope.get("path", ""), self.limit)
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                response = JSONResponse(
-                    {
-                        "type": "urn:consentry:problem:payload-too-large",
-                        "title": "Payload too large",
-                        "status": 413,
-                        "detail": f"request bodies are limited to {limit} bytes",
-                        "instance": scope.get("path", ""),
-                    },
-                    status_code=413,
-                    media_type=PROBLEM,
-                )
-                await response(scope, receive, send)
+        length = next((value for name, value in scope.get("headers", []) if name == b"content-length"), None)
+        if length is not None:
+            if length.isdigit() and int(length) > limit:
+                await self._refuse(scope, receive, send, limit)
                 return
+            await self.app(scope, receive, send)  # the server delivers no more than it declared
+            return
+        messages: list[Message] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise PayloadTooLarge(f"request bodies are limited to {limit} bytes", field="body")
-            return message
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                await self._refuse(scope, receive, send, limit)
+                return
+            if not message.get("more_body", False):
+                break
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        error = PayloadTooLarge(f"request bodies are limited to {limit} bytes", field="body")
+        response = JSONResponse(
+            {
+                "type": "urn:consentry:problem:payload-too-large",
+                "title": error.title,
+                "status": error.status,
+                "detail": error.detail,
+                "instance": scope.get("path", ""),
+                "field": error.field,
+            },
+            status_code=error.status,
+            media_type=PROBLEM,
+        )
+        await response(scope, receive, send)
 
 
 def create_app(
