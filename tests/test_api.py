@@ -217,3 +217,22 @@ def test_a_chunked_body_over_the_limit_is_413(
     small = b'{"settings": {"assistant_realtime": "deny"}}'
     fine = client.put("/v1/me/settings", headers=headers, content=iter([small[:10], small[10:]]))
     assert fine.status_code == 200, fine.text  # a chunked body within the limit reaches the route whole
+
+
+def test_a_body_that_is_not_json_is_refused_naming_the_body(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    headers = {"Authorization": f"Bearer {tokens['account']}", "Content-Type": "application/json"}
+    for body in (b"{not json", b"\xff\xfe\xfd", b'{"settings": '):
+        response = client.put("/v1/me/settings", headers=headers, content=body)
+        assert response.status_code == 422, (body, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["field"] == "body"
+        assert "JSON" in response.json()["detail"] or "UTF-8" in response.json()["detail"]
+
+
+def test_a_method_a_route_does_not_have_is_405_with_allow(client: TestClient) -> None:
+    response = client.request("TRACE", "/v1/policies")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"  # every method of the path, whichever route has it
+    assert response.headers["content-type"] == "application/problem+json"

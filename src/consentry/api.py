@@ -16,7 +16,9 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consentry import __version__
@@ -26,6 +28,7 @@ from consentry.consent.service import ConsentContext
 from consentry.consent.writer import ConsentWriter
 from consentry.db import Database, unreachable
 from consentry.errors import ConsentryError, InvalidInput, PayloadTooLarge, Unavailable
+from consentry.openapi import describe_errors
 from consentry.partners.revocations import warm as warm_lineage
 
 log = logging.getLogger(__name__)
@@ -87,9 +90,20 @@ async def _domain_error(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+def _validation_problem(error: dict[str, Any]) -> dict[str, Any]:
+    if error.get("type") == "json_invalid":  # its location is a character offset, not a field
+        at = f" at character {error['loc'][-1]}" if len(error.get("loc", ())) > 1 else ""
+        reason = error.get("ctx", {}).get("error", "")
+        return {
+            "field": "body",
+            "message": f"the body is not valid JSON{at}" + (f": {reason}" if reason else ""),
+        }
+    return {"field": _field(error.get("loc", ())), "message": error.get("msg", "")}
+
+
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "")} for e in error.errors()]
+    errors = [_validation_problem(e) for e in error.errors()]
     first = errors[0] if errors else {"field": None, "message": "invalid request"}
     return problem(
         request,
@@ -103,8 +117,28 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 400 and error.__cause__ is not None:  # FastAPI could not read the body
+        cause = "is not UTF-8 text" if isinstance(error.__cause__, UnicodeDecodeError) else "cannot be read"
+        return await _domain_error(request, InvalidInput(f"the request body {cause}", field="body"))
     title = {404: "Not found", 405: "Method not allowed"}.get(error.status_code, "HTTP error")
-    return problem(request, status=error.status_code, title=title, detail=str(error.detail))
+    headers = dict(error.headers) if error.headers else {}
+    if error.status_code == 405:  # every method of the path, not only those of the first route matched
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return problem(
+        request,
+        status=error.status_code,
+        title=title,
+        detail=str(error.detail),
+        headers=headers or None,
+    )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
@@ -267,6 +301,7 @@ def create_app(
     app.include_router(partners_router)
     app.include_router(transparency_router)
     mount_web(app)  # the settings page, the dashboard, /static/ and the cookie CSRF check
+    describe_errors(app, metered=METERED_PATHS)  # every operation's problems, in the OpenAPI
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:

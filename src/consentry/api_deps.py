@@ -16,6 +16,7 @@ from consentry.auth.service import Principal, RecentTokens, check_client, resolv
 from consentry.config import Settings
 from consentry.db import Database, unreachable, utcnow
 from consentry.errors import FieldError, Forbidden, InvalidInput, Unauthenticated, Unavailable
+from consentry.openapi import raises
 
 
 def get_database(request: Request) -> Database:
@@ -92,6 +93,7 @@ def recent_tokens(request: Request) -> RecentTokens:
     return recent
 
 
+@raises(Unauthenticated)
 def get_principal(request: Request, database: DatabaseDep) -> Principal:
     """The authenticated caller; 401 without a valid bearer token, 503 (``Retry-After``) when the
     database that would verify it cannot be reached."""
@@ -121,6 +123,7 @@ def get_principal(request: Request, database: DatabaseDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+@raises(Forbidden)
 def require_admin(principal: PrincipalDep) -> Principal:
     """The caller, who must be an operator."""
     if not principal.is_admin:
@@ -128,6 +131,7 @@ def require_admin(principal: PrincipalDep) -> Principal:
     return principal
 
 
+@raises(Forbidden)
 def require_account(request: Request, principal: PrincipalDep) -> Principal:
     """The caller, who must be an account holder.
 

@@ -26,7 +26,9 @@ from consentry.consent.schemas import (
 )
 from consentry.consent.writer import ConsentWriter
 from consentry.db import utcnow
+from consentry.errors import Conflict
 from consentry.ids import Id32, Id64
+from consentry.openapi import raises
 from consentry.partners.usage import data_usage
 
 router = APIRouter()
@@ -149,6 +151,7 @@ def policy_impact(request: Request, body: PolicyIn, principal: AdminDep, databas
 
 
 @router.post("/v1/policies", status_code=201, tags=["policies"])
+@raises(Conflict)
 def add_policy(request: Request, body: PolicyIn, principal: AdminDep, database: DatabaseDep) -> PolicyOut:
     """Add a policy version (admin): in the future, announced ahead if it changes defaults, never a
     silent opt-in unless ``allow_opt_in``."""

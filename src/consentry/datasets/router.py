@@ -23,8 +23,10 @@ from consentry.datasets.schemas import (
     ReleaseOut,
     VerifyOut,
 )
+from consentry.errors import Conflict, NotFound
 from consentry.ids import Id32
 from consentry.lake.source import lake_spec
+from consentry.openapi import raises
 
 router = APIRouter()
 TAGS: list[str | Enum] = ["datasets"]
@@ -48,6 +50,7 @@ def list_recipients(principal: AdminDep, database: DatabaseDep) -> list[Recipien
 
 
 @router.post("/v1/admin/recipients", status_code=201, tags=TAGS)
+@raises(Conflict)
 def add_recipient(body: RecipientCreate, principal: AdminDep, database: DatabaseDep) -> RecipientOut:
     """Register a recipient with the purposes and categories it may receive."""
     with database.write() as session:
@@ -58,6 +61,7 @@ def add_recipient(body: RecipientCreate, principal: AdminDep, database: Database
 
 
 @router.post("/v1/admin/datasets/builds", status_code=202, tags=TAGS)
+@raises(NotFound, Conflict)
 def start_build(
     body: BuildCreate,
     request: Request,
@@ -126,6 +130,7 @@ def show_build(job_id: Id32, principal: AdminDep, database: DatabaseDep) -> Buil
 
 
 @router.get("/v1/admin/datasets/releases", tags=TAGS)
+@raises(NotFound)
 def list_releases(
     principal: AdminDep,
     database: DatabaseDep,

@@ -22,6 +22,8 @@ from consentry.consent.service import ConsentContext
 from consentry.db import Database, unreachable, utcnow
 from consentry.eligibility import service
 from consentry.eligibility.schemas import EligibilityIn, EligibilityOut
+from consentry.errors import Conflict, NotFound
+from consentry.openapi import raises
 
 router = APIRouter(tags=["eligibility"])
 
@@ -36,17 +38,8 @@ _BODY = {
 }
 
 
-_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {
-        "description": "The database is unreachable and the token was not verified recently enough to "
-        "be accepted without it (``Retry-After`` says when to try again). Nobody is allowed.",
-        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
-        "content": {"application/problem+json": {"schema": {"type": "object"}}},
-    }
-}
-
-
-@router.post("/v1/eligibility", response_model=EligibilityOut, openapi_extra=_BODY, responses=_UNAVAILABLE)
+@router.post("/v1/eligibility", response_model=EligibilityOut, openapi_extra=_BODY)
+@raises(NotFound, Conflict)
 async def eligibility(request: Request, principal: AdminInOutageDep, database: DatabaseDep) -> Response:
     """The accounts among ``account_ids`` (at most 10,000) that allow the use now, distinct and ascending.
 

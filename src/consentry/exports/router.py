@@ -9,10 +9,12 @@ from fastapi.responses import FileResponse
 
 from consentry.api_deps import AccountDep, DatabaseDep, SettingsDep
 from consentry.consent.service import ConsentContext
+from consentry.errors import Conflict, Gone, NotFound
 from consentry.exports import service
 from consentry.exports.models import ExportJob
 from consentry.exports.schemas import ExportIn, ExportJobOut
 from consentry.ids import Id64
+from consentry.openapi import raises
 
 router = APIRouter(tags=["exports"])
 OwnAccount = Annotated[
@@ -29,6 +31,7 @@ def job_out(job: ExportJob) -> ExportJobOut:
 
 
 @router.post("/v1/me/export", status_code=202)
+@raises(Gone)
 def start_export(
     request: Request,
     response: Response,
@@ -58,6 +61,7 @@ def start_export(
 
 
 @router.get("/v1/me/export")
+@raises(NotFound)
 def latest_export(
     principal: AccountDep, database: DatabaseDep, account_id: OwnAccount = None
 ) -> ExportJobOut:
@@ -93,6 +97,7 @@ def show_export(export_id: str, principal: AccountDep, database: DatabaseDep) ->
     response_class=FileResponse,
     responses={200: {"content": {"application/zip": {}}}},
 )
+@raises(Conflict, Gone)
 def download_export(export_id: str, principal: AccountDep, database: DatabaseDep) -> FileResponse:
     """The ZIP of a finished export (409 while it runs or if it failed, 410 once it expired)."""
     assert principal.account_id is not None

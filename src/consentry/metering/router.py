@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
 from consentry.api_deps import AdminDep, DatabaseDep
+from consentry.errors import Conflict
 from consentry.ids import INT64_MAX, Id32
 from consentry.metering import damages, service
 from consentry.metering.attribution import default_crawlers
@@ -22,8 +23,10 @@ from consentry.metering.schemas import (
     OrganisationOut,
     OrganisationUpdate,
     Rounding,
+    Statement,
     TopOut,
 )
+from consentry.openapi import raises
 
 router = APIRouter()
 TAGS: list[str | Enum] = ["metering"]
@@ -42,6 +45,7 @@ def list_organisations(principal: AdminDep, database: DatabaseDep) -> list[Organ
 
 
 @router.post("/v1/admin/organisations", status_code=201, tags=TAGS)
+@raises(Conflict)
 def create_organisation(
     body: OrganisationCreate, principal: AdminDep, database: DatabaseDep
 ) -> OrganisationOut:
@@ -61,6 +65,7 @@ def show_organisation(organisation: str, principal: AdminDep, database: Database
 
 
 @router.patch("/v1/admin/organisations/{organisation}", tags=TAGS)
+@raises(Conflict)
 def update_organisation(
     organisation: str, body: OrganisationUpdate, principal: AdminDep, database: DatabaseDep
 ) -> OrganisationOut:
@@ -71,6 +76,7 @@ def update_organisation(
 
 
 @router.delete("/v1/admin/organisations/{organisation}", status_code=204, tags=TAGS)
+@raises(Conflict)
 def delete_organisation(organisation: str, principal: AdminDep, database: DatabaseDep) -> Response:
     """Delete an organisation that the access log does not name (409 otherwise)."""
     with database.write() as session:
@@ -94,6 +100,7 @@ def revoke_key(key_id: Id32, principal: AdminDep, database: DatabaseDep) -> KeyO
 
 
 @router.post("/v1/admin/organisations/{organisation}/networks", status_code=201, tags=TAGS)
+@raises(Conflict)
 def add_network(
     organisation: str, body: NetworkCreate, principal: AdminDep, database: DatabaseDep
 ) -> NetworkOut:
@@ -134,7 +141,16 @@ def damages_top(
         return service.top(session, now=as_utc(at) if at else None, limit=limit, terms=terms)
 
 
-@router.get("/v1/admin/damages/{organisation}/statement", tags=TAGS)
+STATEMENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The statement as JSON, CSV or HTML (``format``)",
+        "model": Statement,
+        "content": {"text/csv": {"schema": {"type": "string"}}, "text/html": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get("/v1/admin/damages/{organisation}/statement", tags=TAGS, responses=STATEMENT_RESPONSES)
 def damages_statement(
     organisation: str,
     principal: AdminDep,

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path as FilePath
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -22,8 +22,9 @@ from fastapi.responses import StreamingResponse
 from consentry.api_deps import AdminDep, DatabaseDep
 from consentry.auth.credentials import header_token
 from consentry.db import Database, utcnow
-from consentry.errors import NotFound, Unauthenticated
+from consentry.errors import Conflict, Forbidden, NotFound, Unauthenticated
 from consentry.ids import Id64
+from consentry.openapi import raises
 from consentry.partners import service
 from consentry.partners.schemas import (
     AckCreate,
@@ -54,6 +55,7 @@ RANGE = re.compile(r"[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*")
 # --- authentication -----------------------------------------------------------------------------------
 
 
+@raises(Unauthenticated)
 def partner_key(request: Request, database: DatabaseDep) -> PartnerPrincipal:
     """The partner behind ``Authorization: Bearer <API key>``; 401 if the key is missing, unknown or
     revoked. Records the key's use (at most once a minute)."""
@@ -72,6 +74,7 @@ def partner_key(request: Request, database: DatabaseDep) -> PartnerPrincipal:
     return principal
 
 
+@raises(Forbidden)
 def active_partner(principal: Annotated[PartnerPrincipal, Depends(partner_key)]) -> PartnerPrincipal:
     """The partner behind the API key, who must not be suspended (403)."""
     return service.forbid_suspended(principal)
@@ -104,6 +107,7 @@ def list_partners(principal: AdminDep, database: DatabaseDep) -> list[PartnerOut
 
 
 @router.post("/v1/admin/partners", status_code=201, tags=ADMIN_TAGS)
+@raises(Conflict)
 def add_partner(body: PartnerCreate, principal: AdminDep, database: DatabaseDep) -> PartnerWritten:
     """Register a partner. A webhook secret Consentry generates is in this response only."""
     with database.write() as session:
@@ -122,6 +126,7 @@ def add_partner(body: PartnerCreate, principal: AdminDep, database: DatabaseDep)
 
 
 @router.get("/v1/admin/partners/overdue", tags=ADMIN_TAGS)
+@raises(NotFound)
 def overdue(principal: AdminDep, database: DatabaseDep, partner: str | None = None) -> OverdueReport:
     """Revocations past their deadline without acknowledgement, per partner and release."""
     with database.read() as session:
@@ -185,6 +190,7 @@ def create_key(name: str, body: KeyCreate, principal: AdminDep, database: Databa
 
 
 @router.post("/v1/admin/partners/{name}/keys/{key}/revoke", tags=ADMIN_TAGS)
+@raises(Conflict)
 def revoke_key(name: str, key: str, principal: AdminDep, database: DatabaseDep) -> KeyOut:
     """Revoke a key (by id or prefix); idempotent."""
     with database.write() as session:
@@ -290,6 +296,15 @@ def _chunks(path: FilePath, start: int, length: int) -> Iterator[bytes]:
 
 
 FILE_PATH = "/v1/partner/releases/{release_id}/files/{path:path}"
+_FILE = {"schema": {"type": "string", "format": "binary"}}
+_FILE_CONTENT = {
+    media: _FILE for media in sorted({*service.MEDIA_TYPES.values(), "application/octet-stream"})
+}
+FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The whole file", "content": _FILE_CONTENT},
+    206: {"description": "One byte range of the file (``Content-Range``)", "content": _FILE_CONTENT},
+    304: {"description": "Not modified: ``If-None-Match`` names the file's ETag"},
+}
 
 
 def _plain_path(request: Request, path: str) -> bool:
@@ -308,8 +323,21 @@ def _plain_path(request: Request, path: str) -> bool:
     return [unquote(s) for s in sent] == segments
 
 
-@router.head(FILE_PATH, tags=PARTNER_TAGS, operation_id="partner_file_head")
-@router.get(FILE_PATH, tags=PARTNER_TAGS, operation_id="partner_file_download")
+@router.head(
+    FILE_PATH,
+    tags=PARTNER_TAGS,
+    operation_id="partner_file_head",
+    response_class=Response,
+    responses=FILE_RESPONSES,
+)
+@router.get(
+    FILE_PATH,
+    tags=PARTNER_TAGS,
+    operation_id="partner_file_download",
+    response_class=Response,
+    responses=FILE_RESPONSES,
+)
+@raises(416)
 def download(
     release_id: str, path: str, request: Request, partner: PartnerDep, database: DatabaseDep
 ) -> Response:

@@ -11,7 +11,9 @@ from fastapi import APIRouter, Query
 
 from consentry.api_deps import AdminDep, DatabaseDep, SettingsDep
 from consentry.auth.service import Principal
+from consentry.errors import Conflict, NotFound
 from consentry.ids import Id32, Id64
+from consentry.openapi import raises
 from consentry.retention import service
 from consentry.retention.rules import load_rules
 from consentry.retention.schemas import (
@@ -98,6 +100,7 @@ def holds(
 
 
 @router.post("/holds", status_code=201, tags=TAGS)
+@raises(NotFound, Conflict)
 def add_hold(body: HoldIn, principal: AdminDep, database: DatabaseDep) -> HoldOut:
     """Put an account on legal hold (404 for an unknown account, 409 if already held)."""
     with database.write() as session:

@@ -14,8 +14,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from consentry.api_deps import AccountDep, AdminDep, DatabaseDep, bearer_token
 from consentry.auth.service import Principal, resolve_token
 from consentry.consent.service import allowed_accounts
+from consentry.errors import Conflict, Gone, NotFound, Unauthenticated
 from consentry.ids import Id64
 from consentry.metering.middleware import report_posts
+from consentry.openapi import raises
 from consentry.signals.headers import post_signal_headers
 from consentry.social import service
 from consentry.social.schemas import (
@@ -40,6 +42,7 @@ platform_router = APIRouter(prefix="/v1/platform", tags=["platform"])
 
 
 @router.post("/v1/accounts", status_code=201)
+@raises(Conflict)
 def create_account(body: AccountIn, principal: AdminDep, database: DatabaseDep) -> AccountOut:
     """Create an account (admin)."""
     with database.write() as session:
@@ -61,6 +64,7 @@ def show_account(account_id: Id64, principal: AdminDep, database: DatabaseDep) -
 
 
 @router.post("/v1/accounts/{account_id}/deactivate")
+@raises(Conflict)
 def deactivate_account(account_id: Id64, principal: AdminDep, database: DatabaseDep) -> AccountOut:
     """Deactivate an account (admin)."""
     with database.write() as session:
@@ -68,6 +72,7 @@ def deactivate_account(account_id: Id64, principal: AdminDep, database: Database
 
 
 @router.post("/v1/accounts/{account_id}/reactivate")
+@raises(Conflict)
 def reactivate_account(account_id: Id64, principal: AdminDep, database: DatabaseDep) -> AccountOut:
     """Reactivate a deactivated account (admin)."""
     with database.write() as session:
@@ -75,6 +80,7 @@ def reactivate_account(account_id: Id64, principal: AdminDep, database: Database
 
 
 @router.delete("/v1/accounts/{account_id}")
+@raises(Conflict)
 def delete_account(account_id: Id64, principal: AdminDep, database: DatabaseDep) -> AccountOut:
     """Delete an account (admin): its ledger events become anonymous, the chain still verifies."""
     with database.write() as session:
@@ -84,6 +90,7 @@ def delete_account(account_id: Id64, principal: AdminDep, database: DatabaseDep)
 # --- platform: who is reading, and the block switch ------------------------------------------------
 
 
+@raises(Unauthenticated)
 def optional_viewer(request: Request, database: DatabaseDep) -> int | None:
     """The reading account: ``None`` without a token (or with an admin token); 401 for a bad token."""
     token = bearer_token(request)
@@ -117,6 +124,7 @@ def _me(principal: Principal) -> int:
 
 
 @platform_router.post("/posts", status_code=201)
+@raises(NotFound, Gone)
 def create_post(body: PostIn, principal: AccountDep, database: DatabaseDep) -> PostOut:
     """Publish a post, a reply (``reply_to``) or a quote (``quote_of``)."""
     with database.write() as session:
@@ -133,6 +141,7 @@ def create_post(body: PostIn, principal: AccountDep, database: DatabaseDep) -> P
 
 
 @platform_router.get("/posts/{post_id}")
+@raises(Gone)
 def read_post(
     request: Request,
     response: Response,
@@ -156,6 +165,7 @@ def read_post(
 
 
 @platform_router.delete("/posts/{post_id}", status_code=204)
+@raises(Gone)
 def delete_post(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> None:
     """Delete one of your posts; reading it answers 410 from then on."""
     with database.write() as session:
@@ -163,6 +173,7 @@ def delete_post(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> 
 
 
 @platform_router.post("/posts/{post_id}/like")
+@raises(Gone)
 def like(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Like a post."""
     with database.write() as session:
@@ -171,6 +182,7 @@ def like(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionO
 
 
 @platform_router.delete("/posts/{post_id}/like")
+@raises(Gone)
 def unlike(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Withdraw a like."""
     with database.write() as session:
@@ -179,6 +191,7 @@ def unlike(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> Actio
 
 
 @platform_router.post("/posts/{post_id}/repost")
+@raises(Gone)
 def repost(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Repost a public post to your followers."""
     with database.write() as session:
@@ -187,6 +200,7 @@ def repost(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> Actio
 
 
 @platform_router.delete("/posts/{post_id}/repost")
+@raises(Gone)
 def unrepost(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Withdraw a repost."""
     with database.write() as session:
@@ -198,6 +212,7 @@ def unrepost(post_id: Id64, principal: AccountDep, database: DatabaseDep) -> Act
 
 
 @platform_router.get("/accounts/{account_id}")
+@raises(Gone)
 def profile(account_id: Id64, database: DatabaseDep) -> ProfileOut:
     """An account's public profile; 410 once deleted."""
     with database.read() as session:
@@ -205,6 +220,7 @@ def profile(account_id: Id64, database: DatabaseDep) -> ProfileOut:
 
 
 @platform_router.get("/accounts/{account_id}/posts")
+@raises(Gone)
 def account_posts(
     request: Request,
     response: Response,
@@ -238,6 +254,7 @@ def account_posts(
 
 
 @platform_router.post("/accounts/{account_id}/follow")
+@raises(Gone)
 def follow(account_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Follow an account; for a protected account this asks, and it must approve."""
     me = _me(principal)
@@ -248,6 +265,7 @@ def follow(account_id: Id64, principal: AccountDep, database: DatabaseDep) -> Ac
 
 
 @platform_router.delete("/accounts/{account_id}/follow")
+@raises(Gone)
 def unfollow(account_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Stop following an account (or withdraw a request)."""
     me = _me(principal)
@@ -257,6 +275,7 @@ def unfollow(account_id: Id64, principal: AccountDep, database: DatabaseDep) -> 
 
 
 @platform_router.post("/accounts/{account_id}/block")
+@raises(Gone)
 def block(account_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Block an account: follows between you end, and it can no longer interact with you."""
     me = _me(principal)
@@ -266,6 +285,7 @@ def block(account_id: Id64, principal: AccountDep, database: DatabaseDep) -> Act
 
 
 @platform_router.delete("/accounts/{account_id}/block")
+@raises(Gone)
 def unblock(account_id: Id64, principal: AccountDep, database: DatabaseDep) -> ActionOut:
     """Lift a block."""
     me = _me(principal)
@@ -342,6 +362,7 @@ def list_interactions(
 
 
 @platform_router.delete("/assistant/interactions/{interaction_id}", status_code=204)
+@raises(Gone)
 def delete_interaction(interaction_id: Id64, principal: AccountDep, database: DatabaseDep) -> None:
     """Delete one of your exchanges with the assistant."""
     with database.write() as session:

@@ -12,6 +12,7 @@ from consentry.api_deps import AccountDep, DatabaseDep
 from consentry.consent import service as consent
 from consentry.errors import Conflict
 from consentry.ids import Id64
+from consentry.openapi import raises
 from consentry.transparency import service
 from consentry.transparency.checkpoint import format_proof
 from consentry.transparency.note import b64
@@ -42,14 +43,16 @@ def _checkpoint_text(database: Any) -> str:
     "/.well-known/consentry/checkpoint",
     tags=["transparency"],
     response_class=PlainTextResponse,
-    responses={200: {"content": {TEXT: {}}}, 409: {"description": "no checkpoint yet"}},
+    responses={200: {"content": {TEXT: {}}}},
 )
+@raises(Conflict)  # no checkpoint signed yet
 def checkpoint(database: DatabaseDep) -> Response:
     """The latest signed checkpoint (C2SP tlog-checkpoint) with the witnesses' cosignatures."""
     return PlainTextResponse(_checkpoint_text(database), media_type=TEXT, headers=MUTABLE)
 
 
 @router.get("/tlog/checkpoint", tags=["transparency"], response_class=PlainTextResponse)
+@raises(Conflict)  # no checkpoint signed yet
 def tlog_checkpoint(database: DatabaseDep) -> Response:
     """The latest checkpoint at the tlog-tiles prefix ``/tlog`` (same as the well-known one)."""
     return PlainTextResponse(_checkpoint_text(database), media_type=TEXT, headers=MUTABLE)
@@ -105,8 +108,9 @@ def checkpoint_of_size(size: Id64, database: DatabaseDep) -> dict[str, Any]:
 @router.get(
     "/v1/me/receipts/{seq}/proof",
     tags=["settings"],
-    responses={409: {"description": "not in a checkpoint yet: ask again after the interval"}},
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},  # format=tlog-proof
 )
+@raises(Conflict)  # not in a checkpoint yet: ask again after the interval
 def receipt_proof(
     request: Request,
     seq: Id64,
