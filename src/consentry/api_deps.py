@@ -153,6 +153,7 @@ def require_account(request: Request, principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
+@raises(Unauthenticated, Forbidden)
 def require_admin_in_outage(request: Request, database: DatabaseDep, settings: SettingsDep) -> Principal:
     """An operator, as ``AdminDep``; but while the database is unreachable, a token this process
     verified within ``token_grace_seconds`` still counts (503 for any other). Only for routes whose

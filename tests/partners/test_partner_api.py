@@ -308,7 +308,7 @@ TRAVERSALS = [
 def test_nothing_but_listed_files_can_be_downloaded(client: TestClient, world: World) -> None:
     for path in TRAVERSALS:
         response = client.get(files_url(world, A, path), headers=world.auth(A))
-        assert response.status_code == 404, (path, response.status_code)
+        assert response.status_code == (422 if "%00" in path else 404), (path, response.status_code)
         assert "has no file" in response.json()["detail"], path  # refused by the handler, not by routing
     nul = client.get(files_url(world, A, "manifest.json%00"), headers=world.auth(A))
     assert nul.status_code == 422 and nul.json()["field"] == "path"  # NUL: refused everywhere alike
@@ -354,7 +354,7 @@ def test_encoded_slashes_and_other_path_tricks_are_404(client: TestClient, world
         if "/./" in path or "/../" in path or path.startswith("./"):
             continue  # the test client removes dot segments before sending; see the live test below
         response = client.get(files_url(world, A, path), headers=world.auth(A))
-        assert response.status_code == 404, (path, response.status_code)
+        assert response.status_code == (422 if "%00" in path else 404), (path, response.status_code)
         assert response.headers["content-type"] == "application/problem+json", path
 
 
@@ -404,7 +404,7 @@ def test_path_tricks_sent_raw_to_a_real_server_are_404(app: FastAPI, world: Worl
         assert raw_get(port, f"{base}/{encoded}", world.auth(A)) == (200, data)
         for path in tricks(entry["path"]):
             status, body = raw_get(port, f"{base}/{path}", world.auth(A))
-            assert status == 404, (path, status)
+            assert status == (422 if "%00" in path else 404), (path, status)
             assert b"PAR1" not in body, path
 
 
