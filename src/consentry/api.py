@@ -224,6 +224,7 @@ def create_app(
     from consentry.metering.middleware import DatabaseDirectory, MeteringMiddleware
     from consentry.metering.router import router as metering_router
     from consentry.metering.service import AccessLogWriter
+    from consentry.metering.webbotauth import SignatureVerifier
     from consentry.migrate import upgrade
     from consentry.partners.router import router as partners_router
     from consentry.retention.router import router as retention_router
@@ -288,6 +289,7 @@ def create_app(
         threshold=settings.damages_threshold_posts,
         unregistered_mode=settings.unregistered_mode,
         include=METERED_PATHS,
+        signatures=SignatureVerifier.for_service(settings.operator_url),
     )
     app.state.meter = meter
     app.include_router(consent_router)

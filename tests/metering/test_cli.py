@@ -131,3 +131,46 @@ def test_damages_commands(cli_database: Database, tmp_path: Path) -> None:
         result = runner.invoke(app, args)
         assert result.exit_code != 0, args
         assert "error:" in result.output, args
+
+
+def test_bot_identity_commands(cli_database: Database, tmp_path: Path) -> None:
+    from tests.metering.test_webbotauth import RFC_JWK, RFC_THUMBPRINT, DirectoryServer
+
+    assert runner.invoke(app, ["org", "add", "Crawler Co"]).exit_code == 0
+    server = DirectoryServer()
+    try:
+        added = runner.invoke(app, ["org", "bot-add", "Crawler Co", server.origin])
+        assert added.exit_code == 0, added.output
+        assert "keys from" in added.output
+        first = added.output.split("bot identity ")[1].split(":")[0]
+        pinned = runner.invoke(app, ["org", "bot-pin", first])  # fetched once, now, and pinned
+        assert pinned.exit_code == 0, pinned.output
+        assert RFC_THUMBPRINT in pinned.output and server.hits == 1
+    finally:
+        server.close()
+    jwks = tmp_path / "keys.json"
+    jwks.write_text(json.dumps({"keys": [RFC_JWK]}))
+    other = runner.invoke(
+        app, ["org", "bot-add", "Crawler Co", "https://crawler.example", "--jwks", str(jwks)]
+    )
+    assert other.exit_code == 0 and "pinned keys" in other.output
+    second = other.output.split("bot identity ")[1].split(":")[0]
+    assert runner.invoke(app, ["org", "bot-unpin", first]).exit_code == 0
+    listed = runner.invoke(app, ["org", "bot-list"])
+    assert listed.exit_code == 0 and "https://crawler.example" in listed.output
+    shown = runner.invoke(app, ["org", "show", "Crawler Co"])
+    assert f"bot identity {second}: https://crawler.example (pinned keys)" in shown.output
+    # bad input: a message and a non-zero exit, nothing stored
+    for args in (
+        ["org", "bot-add", "Crawler Co", "not-an-origin"],
+        ["org", "bot-add", "Crawler Co", "https://crawler.example"],  # already registered
+        ["org", "bot-add", "Nobody", "https://x.example"],
+        ["org", "bot-add", "Crawler Co", "https://y.example", "--jwks", str(tmp_path / "missing.json")],
+        ["org", "bot-pin", first],  # its directory is gone: unfetchable
+        ["org", "bot-remove", "999999"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code != 0, args
+    assert runner.invoke(app, ["org", "bot-remove", second]).exit_code == 0
+    listed = runner.invoke(app, ["org", "bot-list"])
+    assert "https://crawler.example" not in listed.output

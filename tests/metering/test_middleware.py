@@ -482,3 +482,86 @@ def test_a_request_that_cannot_be_attributed_is_counted_against_unknown(
     assert sorted(route.name for route in window.routes) == ["/posts", "/timeline/{account}"]
     assert [client.name for client in window.clients] == ["192.0.2.50"]
     broken.dispose()
+
+
+def test_a_signed_crawler_is_billed_even_when_others_spoof_its_user_agent(database: Database) -> None:
+    """Web Bot Auth end to end: the signed crawler's posts go to its organisation as ``signed``; the same
+    user agent unsigned, replayed or badly signed is ``spoofed`` and never billed to it."""
+    from consentry.metering import identities
+    from consentry.metering.webbotauth import SignatureVerifier
+    from tests.metering.test_webbotauth import AGENT, RFC_JWK, sign
+
+    with database.write() as session:
+        org = service.create_organisation(session, name="OpenAI", mode="meter")
+        identities.add_identity(session, ref=org.id, agent=AGENT, jwks={"keys": [RFC_JWK]})
+        org_id = org.id
+    writer = AccessLogWriter(database, interval=0)
+    metrics = MiddlewareMetrics()
+    app, _ = make_app(
+        MemoryMeter(),
+        clock=Clock(T0),
+        directory=DatabaseDirectory(database, ttl=60),
+        access_log=writer,
+        metrics=metrics,
+        signatures=SignatureVerifier(authorities=["api.consentry.test"]),
+    )
+    url = "https://api.consentry.test/posts?n=10"
+    signed = {**sign(url, nonce="first"), "user-agent": GPTBOT_UA}
+    with TestClient(app, base_url="https://api.consentry.test") as client:
+        assert client.get("/posts?n=10", headers=signed).status_code == 200
+        assert client.get(
+            "/posts?n=10", headers={**sign(url, nonce="second"), "user-agent": GPTBOT_UA}
+        ).is_success
+        assert client.get("/posts?n=3", headers={"user-agent": GPTBOT_UA}).is_success  # a spoofer
+        assert client.get("/posts?n=10", headers=signed).is_success  # a replay of the first request
+        expired = sign(url, nonce="third", created=datetime.now(UTC).timestamp() - 3600)
+        assert client.get("/posts?n=10", headers={**expired, "user-agent": GPTBOT_UA}).is_success
+    assert (metrics.signed_requests, metrics.replayed_signatures, metrics.spoofed_requests) == (2, 1, 3)
+    writer.flush()
+    with database.read() as session:
+        billed = service.statement(
+            session,
+            organisation=org_id,
+            start=T0,
+            end=T0 + timedelta(hours=1),
+            terms=damages.Terms(threshold=1),
+        )
+        spoofed = service.statement(
+            session,
+            organisation="spoofed:openai",
+            start=T0,
+            end=T0 + timedelta(hours=1),
+            terms=damages.Terms(threshold=1),
+        )
+    assert billed.posts_in_period == 20
+    assert billed.windows[0].hours[0].bases == {"signed": 20}
+    assert [(b.name, b.posts) for b in billed.windows[0].evidence] == [(AGENT, 20)]
+    assert spoofed.posts_in_period == 23
+    assert spoofed.windows[0].hours[0].bases == {"spoofed": 23}
+    assert {b.name: b.posts for b in spoofed.windows[0].evidence} == {
+        "replayed": 10,
+        "expired": 10,
+        "unsigned": 3,
+    }
+    csv_text, _ = damages.render_statement(billed, "csv")
+    assert csv_text.splitlines()[1].endswith(",signed=20")
+
+
+def test_the_nonce_of_a_signature_is_claimed_once_across_workers(redis_prefix: str) -> None:
+    """Two API workers sharing Redis: a nonce claimed by one is refused by the other."""
+    from tests.services import REDIS_URL
+
+    async def run() -> tuple[bool, bool, bool]:
+        first, second = RedisMeter(REDIS_URL, prefix=redis_prefix), RedisMeter(REDIS_URL, prefix=redis_prefix)
+        until = datetime.now(UTC).timestamp() + 60
+        try:
+            return (
+                await first.claim("agent-key-nonce", until=until),
+                await second.claim("agent-key-nonce", until=until),
+                await second.claim("another-nonce", until=until),
+            )
+        finally:
+            await first.aclose()
+            await second.aclose()
+
+    assert asyncio.run(run()) == (True, False, True)

@@ -195,3 +195,51 @@ def test_the_database_itself_refuses_a_second_name_of_the_same_key(
         service.update_organisation(session, ref=str(other.id), changes=OrganisationUpdate(name="ÜNITED AI"))
     with database.read() as session:
         assert sorted(o.name for o in service.list_organisations(session)) == ["Other", "Ünited AI"]
+
+
+def test_bot_identities_over_http(api: TestClient, admin_token: str) -> None:
+    from tests.metering.test_webbotauth import RFC_JWK, RFC_THUMBPRINT
+
+    headers = auth(admin_token)
+    org = api.post("/v1/admin/organisations", json={"name": "Crawler Co"}, headers=headers).json()
+    added = api.post(
+        f"/v1/admin/organisations/{org['id']}/bot-identities",
+        json={"agent": "HTTPS://Crawler.Example/"},
+        headers=headers,
+    )
+    assert added.status_code == 201, added.text
+    identity = added.json()
+    assert identity["agent"] == "https://crawler.example"
+    assert (
+        identity["directory_url"] == "https://crawler.example/.well-known/http-message-signatures-directory"
+    )
+    assert identity["pinned"] is False
+    pinned = api.put(
+        f"/v1/admin/bot-identities/{identity['id']}/pin", json={"jwks": {"keys": [RFC_JWK]}}, headers=headers
+    )
+    assert pinned.status_code == 200 and pinned.json()["pinned_key_ids"] == [RFC_THUMBPRINT]
+    shown = api.get(f"/v1/admin/organisations/{org['id']}", headers=headers).json()
+    assert [i["agent"] for i in shown["bot_identities"]] == ["https://crawler.example"]
+    # bad input: a clear 4xx naming the field, nothing stored
+    for body, field in (
+        ({"agent": "crawler.example"}, "agent"),
+        ({"agent": "https://crawler.example/path"}, "agent"),
+        ({"agent": "https://other.example", "jwks": {"keys": [{"kty": "RSA"}]}}, "jwks"),
+        ({"agent": "https://other.example", "directory_url": "ftp://x"}, "directory_url"),
+    ):
+        refused = api.post(f"/v1/admin/organisations/{org['id']}/bot-identities", json=body, headers=headers)
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert field in refused.text
+    duplicate = api.post(
+        f"/v1/admin/organisations/{org['id']}/bot-identities",
+        json={"agent": "https://crawler.example"},
+        headers=headers,
+    )
+    assert duplicate.status_code == 409
+    assert len(api.get("/v1/admin/bot-identities", headers=headers).json()) == 1
+    assert (
+        api.put("/v1/admin/bot-identities/999/pin", json={"jwks": None}, headers=headers).status_code == 404
+    )
+    assert api.delete(f"/v1/admin/bot-identities/{identity['id']}", headers=headers).status_code == 204
+    assert api.get("/v1/admin/bot-identities", headers=headers).json() == []

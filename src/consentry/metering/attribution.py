@@ -1,13 +1,17 @@
-"""Who is reading: API key, configured network, AI crawler user agent, or else the client network.
+"""Who is reading: a signature, an API key, a configured network, an AI crawler user agent, or else the
+client network.
 
 Attribution runs on every metered request, so it works on an in-memory :class:`Directory` snapshot
 (loaded from the database by ``consentry.metering.service.load_directory``), never on the database:
 
-1. a valid organisation API key (``Authorization: Bearer cso_...`` or ``X-Consentry-Key``);
-2. the client address inside a configured network (longest prefix wins);
-3. a known AI crawler token in the user agent (the organisation named like the crawler's operator, if
-   one is registered, otherwise the operator itself as ``crawler:<operator>``);
-4. the client network: ``/24`` for IPv4, ``/64`` for IPv6 (``net:<network>``).
+1. a valid Web Bot Auth signature of an agent an organisation registered (basis ``signed``);
+2. a valid organisation API key (``Authorization: Bearer cso_...`` or ``X-Consentry-Key``; ``api_key``);
+3. the client address inside a configured network (longest prefix wins; ``network``);
+4. a known AI crawler token in the user agent (``user_agent``): the organisation named like the
+   crawler's operator, if one is registered, otherwise the operator itself as ``crawler:<operator>``.
+   If that organisation registered a signature agent or networks, a request that reached this step
+   proved neither, so it is ``spoofed``: counted as ``spoofed:<operator>``, never billed to it;
+5. the client network: ``/24`` for IPv4, ``/64`` for IPv6 (``net:<network>``; ``unknown``).
 """
 
 from __future__ import annotations
@@ -24,10 +28,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from consentry.errors import InvalidInput
+from consentry.metering.webbotauth import IdentityIndex, SignatureCheck
 
 KEY_PREFIX = "cso_"
 Mode = Literal["allow", "meter", "throttle", "block", "pay"]
-Kind = Literal["key", "network", "crawler", "client", "unknown"]
+Kind = Literal["key", "network", "crawler", "client", "unknown", "signed", "spoofed"]
+Basis = Literal["signed", "api_key", "network", "user_agent", "spoofed", "unknown"]
+BASES: tuple[Basis, ...] = ("signed", "api_key", "network", "user_agent", "spoofed", "unknown")
+"""How a request was attributed, strongest first (stored per access-log bucket)."""
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{1,63}$")
@@ -87,6 +95,12 @@ class NetworkTable:
             table[int(network.network_address)] = organisation_id
             self._count += 1
         self._lengths = {version: sorted(table, reverse=True) for version, table in self._tables.items()}
+        self.organisations = frozenset(
+            organisation
+            for table in self._tables.values()
+            for t in table.values()
+            for organisation in t.values()
+        )
 
     def __len__(self) -> int:
         return self._count
@@ -240,6 +254,10 @@ class Attribution:
     label: str
     organisation: OrgPolicy | None = None
     crawler: Crawler | None = None
+    basis: Basis = "unknown"
+    evidence: str = ""
+    """Why a signature did not count (a :data:`consentry.metering.webbotauth.REASONS` entry), or the
+    signing agent for ``signed``; empty otherwise."""
 
 
 UNATTRIBUTED = Attribution("unknown", "unknown", "unknown (attribution failed)")
@@ -256,39 +274,97 @@ class Directory:
         keys: Mapping[str, int] | None = None,
         networks: NetworkTable | None = None,
         crawlers: CrawlerCatalog | None = None,
+        identities: IdentityIndex | None = None,
     ) -> None:
         self.organisations: dict[int, OrgPolicy] = {policy.id: policy for policy in organisations}
         self.keys: Mapping[str, int] = keys or {}
         self.networks = networks or NetworkTable()
         self.crawlers = crawlers or default_crawlers()
+        self.identities = identities or IdentityIndex()
         self._by_name = {policy.name.casefold(): policy for policy in self.organisations.values()}
+        self._provable = self.networks.organisations | self.identities.organisations
 
     def organisation_named(self, name: str) -> OrgPolicy | None:
         """The organisation with this name (case-insensitive), if registered."""
         return self._by_name.get(name.casefold())
 
     def attribute(
-        self, *, api_key: str | None = None, client_ip: str | None = None, user_agent: str | None = None
+        self,
+        *,
+        api_key: str | None = None,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+        signature: SignatureCheck | None = None,
     ) -> Attribution:
-        """Attribute a request: key, then network, then crawler user agent, then client network."""
+        """Attribute a request: signature, key, network, crawler user agent, then client network.
+
+        ``signature`` is the outcome of checking the request's Web Bot Auth signature (None: unsigned).
+        """
+        evidence = ""
+        if signature is not None:
+            if signature.identity is not None:
+                policy = self.organisations.get(signature.identity.organisation_id)
+                if policy is not None:
+                    return Attribution(
+                        policy.subject,
+                        "signed",
+                        policy.name,
+                        organisation=policy,
+                        basis="signed",
+                        evidence=signature.identity.agent,
+                    )
+                evidence = "unknown-agent"
+            else:
+                evidence = signature.reason
         if api_key:
             organisation_id = self.keys.get(hash_key(api_key))
             policy = self.organisations.get(organisation_id) if organisation_id is not None else None
             if policy is not None:
-                return Attribution(policy.subject, "key", policy.name, organisation=policy)
+                return Attribution(
+                    policy.subject,
+                    "key",
+                    policy.name,
+                    organisation=policy,
+                    basis="api_key",
+                    evidence=evidence,
+                )
         organisation_id = self.networks.lookup(client_ip)
         if organisation_id is not None:
             policy = self.organisations.get(organisation_id)
             if policy is not None:
-                return Attribution(policy.subject, "network", policy.name, organisation=policy)
+                return Attribution(
+                    policy.subject,
+                    "network",
+                    policy.name,
+                    organisation=policy,
+                    basis="network",
+                    evidence=evidence,
+                )
         crawler = self.crawlers.match(user_agent)
         if crawler is not None:
             policy = self.organisation_named(crawler.operator)
+            if policy is not None and policy.id in self._provable:
+                return Attribution(
+                    f"spoofed:{slug(crawler.operator)}",
+                    "spoofed",
+                    f"{crawler.operator} (spoofed)",
+                    crawler=crawler,
+                    basis="spoofed",
+                    evidence=evidence or "unsigned",
+                )
             if policy is not None:
                 return Attribution(
-                    policy.subject, "crawler", policy.name, organisation=policy, crawler=crawler
+                    policy.subject,
+                    "crawler",
+                    policy.name,
+                    organisation=policy,
+                    crawler=crawler,
+                    basis="user_agent",
+                    evidence=evidence,
                 )
             subject = f"crawler:{slug(crawler.operator)}"
-            return Attribution(subject, "crawler", crawler.operator, crawler=crawler)
+            return Attribution(
+                subject, "crawler", crawler.operator, crawler=crawler, basis="user_agent", evidence=evidence
+            )
         network = client_network(client_ip)
-        return Attribution(f"net:{network}", "client", network)
+        return Attribution(f"net:{network}", "client", network, evidence=evidence)

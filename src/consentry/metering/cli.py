@@ -59,6 +59,9 @@ def _print_org(out: object) -> None:
         console.print(f"  key {key.id}: {key.hint}… {key.label} ({state})", highlight=False)
     for network in out.networks:
         console.print(f"  network {network.id}: {network.cidr}", highlight=False)
+    for identity in out.bot_identities:
+        pinned = " (pinned keys)" if identity.pinned else ""
+        console.print(f"  bot identity {identity.id}: {identity.agent}{pinned}", highlight=False)
 
 
 @org_app.command("add")
@@ -210,6 +213,113 @@ def org_cidr_remove(network_id: int) -> None:
     console.print(f"network {network_id} removed")
 
 
+def _read_jwks(path: Path) -> object:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as error:
+        raise InvalidInput(f"cannot read a JWKS from {path}: {error}", field="jwks") from error
+
+
+@org_app.command("bot-add")
+@cli_errors
+def org_bot_add(
+    organisation: str,
+    agent: Annotated[str, typer.Argument(help="The Signature-Agent origin, e.g. https://crawler.example")],
+    directory_url: Annotated[
+        str | None, typer.Option(help="Key directory (default: <agent>/.well-known/...directory).")
+    ] = None,
+    jwks: Annotated[Path | None, typer.Option(help="Pin these keys (a JWKS file); never fetched.")] = None,
+) -> None:
+    """Register a Web Bot Auth signature agent for an organisation."""
+    from consentry.metering import identities
+
+    keys = _read_jwks(jwks) if jwks is not None else None
+    with open_database().write() as session:
+        out = identities.identity_out(
+            identities.add_identity(
+                session, ref=organisation, agent=agent, directory_url=directory_url, jwks=keys
+            )
+        )
+    _print_identity(out)
+
+
+def _print_identity(out: object) -> None:
+    from consentry.metering.schemas import BotIdentityOut
+
+    assert isinstance(out, BotIdentityOut)
+    keys = f"pinned keys {', '.join(out.pinned_key_ids)}" if out.pinned else f"keys from {out.directory_url}"
+    console.print(
+        f"bot identity {out.id}: {out.agent} -> organisation {out.organisation_id} ({keys})", highlight=False
+    )
+
+
+@org_app.command("bot-list")
+@cli_errors
+def org_bot_list() -> None:
+    """List the registered signature agents."""
+    from consentry.metering import identities
+
+    with open_database().read() as session:
+        rows = [identities.identity_out(row) for row in identities.list_identities(session)]
+    for out in rows:
+        _print_identity(out)
+    if not rows:
+        console.print("no bot identities")
+
+
+@org_app.command("bot-pin")
+@cli_errors
+def org_bot_pin(
+    identity_id: int,
+    jwks: Annotated[
+        Path | None, typer.Option(help="Pin these keys (a JWKS file); default: fetch the directory now.")
+    ] = None,
+) -> None:
+    """Pin an agent's keys (offline): from a JWKS file, or fetched from its directory once, now."""
+    from consentry.metering import identities
+    from consentry.metering.webbotauth import KeyStore, public_jwk
+
+    with open_database().read() as session:
+        url = identities.get_identity(session, identity_id=identity_id).directory_url
+    if jwks is not None:
+        keys = _read_jwks(jwks)
+    else:
+        try:
+            fetched, _ = KeyStore().fetch(url)
+        except InvalidInput:
+            raise
+        except Exception as error:
+            raise InvalidInput(
+                f"the key directory {url} could not be fetched: {error}", field="jwks"
+            ) from error
+        keys = {"keys": [public_jwk(key) for key in fetched.values()]}
+    with open_database().write() as session:
+        out = identities.identity_out(identities.pin_identity(session, identity_id=identity_id, jwks=keys))
+    _print_identity(out)
+
+
+@org_app.command("bot-unpin")
+@cli_errors
+def org_bot_unpin(identity_id: int) -> None:
+    """Fetch an agent's key directory again instead of its pinned keys."""
+    from consentry.metering import identities
+
+    with open_database().write() as session:
+        out = identities.identity_out(identities.pin_identity(session, identity_id=identity_id, jwks=None))
+    _print_identity(out)
+
+
+@org_app.command("bot-remove")
+@cli_errors
+def org_bot_remove(identity_id: int) -> None:
+    """Forget a signature agent (its logged traffic stays)."""
+    from consentry.metering import identities
+
+    with open_database().write() as session:
+        identities.remove_identity(session, identity_id=identity_id)
+    console.print(f"bot identity {identity_id} removed")
+
+
 @org_app.command("crawlers")
 @cli_errors
 def org_crawlers(
@@ -229,7 +339,7 @@ def org_crawlers(
 @cli_errors
 def damages_statement(
     organisation: Annotated[
-        str, typer.Argument(help="Organisation id or name, a crawler:/net: subject, or unknown.")
+        str, typer.Argument(help="Organisation id or name, a crawler:/net:/spoofed: subject, or unknown.")
     ],
     start: Annotated[str, typer.Option("--from", help="ISO 8601 start (UTC without offset).")],
     end: Annotated[str, typer.Option("--to", help="ISO 8601 end, exclusive; at most a year after --from.")],

@@ -390,9 +390,12 @@ USD {{ usd(s.terms.rate_cents) }} per 1,000,000 posts ({{ s.terms.rounding.repla
 {% endfor %}<tr class="total"><td colspan="3">Total</td><td>{{ "{:,}".format(s.posts_in_windows) }}</td>
 <td>{{ s.total_amount_usd }}</td></tr></table>
 {% for w in s.windows %}<h2>Window {{ w.number }}: evidence per hour</h2>
-<table><tr><th>Hour from</th><th>Posts</th><th>Requests</th></tr>
+<table><tr><th>Hour from</th><th>Posts</th><th>Requests</th><th>Posts by attribution basis</th></tr>
 {% for h in w.hours %}<tr><td>{{ h.start.isoformat() }}</td><td>{{ "{:,}".format(h.posts) }}</td>
-<td>{{ "{:,}".format(h.requests) }}</td></tr>{% endfor %}</table>
+<td>{{ "{:,}".format(h.requests) }}</td><td>{{ bases(h.bases) }}</td></tr>{% endfor %}</table>
+{% if w.evidence %}<table><tr><th>Signing agent, or why a signature did not count</th><th>Posts</th></tr>
+{% for r in w.evidence %}<tr><td>{{ r.name }}</td><td>{{ "{:,}".format(r.posts) }}</td></tr>{% endfor %}
+</table>{% endif %}
 {% if w.routes %}<table><tr><th>Route</th><th>Posts</th></tr>{% for r in w.routes %}
 <tr><td>{{ r.name }}</td><td>{{ "{:,}".format(r.posts) }}</td></tr>{% endfor %}</table>{% endif %}
 {% if w.clients %}<table><tr><th>Client</th><th>Posts</th></tr>{% for r in w.clients %}
@@ -413,7 +416,17 @@ CSV_COLUMNS = [
     "hour_end",
     "hour_posts",
     "hour_requests",
+    "hour_bases",
 ]
+
+
+def format_bases(bases: dict[str, int]) -> str:
+    """Posts per attribution basis, strongest first: ``signed=120;user_agent=3``."""
+    from consentry.metering.attribution import BASES
+
+    order: dict[str, int] = {name: index for index, name in enumerate(BASES)}
+    names = sorted(bases, key=lambda name: (order.get(name, len(order)), name))
+    return ";".join(f"{name}={bases[name]}" for name in names)
 
 
 def render_statement(statement: Statement, fmt: str) -> tuple[str, str]:
@@ -438,6 +451,7 @@ def render_statement(statement: Statement, fmt: str) -> tuple[str, str]:
                         hour.end.isoformat(),
                         hour.posts,
                         hour.requests,
+                        format_bases(hour.bases),
                     ]
                 )
         return out.getvalue(), "text/csv"
@@ -445,5 +459,5 @@ def render_statement(statement: Statement, fmt: str) -> tuple[str, str]:
         import jinja2
 
         template = jinja2.Environment(autoescape=True).from_string(_HTML)
-        return template.render(s=statement, usd=format_usd), "text/html"
+        return template.render(s=statement, usd=format_usd, bases=format_bases), "text/html"
     raise InvalidInput("format must be json, csv or html", field="format")

@@ -1,5 +1,6 @@
 """Where the metering middleware gets its attribution snapshot: a fixed one, or one loaded from the
-database and reloaded every ``ttl`` seconds, ready before the first request is served."""
+database and reloaded every ``ttl`` seconds, ready before the first request is served. Loading also
+fetches the Web Bot Auth key directories that are due (``KeyStore.refresh``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import anyio.to_thread
 from consentry.db import Database
 from consentry.errors import ConsentryError
 from consentry.metering.attribution import CrawlerCatalog, Directory
+from consentry.metering.webbotauth import KeyStore
 
 log = logging.getLogger("consentry.metering")
 
@@ -58,8 +60,10 @@ class DatabaseDirectory:
         ttl: float = 30.0,
         crawlers: CrawlerCatalog | None = None,
         retry_interval: float = 1.0,
+        key_store: KeyStore | None = None,
     ) -> None:
         self.database = database
+        self.key_store = key_store or KeyStore()
         self.ttl = ttl
         self.crawlers = crawlers
         self.retry_interval = retry_interval
@@ -79,7 +83,10 @@ class DatabaseDirectory:
         from consentry.metering.service import load_directory
 
         with self.database.read() as session:
-            return load_directory(session, crawlers=self.crawlers)
+            directory = load_directory(session, crawlers=self.crawlers, key_store=self.key_store)
+        # key directories due for a refresh are fetched here, in the loading thread, never by a request
+        self.key_store.refresh(directory.identities.by_agent.values())
+        return directory
 
     def _first_load(self) -> Directory:
         """The first snapshot, loaded once by whichever thread gets the lock first (the others wait)."""

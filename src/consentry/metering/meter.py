@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from consentry.db import utcnow
 from consentry.errors import InvalidInput
+from consentry.metering.nonces import MemoryClaims
 from consentry.metering.redis_layout import (
     CONSUME_LUA,
     RECONCILE_LUA,
@@ -82,6 +83,10 @@ class Meter(Protocol):
 
     async def usage(self, subject: str, *, at: datetime | None = None) -> int:
         """Posts counted for ``subject`` in the 24 hours up to ``at`` (now)."""
+        ...
+
+    async def claim(self, name: str, *, until: float) -> bool:
+        """Claim a one-time value (a signature nonce) until ``until`` (epoch seconds); False if taken."""
         ...
 
     async def aclose(self) -> None:
@@ -147,6 +152,7 @@ class MemoryMeter:
         self._series: dict[str, _Series] = {}
         self._calls = 0
         self._latest = -(2**62)
+        self.claims = MemoryClaims()
 
     def _sweep(self) -> None:
         """Drop subjects whose minutes all left the window of the latest time seen (lock held)."""
@@ -273,6 +279,10 @@ class MemoryMeter:
         """Subjects with posts in memory."""
         with self._lock:
             return list(self._series)
+
+    async def claim(self, name: str, *, until: float) -> bool:
+        """Claim a one-time value in this process (see :class:`MemoryClaims`)."""
+        return self.claims.claim(name, until=until)
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -566,6 +576,23 @@ class RedisMeter:
     async def usage(self, subject: str, *, at: datetime | None = None) -> int:
         """Posts counted for ``subject`` in the 24 hours up to ``at``."""
         return (await self.consume(subject, 0, at=at)).total
+
+    async def claim(self, name: str, *, until: float) -> bool:
+        """Claim a one-time value for every server sharing Redis (``SET NX EXAT``); while Redis is
+        unreachable, in this process only (a replay to another server then goes unnoticed)."""
+        if self._monotonic() >= self._down_until:
+            try:
+                self.metrics.round_trips += 1
+                done = await self._redis().set(
+                    f"{self.prefix}:nonce:{name}", b"1", nx=True, exat=max(int(until), int(time.time()) + 1)
+                )
+            except Exception as error:
+                self._failed(error)
+            else:
+                if done:  # remembered here too, for an outage that follows
+                    self._fallback.claims.claim(name, until=until)
+                return bool(done)
+        return self._fallback.claims.claim(name, until=until)
 
     async def delete_subject(self, subject: str, *, at: datetime | None = None) -> None:
         """Forget a subject's counts in the window ending at ``at`` (for tests and admin resets)."""

@@ -44,6 +44,7 @@ from consentry.metering.directory import DatabaseDirectory as DatabaseDirectory
 from consentry.metering.directory import DirectorySource, StaticDirectory
 from consentry.metering.meter import WINDOW_SECONDS, MemoryMeter, Meter, Usage, check_posts
 from consentry.metering.schemas import price_usd
+from consentry.metering.webbotauth import SignatureCheck, SignatureVerifier, SignedRequest
 
 log = logging.getLogger("consentry.metering")
 
@@ -54,7 +55,17 @@ OFFER_HEADER = "consentry-max-price-per-post"
 POLICY_NAME = "posts-24h"
 _POSTS = POSTS_HEADER.encode()
 _WANTED = frozenset(
-    {b"authorization", b"x-consentry-key", b"user-agent", b"x-forwarded-for", b"consentry-max-price-per-post"}
+    {
+        b"authorization",
+        b"x-consentry-key",
+        b"user-agent",
+        b"x-forwarded-for",
+        b"consentry-max-price-per-post",
+        b"signature",
+        b"signature-input",
+        b"signature-agent",
+        b"host",
+    }
 )
 PROBLEM = "urn:consentry:problem:"
 
@@ -87,6 +98,8 @@ class AccessLogSink(Protocol):
         organisation_id: int | None = None,
         route: str = "",
         client: str = "",
+        basis: str = "",
+        evidence: str = "",
     ) -> None:
         """Buffer one response's posts."""
         ...
@@ -109,6 +122,10 @@ class MiddlewareMetrics:
     meter_errors: int = 0
     invalid_counts: int = 0
     access_log_errors: int = 0
+    signed_requests: int = 0
+    signature_failures: int = 0
+    replayed_signatures: int = 0
+    spoofed_requests: int = 0
 
     def prometheus(self, prefix: str = "consentry_metering") -> str:
         """The counters in the Prometheus text format."""
@@ -203,6 +220,7 @@ class MeteringMiddleware:
         trust_forwarded: bool = False,
         clock: Callable[[], datetime] = utcnow,
         metrics: MiddlewareMetrics | None = None,
+        signatures: SignatureVerifier | None = None,
     ) -> None:
         check_posts(threshold, field="threshold")
         if unregistered_mode not in ("allow", "meter", "throttle", "block", "pay"):
@@ -223,6 +241,7 @@ class MeteringMiddleware:
         self.trust_forwarded = trust_forwarded
         self.clock = clock
         self.metrics = metrics or MiddlewareMetrics()
+        self.signatures = signatures or SignatureVerifier()
         # subject -> (limit, time until which the window stays full); a per-process shortcut
         self._full: dict[str, tuple[int, float]] = {}
         self._filtered = bool(self.include or self.exclude)
@@ -271,6 +290,45 @@ class MeteringMiddleware:
             return token
         return None
 
+    async def _decide_signed(
+        self, directory: Directory, headers: dict[bytes, bytes], client: str | None, scope: Scope
+    ) -> _Plan:
+        """Attribution of a request that carries a signature: checked per request (never cached)."""
+        host = headers.get(b"host")
+        if host is None:
+            server = scope.get("server")
+            host = f"{server[0]}:{server[1]}".encode() if server else b"localhost"
+        path = scope.get("raw_path") or scope.get("path", "/").encode()
+        query = scope.get("query_string", b"")
+        url = f"{scope.get('scheme', 'http')}://{host.decode('latin-1')}{path.decode('latin-1')}"
+        if query:
+            url += "?" + query.decode("latin-1")
+        request = SignedRequest(
+            scope.get("method", "GET"),
+            url,
+            {key.decode("latin-1"): value.decode("latin-1") for key, value in headers.items()},
+        )
+        check = self.signatures.check(request, directory.identities)
+        if check.ok and check.replay_key is not None:
+            fresh = await self.meter.claim(check.replay_key, until=check.expires + self.signatures.skew)
+            if not fresh:
+                self.metrics.replayed_signatures += 1
+                check = SignatureCheck(None, "replayed", check.agent, check.keyid)
+        if check.ok:
+            self.metrics.signed_requests += 1
+        else:
+            self.metrics.signature_failures += 1
+        user_agent = headers.get(b"user-agent")
+        attribution = directory.attribute(
+            api_key=self._api_key(headers),
+            client_ip=client,
+            user_agent=user_agent.decode("latin-1") if user_agent is not None else None,
+            signature=check,
+        )
+        if attribution.basis == "spoofed":
+            self.metrics.spoofed_requests += 1
+        return self._plan(self.decide(attribution))
+
     def _decide(self, directory: Directory, headers: dict[bytes, bytes], client: str | None) -> _Plan:
         """Attribution and decision, cached per (raw key headers, client, user agent) for one snapshot."""
         if directory is not self._cached_directory or len(self._decisions) >= 10_000:
@@ -285,7 +343,11 @@ class MeteringMiddleware:
                 client_ip=client,
                 user_agent=user_agent.decode("latin-1") if user_agent is not None else None,
             )
+            if attribution.basis == "spoofed":
+                self.metrics.spoofed_requests += 1
             plan = self._decisions[cache_key] = self._plan(self.decide(attribution))
+        elif plan.decision.attribution.basis == "spoofed":
+            self.metrics.spoofed_requests += 1
         return plan
 
     @staticmethod
@@ -341,7 +403,10 @@ class MeteringMiddleware:
         try:
             source = self.directory
             directory = source.directory if isinstance(source, StaticDirectory) else await source.get()
-            plan = self._decide(directory, headers, client)
+            if b"signature" in headers or b"signature-input" in headers:
+                plan = await self._decide_signed(directory, headers, client, scope)
+            else:
+                plan = self._decide(directory, headers, client)
         except Exception:  # never serve uncounted: the request counts against "unknown"
             metrics.attribution_failures += 1
             log.exception("metering attribution failed; counting the request against 'unknown'")
@@ -498,6 +563,8 @@ class MeteringMiddleware:
                 organisation_id=plan.organisation_id,
                 route=str(route),
                 client=client or "",
+                basis=plan.decision.attribution.basis,
+                evidence=plan.decision.attribution.evidence,
             )
         except Exception:
             self.metrics.access_log_errors += 1

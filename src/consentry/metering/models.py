@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from consentry.db import Base, UTCDateTime
@@ -66,11 +66,31 @@ class OrganisationNetwork(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class OrganisationBotIdentity(Base):
+    """A Web Bot Auth signature agent of an organisation: its origin and key directory, or pinned keys."""
+
+    __tablename__ = "organisation_bot_identities"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organisation_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("organisations.id", ondelete="CASCADE"), index=True
+    )
+    agent: Mapped[str] = mapped_column(String(300), unique=True)
+    directory_url: Mapped[str] = mapped_column(String(500))
+    # a JWKS given directly or pinned offline: used instead of fetching the directory
+    pinned_jwks: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class AccessRecord(Base):
     """Posts served to one subject in one minute on one route to one client. Rows are only inserted.
 
     ``subject`` is the meter key (``org:<id>``, ``crawler:<operator>``, ``net:<network>`` or ``unknown``);
-    ``organisation_id`` is set when the subject is a registered organisation.
+    ``organisation_id`` is set when the subject is a registered organisation. ``basis`` says how the
+    requests were attributed (``signed``, ``api_key``, ``network``, ``user_agent``, ``spoofed``,
+    ``unknown``; empty in rows written before bases were recorded) and ``evidence`` why a signature did
+    not count, or the agent that signed.
     """
 
     __tablename__ = "access_log"
@@ -90,3 +110,5 @@ class AccessRecord(Base):
     requests: Mapped[int] = mapped_column(Integer, default=1)
     route: Mapped[str] = mapped_column(String(200), default="")
     client: Mapped[str] = mapped_column(String(64), default="")
+    basis: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    evidence: Mapped[str] = mapped_column(String(120), default="", server_default="")

@@ -11,9 +11,12 @@ from fastapi import APIRouter, Query, Response
 from consentry.api_deps import AdminDep, DatabaseDep
 from consentry.errors import Conflict
 from consentry.ids import INT64_MAX, Id32
-from consentry.metering import damages, service
+from consentry.metering import damages, identities, service
 from consentry.metering.attribution import default_crawlers
 from consentry.metering.schemas import (
+    BotIdentityCreate,
+    BotIdentityOut,
+    BotIdentityPin,
     IssuedKey,
     KeyCreate,
     KeyOut,
@@ -117,6 +120,43 @@ def remove_network(network_id: Id32, principal: AdminDep, database: DatabaseDep)
     return Response(status_code=204)
 
 
+@router.post("/v1/admin/organisations/{organisation}/bot-identities", status_code=201, tags=TAGS)
+def add_bot_identity(
+    organisation: str, body: BotIdentityCreate, principal: AdminDep, database: DatabaseDep
+) -> BotIdentityOut:
+    """Register a Web Bot Auth signature agent (its key directory is fetched, or ``jwks`` pinned)."""
+    with database.write() as session:
+        row = identities.add_identity(
+            session, ref=organisation, agent=body.agent, directory_url=body.directory_url, jwks=body.jwks
+        )
+        return identities.identity_out(row)
+
+
+@router.get("/v1/admin/bot-identities", tags=TAGS)
+def list_bot_identities(principal: AdminDep, database: DatabaseDep) -> list[BotIdentityOut]:
+    """Every registered signature agent."""
+    with database.read() as session:
+        return [identities.identity_out(row) for row in identities.list_identities(session)]
+
+
+@router.put("/v1/admin/bot-identities/{identity_id}/pin", tags=TAGS)
+def pin_bot_identity(
+    identity_id: int, body: BotIdentityPin, principal: AdminDep, database: DatabaseDep
+) -> BotIdentityOut:
+    """Pin an agent's keys (a JWKS; its directory is no longer fetched), or unpin them with null."""
+    with database.write() as session:
+        row = identities.pin_identity(session, identity_id=identity_id, jwks=body.jwks)
+        return identities.identity_out(row)
+
+
+@router.delete("/v1/admin/bot-identities/{identity_id}", status_code=204, tags=TAGS)
+def remove_bot_identity(identity_id: int, principal: AdminDep, database: DatabaseDep) -> Response:
+    """Forget a signature agent (its logged traffic stays)."""
+    with database.write() as session:
+        identities.remove_identity(session, identity_id=identity_id)
+    return Response(status_code=204)
+
+
 @router.get("/v1/admin/metering/crawlers", tags=TAGS)
 def crawlers(principal: AdminDep) -> list[dict[str, str | None]]:
     """The known AI crawler user-agent tokens with their operators."""
@@ -164,7 +204,8 @@ def damages_statement(
     ] = 1_500_000,
     rounding: Annotated[Rounding, Query()] = "pro_rata",
 ) -> Response:
-    """The damages statement of an organisation (id, name, ``crawler:``/``net:`` subject or ``unknown``)."""
+    """The damages statement of an organisation (id, name, a ``crawler:``/``net:``/``spoofed:`` subject
+    or ``unknown``)."""
     terms = damages.Terms(threshold=threshold, rate_cents=rate_cents, rounding=rounding)
     with database.read() as session:
         result = service.statement(

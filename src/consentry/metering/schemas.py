@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -88,6 +88,43 @@ class NetworkOut(BaseModel):
     created_at: datetime
 
 
+class BotIdentityCreate(BaseModel):
+    """A Web Bot Auth signature agent to register for an organisation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str = Field(max_length=300, examples=["https://crawler.example"])
+    directory_url: str | None = Field(
+        default=None,
+        max_length=500,
+        description="default: <agent>/.well-known/http-message-signatures-directory",
+    )
+    jwks: dict[str, Any] | None = Field(
+        default=None, description="keys given directly (pinned; never fetched)"
+    )
+
+
+class BotIdentityPin(BaseModel):
+    """Keys to pin for an identity (a JWKS), or null to fetch its directory again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jwks: dict[str, Any] | None
+
+
+class BotIdentityOut(BaseModel):
+    """A registered signature agent."""
+
+    id: int
+    organisation_id: int
+    agent: str
+    directory_url: str
+    pinned: bool
+    pinned_key_ids: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
 class OrganisationOut(BaseModel):
     """An organisation with its keys and networks."""
 
@@ -102,6 +139,7 @@ class OrganisationOut(BaseModel):
     updated_at: datetime
     keys: list[KeyOut] = []
     networks: list[NetworkOut] = []
+    bot_identities: list[BotIdentityOut] = []
 
 
 class TermsIn(BaseModel):
@@ -119,6 +157,7 @@ class HourEvidence(BaseModel):
     end: datetime
     posts: int
     requests: int
+    bases: dict[str, int] = Field(default_factory=dict, description="posts per attribution basis")
 
 
 class Breakdown(BaseModel):
@@ -140,6 +179,10 @@ class BreachWindow(BaseModel):
     hours: list[HourEvidence]
     routes: list[Breakdown] = []
     clients: list[Breakdown] = []
+    bases: list[Breakdown] = []
+    evidence: list[Breakdown] = Field(
+        default_factory=list, description="posts per signing agent, or per reason a signature did not count"
+    )
 
 
 class Statement(BaseModel):

@@ -25,6 +25,7 @@ from consentry.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from consentry.ids import parse_id
 from consentry.metering import damages
 from consentry.metering.attribution import (
+    BASES,
     KEY_PREFIX,
     UNATTRIBUTED,
     CrawlerCatalog,
@@ -39,6 +40,7 @@ from consentry.metering.models import (
     MODES,
     AccessRecord,
     Organisation,
+    OrganisationBotIdentity,
     OrganisationKey,
     OrganisationNetwork,
 )
@@ -56,11 +58,13 @@ from consentry.metering.schemas import (
     TopOut,
     price_usd,
 )
+from consentry.metering.webbotauth import IdentityIndex, KeyStore
 
 log = logging.getLogger("consentry.metering")
 
-SUBJECT = re.compile(r"^(?:(?:org|crawler|net):\S{1,110}|unknown)$")
+SUBJECT = re.compile(r"^(?:(?:org|crawler|net|spoofed):\S{1,110}|unknown)$")
 """Subjects of the access log: the kinds attribution returns, and ``unknown`` (not attributed)."""
+BASIS = frozenset({"", *BASES})
 
 
 # --- organisations -------------------------------------------------------------------------------------
@@ -200,6 +204,9 @@ def delete_organisation(session: Session, *, ref: int | str) -> None:
         )
     session.execute(delete(OrganisationKey).where(OrganisationKey.organisation_id == organisation.id))
     session.execute(delete(OrganisationNetwork).where(OrganisationNetwork.organisation_id == organisation.id))
+    session.execute(
+        delete(OrganisationBotIdentity).where(OrganisationBotIdentity.organisation_id == organisation.id)
+    )
     session.delete(organisation)
     session.flush()
 
@@ -216,7 +223,12 @@ def organisation_out(session: Session, organisation: Organisation) -> Organisati
         .where(OrganisationNetwork.organisation_id == organisation.id)
         .order_by(OrganisationNetwork.id)
     )
+    from consentry.metering.identities import identity_out, list_identities
+
     return OrganisationOut(
+        bot_identities=[
+            identity_out(row) for row in list_identities(session, organisation_id=organisation.id)
+        ],
         id=organisation.id,
         name=organisation.name,
         mode=organisation.mode,
@@ -315,8 +327,16 @@ def remove_network(session: Session, *, network_id: int) -> None:
     session.flush()
 
 
-def load_directory(session: Session, *, crawlers: CrawlerCatalog | None = None) -> Directory:
-    """A snapshot of organisations, active keys and networks for attribution."""
+def load_directory(
+    session: Session, *, crawlers: CrawlerCatalog | None = None, key_store: KeyStore | None = None
+) -> Directory:
+    """A snapshot of organisations, active keys, networks and signature agents for attribution.
+
+    The agents' key directories are read from ``key_store`` (refreshed by the caller, off the request
+    path); a new store when None.
+    """
+    from consentry.metering.identities import load_identities
+
     policies = [
         OrgPolicy(
             id=row.id,
@@ -337,7 +357,8 @@ def load_directory(session: Session, *, crawlers: CrawlerCatalog | None = None) 
             select(OrganisationNetwork.cidr, OrganisationNetwork.organisation_id)
         )
     )
-    return Directory(policies, keys=keys, networks=networks, crawlers=crawlers)
+    identities = IdentityIndex(load_identities(session), key_store)
+    return Directory(policies, keys=keys, networks=networks, crawlers=crawlers, identities=identities)
 
 
 # --- the access log ------------------------------------------------------------------------------------
@@ -354,9 +375,11 @@ class AccessEvent:
     route: str = ""
     client: str = ""
     requests: int = 1
+    basis: str = ""
+    evidence: str = ""
 
 
-BucketKey = tuple[str, int | None, datetime, str, str]
+BucketKey = tuple[str, int | None, datetime, str, str, str, str]
 
 
 def _minute(at: datetime) -> datetime:
@@ -372,7 +395,17 @@ def _aggregate(events: Iterable[AccessEvent]) -> dict[BucketKey, list[int]]:
             )
         posts = check_posts(event.posts)
         requests = check_posts(event.requests, field="requests")
-        key = (event.subject, event.organisation_id, _minute(event.at), event.route[:200], event.client[:64])
+        if event.basis not in BASIS:
+            raise InvalidInput(f"basis {event.basis!r} is not one of {', '.join(BASES)}", field="basis")
+        key = (
+            event.subject,
+            event.organisation_id,
+            _minute(event.at),
+            event.route[:200],
+            event.client[:64],
+            event.basis,
+            event.evidence[:120],
+        )
         bucket = buckets.setdefault(key, [0, 0])
         bucket[0] += posts
         bucket[1] += requests
@@ -389,8 +422,13 @@ def _insert(session: Session, buckets: dict[BucketKey, list[int]]) -> int:
             "requests": requests,
             "route": route,
             "client": client,
+            "basis": basis,
+            "evidence": evidence,
         }
-        for (subject, organisation_id, minute, route, client), (posts, requests) in buckets.items()
+        for (subject, organisation_id, minute, route, client, basis, evidence), (
+            posts,
+            requests,
+        ) in buckets.items()
         if posts > 0 or requests > 0
     ]
     if not rows:
@@ -445,9 +483,11 @@ class AccessLogWriter:
         organisation_id: int | None = None,
         route: str = "",
         client: str = "",
+        basis: str = "",
+        evidence: str = "",
     ) -> None:
         """Buffer one response's posts (validated like ``append_access_log``)."""
-        event = AccessEvent(subject, at, posts, organisation_id, route, client)
+        event = AccessEvent(subject, at, posts, organisation_id, route, client, 1, basis, evidence)
         for key, (count, requests) in _aggregate([event]).items():
             with self._lock:
                 bucket = self._buckets.get(key)
@@ -529,10 +569,11 @@ class Target:
 
 
 def resolve_target(session: Session, *, ref: int | str) -> Target:
-    """An organisation (id or name) or an unregistered subject (``crawler:...``, ``net:...``, or
-    ``unknown``: requests that could not be attributed)."""
+    """An organisation (id or name) or an unregistered subject (``crawler:...``, ``net:...``,
+    ``spoofed:...``: a registered crawler's user agent without its proof, or ``unknown``: requests that
+    could not be attributed)."""
     text = str(ref).strip()
-    if text.startswith(("crawler:", "net:")) or text == UNATTRIBUTED.subject:
+    if text.startswith(("crawler:", "net:", "spoofed:")) or text == UNATTRIBUTED.subject:
         seen = session.scalar(select(AccessRecord.id).where(AccessRecord.subject == text).limit(1))
         if seen is None:
             raise NotFound(f"no access by {text!r} is logged", field="organisation")
@@ -545,7 +586,9 @@ METHOD = (
     "A breach window is a 24-hour period [s, s+24h) starting at a minute s in which posts were served, "
     "holding more than the threshold. Windows are taken greedily: the earliest, then the earliest starting "
     "at or after its end, and so on; they never overlap. Only posts served within the statement period "
-    "are counted."
+    "are counted. Each hour of evidence shows the posts per attribution basis: signed (a Web Bot Auth "
+    "signature of the organisation's registered agent), api_key, network (a network registered for it), "
+    "user_agent (a crawler user agent naming its operator, which anyone can send)."
 )
 
 
@@ -593,8 +636,16 @@ def statement(
             AccessRecord.minute >= window_start,
             AccessRecord.minute < min(window_end, end),
         )
+        hour_bases = _hour_bases(session, scope, window_start)
+        for hour_number, evidence in enumerate(hours):
+            evidence.bases = hour_bases.get(hour_number, {})
         breakdowns: dict[str, list[Breakdown]] = {}
-        for name, column in (("routes", AccessRecord.route), ("clients", AccessRecord.client)):
+        for name, column in (
+            ("routes", AccessRecord.route),
+            ("clients", AccessRecord.client),
+            ("bases", AccessRecord.basis),
+            ("evidence", AccessRecord.evidence),
+        ):
             total = func.sum(AccessRecord.posts)
             breakdowns[name] = [
                 Breakdown(name=str(value), posts=int(count))
@@ -617,6 +668,8 @@ def statement(
                 hours=hours,
                 routes=breakdowns["routes"],
                 clients=breakdowns["clients"],
+                bases=[Breakdown(name=b.name or "unrecorded", posts=b.posts) for b in breakdowns["bases"]],
+                evidence=[b for b in breakdowns["evidence"] if b.name],
             )
         )
     total_cents = sum(window.amount_cents for window in windows)
@@ -635,6 +688,24 @@ def statement(
         generated_at=utcnow(),
         method=METHOD,
     )
+
+
+def _hour_bases(
+    session: Session, scope: tuple[ColumnElement[bool], ...], start: datetime
+) -> dict[int, dict[str, int]]:
+    """Posts per attribution basis in each hour of a window (``unrecorded`` for rows without one)."""
+    total = func.sum(AccessRecord.posts)
+    result: dict[int, dict[str, int]] = {}
+    for minute, basis, posts in session.execute(
+        select(AccessRecord.minute, AccessRecord.basis, total)
+        .where(*scope)
+        .group_by(AccessRecord.minute, AccessRecord.basis)
+    ):
+        hour = int((check_time(minute) - start).total_seconds() // 3600)
+        per_hour = result.setdefault(hour, {})
+        name = basis or "unrecorded"
+        per_hour[name] = per_hour.get(name, 0) + int(posts)
+    return result
 
 
 def top(
