@@ -18,7 +18,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path("./consentry-data"), description="Data folder (keys, SQLite file).")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in home.")
-    redis_url: str | None = Field(default=None, description="Redis URL for the shared meter.")
+    redis_url: str | None = Field(
+        default=None, description="Redis URL of the meter (redis+cluster://host:port,... for a cluster)."
+    )
     catalog_file: Path | None = Field(default=None, description="Replacement settings catalog (JSON).")
     jurisdictions_file: Path | None = Field(default=None, description="Replacement country-to-group map.")
     operator_name: str = Field(default="Consentry demo operator", description="Named in receipts.")

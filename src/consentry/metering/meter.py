@@ -40,6 +40,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from consentry.db import utcnow
 from consentry.errors import InvalidInput
 from consentry.metering.nonces import MemoryClaims
+from consentry.metering.redis_client import cluster_target, connect, describe
 from consentry.metering.redis_layout import (
     CONSUME_LUA,
     RECONCILE_LUA,
@@ -343,6 +344,8 @@ class RedisMeter:
             raise InvalidInput("failure_mode must be 'memory' or 'open'", field="failure_mode")
         if "{" in prefix or "}" in prefix:
             raise InvalidInput("the key prefix must not contain braces", field="prefix")
+        if url is not None:
+            cluster_target(url)  # a malformed cluster URL is refused here, not at the first request
         self.url = url
         self.prefix = prefix
         self.failure_mode: FailureMode = failure_mode
@@ -370,18 +373,8 @@ class RedisMeter:
     def _redis(self) -> Any:
         loop = asyncio.get_running_loop()
         if self._client is None or (self._given_client is None and self._loop is not loop):
-            import redis.asyncio as aioredis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
             assert self.url is not None
-            self._client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),
-                health_check_interval=0,
-            )
+            self._client = connect(self.url, timeout=self.timeout)
             self._script = None
             self._loop = loop
         if self._script is None:
@@ -442,15 +435,7 @@ class RedisMeter:
         return self._consume_locally(subject, posts, limit, when, now)
 
     def _where(self) -> str:
-        if self.url is None:
-            return "the given client"
-        from redis.connection import parse_url
-
-        try:
-            options = parse_url(self.url)
-        except ValueError:
-            return "the configured URL"
-        return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
+        return describe(self.url)
 
     def _failed(self, error: BaseException) -> None:
         self.metrics.redis_errors += 1
