@@ -249,6 +249,7 @@ class MeteringMiddleware:
         self._wall = clock is utcnow
         self._decisions: dict[tuple[bytes | None, bytes | None, str | None, bytes | None], _Plan] = {}
         self._cached_directory: Directory | None = None
+        self._signed_plans: dict[int, _Plan] = {}
         self._policies: dict[int, bytes] = {}
         self._unattributed = self._plan(self.decide(UNATTRIBUTED))
 
@@ -314,10 +315,18 @@ class MeteringMiddleware:
             if not fresh:
                 self.metrics.replayed_signatures += 1
                 check = SignatureCheck(None, "replayed", check.agent, check.keyid)
-        if check.ok:
+        if check.identity is not None and check.identity.organisation_id in directory.organisations:
             self.metrics.signed_requests += 1
-        else:
-            self.metrics.signature_failures += 1
+            if directory is not self._cached_directory:
+                self._decisions.clear()
+                self._signed_plans.clear()
+                self._cached_directory = directory
+            plan = self._signed_plans.get(check.identity.id)
+            if plan is None:  # a valid signature decides alone: one plan per identity and snapshot
+                attribution = directory.attribute(signature=check)
+                plan = self._signed_plans[check.identity.id] = self._plan(self.decide(attribution))
+            return plan
+        self.metrics.signature_failures += 1
         user_agent = headers.get(b"user-agent")
         attribution = directory.attribute(
             api_key=self._api_key(headers),
@@ -333,6 +342,7 @@ class MeteringMiddleware:
         """Attribution and decision, cached per (raw key headers, client, user agent) for one snapshot."""
         if directory is not self._cached_directory or len(self._decisions) >= 10_000:
             self._decisions.clear()
+            self._signed_plans.clear()
             self._cached_directory = directory
         user_agent = headers.get(b"user-agent")
         cache_key = (headers.get(b"authorization"), headers.get(b"x-consentry-key"), client, user_agent)
