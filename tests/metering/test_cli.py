@@ -85,6 +85,7 @@ def test_damages_commands(cli_database: Database, tmp_path: Path) -> None:
                     org_id,
                     "/v1/posts",
                     "192.0.2.1",
+                    basis="network",
                 )
                 for at, posts in EXAMPLE
             ],
@@ -95,6 +96,9 @@ def test_damages_commands(cli_database: Database, tmp_path: Path) -> None:
     body = json.loads(as_json.output)
     assert [w["posts"] for w in body["windows"]] == [1_100_000, 1_150_000]
     assert body["total_amount_cents"] == 3_375_000
+    hours = body["windows"][0]["hours"]  # each hour of evidence says how its posts were attributed
+    assert all(set(hour["bases"]) <= {"network"} for hour in hours)
+    assert sum(hour["bases"].get("network", 0) for hour in hours) == 1_100_000
     per_million = runner.invoke(
         app,
         [
@@ -111,11 +115,16 @@ def test_damages_commands(cli_database: Database, tmp_path: Path) -> None:
     assert json.loads(per_million.output)["total_amount_cents"] == 8_000_000
     as_csv = runner.invoke(app, ["damages", "statement", "Scraper Inc", *period, "--format", "csv"])
     assert as_csv.output.splitlines()[0].startswith("organisation,window,window_start")
+    assert as_csv.output.splitlines()[0].endswith(",hour_bases")
+    assert any(
+        line.endswith(",network=") is False and ",network=" in line for line in as_csv.output.splitlines()
+    )
     out = tmp_path / "statement.html"
     as_html = runner.invoke(
         app, ["damages", "statement", "Scraper Inc", *period, "--format", "html", "--output", str(out)]
     )
     assert as_html.exit_code == 0 and "33,750.00" in out.read_text()
+    assert "Posts by attribution basis" in out.read_text() and "network=" in out.read_text()
     top = runner.invoke(app, ["damages", "top", "--at", "2026-11-02T08:30:00Z", "--json"])
     assert json.loads(top.output)["entries"][0]["posts_24h"] == 1_000_000
     assert runner.invoke(app, ["damages", "top", "--at", "2026-11-02T08:30:00Z"]).exit_code == 0
