@@ -567,3 +567,22 @@ def test_open_failure_mode_serves_everything_while_redis_is_down() -> None:
         RedisMeter("redis://127.0.0.1:6379/0", failure_mode="closed")  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         RedisMeter()
+
+
+def test_a_one_time_value_is_claimed_with_the_count(redis_meter: RedisMeter) -> None:
+    """``once`` claims a signature nonce in the same step as the count: a replay counts nothing, on
+    either meter, and on the Redis meter also while Redis is down (claimed in memory)."""
+
+    async def scenario(meter: Meter) -> list[tuple[int, bool, bool]]:
+        until = datetime.now(UTC).timestamp() + 60
+        out = []
+        for once in (("n1", until), ("n1", until), ("n2", until)):
+            usage = await meter.consume("org:1", 5, at=T0, once=once)
+            out.append((usage.total, usage.accepted, usage.replayed))
+        return out
+
+    expected = [(5, True, False), (0, False, True), (10, True, False)]
+    assert run(scenario(MemoryMeter())) == expected
+    assert run(scenario(redis_meter)) == expected
+    down = RedisMeter(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    assert [replayed for *_, replayed in run(scenario(down))] == [False, True, False]

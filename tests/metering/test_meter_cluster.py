@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from consentry.metering.meter import RedisMeter
-from consentry.metering.redis_layout import ResyncBatch, window_keys
+from consentry.metering.redis_layout import ResyncBatch, nonce_key, window_keys
 from tests.metering.conftest import OwnCluster
 
 T0 = datetime(2026, 11, 20, 22, 0, 30, tzinfo=UTC)
@@ -31,7 +31,8 @@ PREFIX = "consentry:meter"
     minute=st.integers(min_value=20_000_000, max_value=40_000_000),
 )
 def test_every_script_call_touches_one_slot(subject: str, minute: int) -> None:
-    assert len({key_slot(key.encode()) for key in window_keys(PREFIX, subject, minute)}) == 1
+    keys = [*window_keys(PREFIX, subject, minute), nonce_key(PREFIX, subject, "a-nonce-digest")]
+    assert len({key_slot(key.encode()) for key in keys}) == 1
     batch = ResyncBatch("b-1", {subject: {minute: 3, minute - 61: 4, minute - 1439: 5}})
     for keys, _ in batch.script_calls(PREFIX):
         assert len({key_slot(key.encode()) for key in keys}) == 1

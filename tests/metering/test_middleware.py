@@ -484,7 +484,9 @@ def test_a_request_that_cannot_be_attributed_is_counted_against_unknown(
     broken.dispose()
 
 
-def test_a_signed_crawler_is_billed_even_when_others_spoof_its_user_agent(database: Database) -> None:
+def test_a_signed_crawler_is_billed_even_when_others_spoof_its_user_agent(
+    database: Database, meter: Meter
+) -> None:
     """Web Bot Auth end to end: the signed crawler's posts go to its organisation as ``signed``; the same
     user agent unsigned, replayed or badly signed is ``spoofed`` and never billed to it."""
     from consentry.metering import identities
@@ -498,7 +500,7 @@ def test_a_signed_crawler_is_billed_even_when_others_spoof_its_user_agent(databa
     writer = AccessLogWriter(database, interval=0)
     metrics = MiddlewareMetrics()
     app, _ = make_app(
-        MemoryMeter(),
+        meter,
         clock=Clock(T0),
         directory=DatabaseDirectory(database, ttl=60),
         access_log=writer,
@@ -565,3 +567,35 @@ def test_the_nonce_of_a_signature_is_claimed_once_across_workers(redis_prefix: s
             await second.aclose()
 
     assert asyncio.run(run()) == (True, False, True)
+
+
+def test_a_replayed_signature_is_refused_by_the_mode_it_falls_to(
+    database: Database, redis_meter: RedisMeter
+) -> None:
+    """With a shared meter the nonce is claimed with the count, after the endpoint ran: a replay is then
+    re-attributed, and refused if its new subject is blocked (the endpoint's body is dropped)."""
+    from consentry.metering import identities
+    from consentry.metering.webbotauth import SignatureVerifier
+    from tests.metering.test_webbotauth import AGENT, RFC_JWK, sign
+
+    with database.write() as session:
+        org = service.create_organisation(session, name="OpenAI", mode="meter")
+        identities.add_identity(session, ref=org.id, agent=AGENT, jwks={"keys": [RFC_JWK]})
+    metrics = MiddlewareMetrics()
+    app, calls = make_app(
+        redis_meter,
+        clock=Clock(T0),
+        directory=DatabaseDirectory(database, ttl=60),
+        metrics=metrics,
+        unregistered_mode="block",
+        signatures=SignatureVerifier(authorities=["api.consentry.test"]),
+    )
+    headers = {**sign("https://api.consentry.test/posts?n=4", nonce="once"), "user-agent": GPTBOT_UA}
+    with TestClient(app, base_url="https://api.consentry.test") as client:
+        first = client.get("/posts?n=4", headers=headers)
+        replay = client.get("/posts?n=4", headers=headers)
+    assert first.status_code == 200
+    assert replay.status_code == 403 and replay.json()["subject"] == "spoofed:openai"
+    assert calls["posts"] == 2  # the replay reached the endpoint; its response was replaced
+    assert (metrics.signed_requests, metrics.replayed_signatures) == (1, 1)
+    assert asyncio.run(redis_meter.usage(f"org:{org.id}", at=T0)) == 4

@@ -46,6 +46,7 @@ from consentry.metering.redis_layout import (
     RECONCILE_LUA,
     ResyncBatch,
     expire_at,
+    nonce_key,
     window_keys,
 )
 from consentry.metering.redis_layout import WINDOW_MINUTES as WINDOW_MINUTES
@@ -70,6 +71,8 @@ class Usage:
     """Seconds until the oldest counted minute leaves the window (0 when the window is empty)."""
     degraded: bool = False
     """True when the answer came from the in-memory fallback because Redis was unreachable."""
+    replayed: bool = False
+    """True when the one-time value given as ``once`` was already claimed: nothing was counted."""
 
 
 @runtime_checkable
@@ -77,9 +80,19 @@ class Meter(Protocol):
     """Counts posts served per subject over a rolling 24 hours."""
 
     async def consume(
-        self, subject: str, posts: int, *, limit: int | None = None, at: datetime | None = None
+        self,
+        subject: str,
+        posts: int,
+        *,
+        limit: int | None = None,
+        at: datetime | None = None,
+        once: tuple[str, float] | None = None,
     ) -> Usage:
-        """Add ``posts`` for ``subject`` at ``at`` (now), unless a ``limit`` would be crossed."""
+        """Add ``posts`` for ``subject`` at ``at`` (now), unless a ``limit`` would be crossed.
+
+        ``once``: (name, until) of a one-time value (a signature nonce) to claim in the same step;
+        if it was claimed before, nothing is counted and the answer says ``replayed``.
+        """
         ...
 
     async def usage(self, subject: str, *, at: datetime | None = None) -> int:
@@ -267,9 +280,17 @@ class MemoryMeter:
         return Usage(total=total, accepted=False, retry_after=retry, reset=_reset(oldest, now_seconds))
 
     async def consume(
-        self, subject: str, posts: int, *, limit: int | None = None, at: datetime | None = None
+        self,
+        subject: str,
+        posts: int,
+        *,
+        limit: int | None = None,
+        at: datetime | None = None,
+        once: tuple[str, float] | None = None,
     ) -> Usage:
-        """Add ``posts`` for ``subject`` unless ``limit`` would be crossed."""
+        """Add ``posts`` for ``subject`` unless ``limit`` would be crossed (or ``once`` was claimed)."""
+        if once is not None and not self.claims.claim(once[0], until=once[1]):
+            return Usage(0, False, replayed=True)
         return self.consume_now(subject, posts, limit=limit, at=at)
 
     async def usage(self, subject: str, *, at: datetime | None = None) -> int:
@@ -399,9 +420,19 @@ class RedisMeter:
         return pending + (self._batch.posts if self._batch is not None else 0)
 
     async def consume(
-        self, subject: str, posts: int, *, limit: int | None = None, at: datetime | None = None
+        self,
+        subject: str,
+        posts: int,
+        *,
+        limit: int | None = None,
+        at: datetime | None = None,
+        once: tuple[str, float] | None = None,
     ) -> Usage:
-        """Add ``posts`` for ``subject`` unless ``limit`` would be crossed (one Redis round trip)."""
+        """Add ``posts`` for ``subject`` unless ``limit`` would be crossed (one Redis round trip).
+
+        ``once`` is claimed in the same script call, under the subject's hash tag
+        (``redis_layout.nonce_key``): a replay counts nothing and answers ``replayed``.
+        """
         subject = _subject(subject)
         posts = check_posts(posts)
         if limit is not None:
@@ -415,24 +446,31 @@ class RedisMeter:
             try:
                 # what was counted in memory goes to Redis before Redis decides anything else
                 if (self._pending or self._batch is not None) and not await self._resync(wait=False):
-                    return self._consume_locally(subject, posts, limit, when, now)
+                    return self._consume_locally(subject, posts, limit, when, now, once)
                 self._redis()
                 assert self._script is not None
                 self.metrics.round_trips += 1
-                raw = await self._script(
-                    keys=window_keys(self.prefix, subject, now),
-                    args=[now, posts, -1 if limit is None else limit, repr(now_seconds), expire_at(now)],
-                )
+                keys = window_keys(self.prefix, subject, now)
+                args: list[int | str] = [now, posts, -1 if limit is None else limit, repr(now_seconds)]
+                args.append(expire_at(now))
+                if once is not None:
+                    keys.append(nonce_key(self.prefix, subject, once[0]))
+                    args.append(max(int(once[1]), int(time.time()) + 1))
+                raw = await self._script(keys=keys, args=args)
             except Exception as error:  # Redis down, timeout, or a script error: never fail the caller
                 self._failed(error)
             else:
                 self._recovered()
                 total, accepted, retry, reset = (int(value) for value in raw)
+                if once is not None:  # remembered here too, for an outage that follows
+                    self._fallback.claims.claim(once[0], until=once[1])
+                    if total < 0:
+                        return Usage(0, False, replayed=True)
                 if len(self._last_total) >= 100_000 and subject not in self._last_total:
                     self._last_total.clear()  # a bound; only used as a base while Redis is down
                 self._last_total[subject] = total
                 return Usage(total=total, accepted=bool(accepted), retry_after=retry, reset=reset)
-        return self._consume_locally(subject, posts, limit, when, now)
+        return self._consume_locally(subject, posts, limit, when, now, once)
 
     def _where(self) -> str:
         return describe(self.url)
@@ -457,9 +495,17 @@ class RedisMeter:
             self.metrics.degraded = False
 
     def _consume_locally(
-        self, subject: str, posts: int, limit: int | None, when: datetime, now: int
+        self,
+        subject: str,
+        posts: int,
+        limit: int | None,
+        when: datetime,
+        now: int,
+        once: tuple[str, float] | None = None,
     ) -> Usage:
         self.metrics.fallback_calls += 1
+        if once is not None and not self._fallback.claims.claim(once[0], until=once[1]):
+            return Usage(0, False, degraded=True, replayed=True)
         base = self._last_total.get(subject, 0)
         local_limit = None
         if limit is not None and self.failure_mode == "memory":

@@ -293,8 +293,12 @@ class MeteringMiddleware:
 
     async def _decide_signed(
         self, directory: Directory, headers: dict[bytes, bytes], client: str | None, scope: Scope
-    ) -> _Plan:
-        """Attribution of a request that carries a signature: checked per request (never cached)."""
+    ) -> tuple[_Plan, SignatureCheck | None]:
+        """Attribution of a request that carries a signature: checked per request (never cached).
+
+        With a shared meter the nonce is claimed with the count (one round trip), so a valid signature
+        comes back as the check still to claim; a replay is then re-attributed when the response starts.
+        """
         host = headers.get(b"host")
         if host is None:
             server = scope.get("server")
@@ -310,9 +314,11 @@ class MeteringMiddleware:
             {key.decode("latin-1"): value.decode("latin-1") for key, value in headers.items()},
         )
         check = self.signatures.check(request, directory.identities)
+        deferred: SignatureCheck | None = None
         if check.ok and check.replay_key is not None:
-            fresh = await self.meter.claim(check.replay_key, until=check.expires + self.signatures.skew)
-            if not fresh:
+            if self._memory is None:
+                deferred = check  # claimed by the meter in the same round trip as the count
+            elif not await self.meter.claim(check.replay_key, until=check.expires + self.signatures.skew):
                 self.metrics.replayed_signatures += 1
                 check = SignatureCheck(None, "replayed", check.agent, check.keyid)
         if check.identity is not None and check.identity.organisation_id in directory.organisations:
@@ -325,7 +331,13 @@ class MeteringMiddleware:
             if plan is None:  # a valid signature decides alone: one plan per identity and snapshot
                 attribution = directory.attribute(signature=check)
                 plan = self._signed_plans[check.identity.id] = self._plan(self.decide(attribution))
-            return plan
+            return plan, deferred
+        return self._attribute_failed(directory, headers, client, check), None
+
+    def _attribute_failed(
+        self, directory: Directory, headers: dict[bytes, bytes], client: str | None, check: SignatureCheck
+    ) -> _Plan:
+        """The plan of a request whose signature did not count (``check`` says why)."""
         self.metrics.signature_failures += 1
         user_agent = headers.get(b"user-agent")
         attribution = directory.attribute(
@@ -410,11 +422,13 @@ class MeteringMiddleware:
         else:
             peer = scope.get("client")
             client = str(peer[0]) if peer else None
+        deferred: SignatureCheck | None = None
+        directory: Directory | None = None
         try:
             source = self.directory
             directory = source.directory if isinstance(source, StaticDirectory) else await source.get()
             if b"signature" in headers or b"signature-input" in headers:
-                plan = await self._decide_signed(directory, headers, client, scope)
+                plan, deferred = await self._decide_signed(directory, headers, client, scope)
             else:
                 plan = self._decide(directory, headers, client)
         except Exception:  # never serve uncounted: the request counts against "unknown"
@@ -432,7 +446,7 @@ class MeteringMiddleware:
         refused = False
 
         async def metered_send(message: Message) -> None:
-            nonlocal refused
+            nonlocal refused, plan, decision, subject, limit, policy, extra
             if message["type"] == "http.response.start":
                 out: list[tuple[bytes, bytes]] = []
                 reported: bytes | None = None
@@ -452,8 +466,28 @@ class MeteringMiddleware:
                     except Exception:
                         self._meter_failed()
                         usage = None
-                else:
+                elif deferred is None:
                     usage = await self._consume(decision, posts, now)
+                else:
+                    once = (deferred.replay_key or "", deferred.expires + self.signatures.skew)
+                    usage = await self._consume(decision, posts, now, once)
+                    if usage is not None and usage.replayed and directory is not None:
+                        metrics.signed_requests -= 1
+                        metrics.replayed_signatures += 1
+                        replayed = SignatureCheck(None, "replayed", deferred.agent, deferred.keyid)
+                        plan = self._attribute_failed(directory, headers, client, replayed)
+                        decision, subject, limit, policy = (
+                            plan.decision,
+                            plan.subject,
+                            plan.meter_limit,
+                            plan.policy_header,
+                        )
+                        if plan.gated:
+                            extra = await self._gate(decision, headers, now, send)
+                            if extra is None:
+                                refused = True
+                                return
+                        usage = await self._consume(decision, posts, now)
                 if usage is not None:
                     if not usage.accepted:
                         refused = True
@@ -551,11 +585,16 @@ class MeteringMiddleware:
             log.error("endpoint %s reported an invalid post count: %s", scope.get("path"), error.detail)
             return headers, 0
 
-    async def _consume(self, decision: Decision, posts: int, now: float) -> Usage | None:
+    async def _consume(
+        self, decision: Decision, posts: int, now: float, once: tuple[str, float] | None = None
+    ) -> Usage | None:
         limit = decision.limit if decision.enforce else None
         try:
             at = datetime.fromtimestamp(now, UTC)
-            return await self.meter.consume(decision.attribution.subject, posts, limit=limit, at=at)
+            subject = decision.attribution.subject
+            if once is None:
+                return await self.meter.consume(subject, posts, limit=limit, at=at)
+            return await self.meter.consume(subject, posts, limit=limit, at=at, once=once)
         except Exception:
             self.metrics.meter_errors += 1
             log.exception("the meter failed; serving without metering")

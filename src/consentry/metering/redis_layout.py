@@ -6,6 +6,7 @@ the hour totals; re-sync batches leave a marker per subject::
     consentry:meter:{org:12}:492034              {"7": 120, "8": 40}
     consentry:meter:{org:12}:hours               {"492033": 5000, "492034": 160}
     consentry:meter:{org:12}:resynced:<batch>    "1"
+    consentry:meter:{org:12}:nonce:<digest>      "1"                             a signature nonce, claimed
 
 The braces are a Redis Cluster hash tag: all keys of a subject live on one shard, so each script call
 touches one shard.
@@ -34,6 +35,11 @@ def totals_key(prefix: str, subject: str) -> str:
 def resynced_key(prefix: str, subject: str, batch: str) -> str:
     """The Redis key marking that a re-sync batch was added for one subject."""
     return f"{prefix}:{{{subject}}}:resynced:{batch}"
+
+
+def nonce_key(prefix: str, subject: str, name: str) -> str:
+    """The Redis key claiming a one-time value (a signature nonce) counted for a subject."""
+    return f"{prefix}:{{{subject}}}:nonce:{name}"
 
 
 def window_keys(prefix: str, subject: str, now_minute: int) -> list[str]:
@@ -81,9 +87,11 @@ class ResyncBatch:
 
 
 # KEYS[1]: the subject's hour totals (hash: hour -> posts); KEYS[2..]: its hour hashes (minute of the
-# hour -> posts) covering minutes [now - 1439, now], oldest first.
-# ARGV: now (epoch minute), posts, limit (-1: none), now (epoch seconds), expire-at (epoch seconds).
-# Returns {total, accepted (1/0), retry_after seconds (-1: never), reset seconds}.
+# hour -> posts) covering minutes [now - 1439, now], oldest first; then, when ARGV[6] is given, the key
+# of a one-time value (a signature nonce) to claim until ARGV[6] (epoch seconds) first.
+# ARGV: now (epoch minute), posts, limit (-1: none), now (epoch seconds), expire-at (epoch seconds)[,
+# claim-until]. Returns {total, accepted (1/0), retry_after seconds (-1: never), reset seconds}, or
+# {-1, 0, 0, 0} when the one-time value was already claimed (nothing counted).
 CONSUME_LUA = """
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
@@ -94,6 +102,10 @@ local first = now - 1439
 local first_hour = math.floor(first / 60)
 local last_hour = math.floor(now / 60)
 local nk = #KEYS - 1
+if ARGV[6] then
+  nk = nk - 1
+  if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EXAT', ARGV[6]) then return {-1, 0, 0, 0} end
+end
 
 -- the minutes of hour i (1 = oldest) inside the window, as {offset, posts}, unsorted
 local function minutes(i)
