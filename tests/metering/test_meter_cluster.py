@@ -59,7 +59,9 @@ class Writer:
         self.thread.join(timeout=120)
 
     async def work(self) -> None:
-        meter = RedisMeter(self.url, prefix=self.prefix, retry_interval=0.2, timeout=0.5)
+        # a timeout whose script ran all the same is counted again locally (an over-count the docs
+        # bound); a generous timeout keeps a loaded test machine from producing one
+        meter = RedisMeter(self.url, prefix=self.prefix, retry_interval=0.2, timeout=3.0)
         rng = random.Random(self.seed)
         while not self.stop.is_set():
             subject, posts = rng.choice(SUBJECTS), rng.randint(1, 9)

@@ -153,6 +153,7 @@ def test_the_migration_back_fills_the_tree_of_an_existing_ledger(database: Datab
     with database.write() as session:
         session.execute(sa.text("DELETE FROM tlog_tiles"))
     with database.engine.begin() as connection:
+        head = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
         connection.exec_driver_sql("DROP TABLE tlog_tiles")
         connection.exec_driver_sql("DROP TABLE tlog_checkpoints")
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0010'")

@@ -88,8 +88,10 @@ def connect(url: str, *, timeout: float) -> Any:
         ssl=target.tls,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        # one retry after a connection error, on a refreshed slot table (redirections are not retries)
-        retry=Retry(NoBackoff(), 1),  # type: ignore[arg-type]  # redis-py 8 converts it anyway
+        # no retry: a script whose reply was lost may have run, and running it again would count twice;
+        # the meter's outage path takes over, and the slot table is refreshed for the next call
+        # (following MOVED and ASK redirections is not a retry)
+        retry=Retry(NoBackoff(), 0),  # type: ignore[arg-type]  # redis-py 8 converts it anyway
     )
 
 
