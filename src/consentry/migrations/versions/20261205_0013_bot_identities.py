@@ -1,7 +1,7 @@
 """metering: Web Bot Auth identities of organisations, and the attribution basis of access-log rows
 
-Revision ID: 0017
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-05 17:00:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import consentry.db
 
-revision = "0017"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
