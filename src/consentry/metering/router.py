@@ -121,6 +121,7 @@ def remove_network(network_id: Id32, principal: AdminDep, database: DatabaseDep)
 
 
 @router.post("/v1/admin/organisations/{organisation}/bot-identities", status_code=201, tags=TAGS)
+@raises(Conflict)
 def add_bot_identity(
     organisation: str, body: BotIdentityCreate, principal: AdminDep, database: DatabaseDep
 ) -> BotIdentityOut:
@@ -141,7 +142,7 @@ def list_bot_identities(principal: AdminDep, database: DatabaseDep) -> list[BotI
 
 @router.put("/v1/admin/bot-identities/{identity_id}/pin", tags=TAGS)
 def pin_bot_identity(
-    identity_id: int, body: BotIdentityPin, principal: AdminDep, database: DatabaseDep
+    identity_id: Id32, body: BotIdentityPin, principal: AdminDep, database: DatabaseDep
 ) -> BotIdentityOut:
     """Pin an agent's keys (a JWKS; its directory is no longer fetched), or unpin them with null."""
     with database.write() as session:
@@ -150,7 +151,7 @@ def pin_bot_identity(
 
 
 @router.delete("/v1/admin/bot-identities/{identity_id}", status_code=204, tags=TAGS)
-def remove_bot_identity(identity_id: int, principal: AdminDep, database: DatabaseDep) -> Response:
+def remove_bot_identity(identity_id: Id32, principal: AdminDep, database: DatabaseDep) -> Response:
     """Forget a signature agent (its logged traffic stays)."""
     with database.write() as session:
         identities.remove_identity(session, identity_id=identity_id)
