@@ -10,6 +10,11 @@ from urllib.parse import urlsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DAMAGES_THRESHOLD_POSTS = 1_000_000
+"""The damages clause's default threshold: posts served to one organisation in any 24 hours."""
+DAMAGES_RATE_CENTS = 1_500_000
+"""The damages clause's default rate: USD 15,000 (in cents) per 1,000,000 posts."""
+
 
 class Settings(BaseSettings):
     """Process-wide configuration; every field maps to ``CONSENTRY_<NAME>``."""
@@ -27,7 +32,9 @@ class Settings(BaseSettings):
     operator_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL of the service.")
     max_body_bytes: int = Field(default=64 * 1024, description="Largest accepted request body.")
     damages_threshold_posts: int = Field(
-        default=1_000_000, gt=0, description="Posts per organisation per 24 h before liquidated damages."
+        default=DAMAGES_THRESHOLD_POSTS,
+        gt=0,
+        description="Posts per organisation per 24 h before liquidated damages.",
     )
     blocked_can_read: bool = Field(
         default=True, description="Blocked accounts may still read the blocker's public posts."

@@ -220,3 +220,21 @@ def test_prepare_merges_rows_of_the_same_minute_in_sorted_and_unsorted_input() -
     shuffled = prepare([2, 1, 1, 2, 1], [5, 11, 10, 5, 10], [1, 5, 4, 0, 3], [1, 1, 1, 1, 1])
     assert shuffled.posts.tolist() == sorted_rows.posts.tolist()
     assert shuffled.requests.tolist() == sorted_rows.requests.tolist()
+
+
+def test_every_default_of_the_clause_is_the_design_one() -> None:
+    """DESIGN.md: more than 1,000,000 posts in 24 hours, USD 15,000 per 1,000,000 posts; the setting, the
+    terms, the API schema, the routes, the CLI and the middleware all take it from one place."""
+    import inspect
+
+    from consentry.config import Settings
+    from consentry.metering import cli, router
+    from consentry.metering.middleware import MeteringMiddleware
+
+    assert Settings().damages_threshold_posts == Terms().threshold == TermsIn().threshold == 1_000_000
+    assert Terms().rate_cents == TermsIn().rate_cents == 1_500_000
+    for function in (router.damages_top, router.damages_statement, cli.damages_statement, cli.damages_top):
+        assert inspect.signature(function).parameters["threshold"].default == 1_000_000
+    assert inspect.signature(router.damages_statement).parameters["rate_cents"].default == 1_500_000
+    assert inspect.signature(cli.damages_statement).parameters["rate_usd"].default == "15000"
+    assert inspect.signature(MeteringMiddleware).parameters["threshold"].default == 1_000_000

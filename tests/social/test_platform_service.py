@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from consentry.api import create_app
 from consentry.config import Settings
@@ -25,23 +26,24 @@ from consentry.social.models import AssistantInteraction, Post
     ("raw", "expected"),
     [
         (None, True),
-        ("", True),
         ("1", True),
         ("on", True),
         ("TRUE", True),
+        ("yes", True),
         ("0", False),
         ("off", False),
         ("No", False),
+        ("false", False),
     ],
 )
-def test_blocked_can_read_switch_reads_the_environment(
+def test_blocked_can_read_is_a_setting_read_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, raw: str | None, expected: bool
 ) -> None:
     if raw is None:
-        monkeypatch.delenv(service.BLOCKED_CAN_READ_ENV, raising=False)
+        monkeypatch.delenv("CONSENTRY_BLOCKED_CAN_READ", raising=False)
     else:
-        monkeypatch.setenv(service.BLOCKED_CAN_READ_ENV, raw)
-    assert service.blocked_can_read_default() is expected
+        monkeypatch.setenv("CONSENTRY_BLOCKED_CAN_READ", raw)
+    assert Settings().blocked_can_read is expected
 
 
 def everyone(author_ids: Sequence[int]) -> set[int]:
@@ -49,11 +51,11 @@ def everyone(author_ids: Sequence[int]) -> set[int]:
     return set(author_ids)
 
 
-def test_blocked_can_read_switch_rejects_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(service.BLOCKED_CAN_READ_ENV, "maybe")
-    with pytest.raises(InvalidInput) as error:
-        service.blocked_can_read_default()
-    assert error.value.field == service.BLOCKED_CAN_READ_ENV
+def test_blocked_can_read_rejects_nonsense_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONSENTRY_BLOCKED_CAN_READ", "maybe")
+    with pytest.raises(ValidationError) as error:
+        Settings()
+    assert [e["loc"] for e in error.value.errors()] == [("blocked_can_read",)]
 
 
 def _pair(database: Database) -> tuple[int, int]:
@@ -68,7 +70,7 @@ def test_the_switch_applies_to_the_running_service(
 ) -> None:
     from consentry.auth.service import create_token
 
-    monkeypatch.setenv(service.BLOCKED_CAN_READ_ENV, "off")
+    monkeypatch.setenv("CONSENTRY_BLOCKED_CAN_READ", "off")
     settings = Settings(home=tmp_path / "home", database_url=database.url)
     a, b = _pair(database)
     with database.write() as session:
@@ -195,3 +197,21 @@ def test_reply_counts_leave_out_deleted_replies(database: Database) -> None:
         service.delete_post(session, account_id=b, post_id=gone.id)
     with database.read() as session:
         assert service.get_post(session, post_id=post.id, viewer_id=None).replies == 1
+
+
+def test_the_switch_is_the_applications_setting(database: Database, tmp_path: Path) -> None:
+    """The API takes the switch from the settings it was created with, not from the environment."""
+    from consentry.auth.service import create_token
+
+    a, b = _pair(database)
+    with database.write() as session:
+        post = service.create_post(session, author_id=a, text="hello")
+        service.block(session, blocker_id=a, blocked_id=b)
+        token = create_token(session, kind="account", account_id=b)
+    for can_read, status in ((False, 403), (True, 200)):
+        settings = Settings(home=tmp_path / "home", database_url=database.url, blocked_can_read=can_read)
+        with TestClient(create_app(settings, database=database, migrate=False)) as client:
+            response = client.get(
+                f"/v1/platform/posts/{post.id}", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert response.status_code == status

@@ -593,16 +593,6 @@ def _settings(source: Database | Session, catalog: Catalog, **wanted: Any) -> tu
     return resolve_settings(source, catalog=catalog, **wanted)
 
 
-def _context(ctx: ConsentContext | None) -> tuple[Catalog, Jurisdictions]:
-    if ctx is not None:
-        return ctx.catalog, ctx.jurisdictions
-    from consentry.config import get_settings
-    from consentry.consent.catalog import load_catalog, load_jurisdictions
-
-    settings = get_settings()
-    return load_catalog(settings.catalog_file), load_jurisdictions(settings.jurisdictions_file)
-
-
 def allowed_mask(
     source: Database | Session,
     *,
@@ -611,12 +601,12 @@ def allowed_mask(
     purpose: str | None = None,
     recipient: str | None = None,
     category: str | None = None,
-    ctx: ConsentContext | None = None,
+    ctx: ConsentContext,
 ) -> np.ndarray:
     """For each id (in order), whether its account allows ``setting`` - or every setting covering
     ``purpose`` use of ``category`` data by ``recipient`` - now. Unknown ids, null ids and any failure
     while evaluating: not allowed. Bad arguments (unknown setting, purpose, recipient) raise."""
-    catalog, jurisdictions = _context(ctx)
+    catalog, jurisdictions = ctx.catalog, ctx.jurisdictions
     keys = _settings(
         source, catalog, setting=setting, purpose=purpose, recipient=recipient, category=category
     )
@@ -631,14 +621,15 @@ def allowed_ids(
     purpose: str | None = None,
     recipient: str | None = None,
     category: str | None = None,
-    ctx: ConsentContext | None = None,
+    ctx: ConsentContext,
 ) -> np.ndarray:
     """The ids (int64, in the order given, repeats kept) whose accounts allow now; see ``allowed_mask``.
 
     ``source`` is a ``Database`` or any ``Session`` of one; the answer reflects committed data (a
     session's own uncommitted changes are not seen). Example::
 
-        allowed = allowed_ids(database, ids=pa.array(author_ids), setting="assistant_realtime")
+        ctx = ConsentContext.from_settings(settings)
+        allowed = allowed_ids(database, ids=pa.array(author_ids), setting="assistant_realtime", ctx=ctx)
     """
     values, _ = as_int64(ids)
     mask = allowed_mask(

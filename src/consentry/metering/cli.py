@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from consentry.cli_support import cli_errors, console, open_database
+from consentry.config import DAMAGES_RATE_CENTS, DAMAGES_THRESHOLD_POSTS
 from consentry.errors import InvalidInput
 
 org_app = typer.Typer(
@@ -347,8 +348,10 @@ def damages_statement(
     output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
     threshold: Annotated[
         int, typer.Option(help="Posts per 24 hours above which a window is a breach.")
-    ] = 1_000_000,
-    rate_usd: Annotated[str, typer.Option("--rate-usd", help="USD per 1,000,000 posts.")] = "15000",
+    ] = DAMAGES_THRESHOLD_POSTS,
+    rate_usd: Annotated[
+        str, typer.Option("--rate-usd", help="USD per 1,000,000 posts.")
+    ] = f"{DAMAGES_RATE_CENTS // 100}",
     rounding: Annotated[str, typer.Option(help="pro_rata | per_started_million")] = "pro_rata",
 ) -> None:
     """Breach windows, posts, amounts and per-hour evidence for one organisation and period."""
@@ -387,7 +390,9 @@ def damages_statement(
 def damages_top(
     limit: Annotated[int, typer.Option(help="How many subjects.")] = 20,
     at: Annotated[str | None, typer.Option(help="End of the 24 hours (default now).")] = None,
-    threshold: Annotated[int, typer.Option(help="Damages threshold (posts per 24 hours).")] = 1_000_000,
+    threshold: Annotated[
+        int, typer.Option(help="Damages threshold (posts per 24 hours).")
+    ] = DAMAGES_THRESHOLD_POSTS,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Organisations (and unregistered readers) by posts in the last 24 hours, with projected liability."""

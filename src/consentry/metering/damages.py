@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from consentry.config import DAMAGES_RATE_CENTS, DAMAGES_THRESHOLD_POSTS
 from consentry.errors import InvalidInput
 from consentry.metering.schemas import Statement
 
@@ -43,8 +44,8 @@ Int64s = npt.NDArray[np.int64]
 class Terms:
     """The damages clause: threshold (posts per 24 h), rate (cents per million posts), rounding."""
 
-    threshold: int = 1_000_000
-    rate_cents: int = 1_500_000
+    threshold: int = DAMAGES_THRESHOLD_POSTS
+    rate_cents: int = DAMAGES_RATE_CENTS
     rounding: Rounding = "pro_rata"
 
     def __post_init__(self) -> None:

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from consentry.config import DAMAGES_THRESHOLD_POSTS
 from consentry.db import utcnow
 from consentry.errors import InvalidInput
 from consentry.metering.attribution import KEY_PREFIX, UNATTRIBUTED, Attribution, Directory, Mode
@@ -212,7 +213,7 @@ class MeteringMiddleware:
         meter: Meter,
         directory: Directory | DirectorySource,
         access_log: AccessLogSink | None = None,
-        threshold: int = 1_000_000,
+        threshold: int = DAMAGES_THRESHOLD_POSTS,
         unregistered_mode: Mode = "meter",
         unregistered_price_micro_usd: int | None = None,
         include: Iterable[str] = (),

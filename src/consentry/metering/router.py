@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 
 from consentry.api_deps import AdminDep, DatabaseDep
+from consentry.config import DAMAGES_RATE_CENTS, DAMAGES_THRESHOLD_POSTS
 from consentry.errors import Conflict
 from consentry.ids import INT64_MAX, Id32
 from consentry.metering import damages, identities, service
@@ -172,8 +173,8 @@ def damages_top(
     principal: AdminDep,
     database: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    threshold: Annotated[int, Query(ge=0, le=INT64_MAX)] = 1_000_000,
-    rate_cents: Annotated[int, Query(ge=0, le=INT64_MAX)] = 1_500_000,
+    threshold: Annotated[int, Query(ge=0, le=INT64_MAX)] = DAMAGES_THRESHOLD_POSTS,
+    rate_cents: Annotated[int, Query(ge=0, le=INT64_MAX)] = DAMAGES_RATE_CENTS,
     at: Annotated[datetime | None, Query(description="end of the 24 hours (default now)")] = None,
 ) -> TopOut:
     """Subjects by posts served in the last 24 hours, with their projected liability."""
@@ -199,10 +200,10 @@ def damages_statement(
     start: Annotated[datetime, Query(alias="from", description="ISO 8601; UTC without offset")],
     end: Annotated[datetime, Query(alias="to", description="ISO 8601, exclusive; at most a year after")],
     format: Annotated[Literal["json", "csv", "html"], Query()] = "json",
-    threshold: Annotated[int, Query(ge=0, le=INT64_MAX)] = 1_000_000,
+    threshold: Annotated[int, Query(ge=0, le=INT64_MAX)] = DAMAGES_THRESHOLD_POSTS,
     rate_cents: Annotated[
         int, Query(ge=0, le=INT64_MAX, description="cents per 1,000,000 posts")
-    ] = 1_500_000,
+    ] = DAMAGES_RATE_CENTS,
     rounding: Annotated[Rounding, Query()] = "pro_rata",
 ) -> Response:
     """The damages statement of an organisation (id, name, a ``crawler:``/``net:``/``spoofed:`` subject

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from consentry.config import DAMAGES_RATE_CENTS, DAMAGES_THRESHOLD_POSTS
 from consentry.ids import INT64_MAX
 
 Mode = Literal["allow", "meter", "throttle", "block", "pay"]
@@ -145,8 +146,8 @@ class OrganisationOut(BaseModel):
 class TermsIn(BaseModel):
     """The damages clause."""
 
-    threshold: Count = 1_000_000
-    rate_cents: Count = 1_500_000
+    threshold: Count = DAMAGES_THRESHOLD_POSTS
+    rate_cents: Count = DAMAGES_RATE_CENTS
     rounding: Rounding = "pro_rata"
 
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from consentry.api_deps import AccountDep, AdminDep, DatabaseDep, bearer_token
 from consentry.auth.service import Principal, resolve_token
+from consentry.config import Settings
 from consentry.consent.service import allowed_accounts
 from consentry.errors import Conflict, Gone, NotFound, Unauthenticated
 from consentry.ids import Id64
@@ -102,10 +103,9 @@ def optional_viewer(request: Request, database: DatabaseDep) -> int | None:
 
 
 def blocked_can_read(request: Request) -> bool:
-    """Whether blocked accounts may read the blocker's public posts: the ``blocked_can_read`` setting if
-    the application's settings have one, else ``CONSENTRY_BLOCKED_CAN_READ`` (default on)."""
-    value = getattr(request.app.state.settings, "blocked_can_read", None)
-    return value if isinstance(value, bool) else service.blocked_can_read_default()
+    """Whether blocked accounts may read the blocker's public posts: the ``blocked_can_read`` setting."""
+    settings: Settings = request.app.state.settings
+    return settings.blocked_can_read
 
 
 REALTIME_SETTING = "assistant_realtime"

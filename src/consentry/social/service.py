@@ -5,8 +5,8 @@ Visibility, for a viewer V (nobody when anonymous) and a post P by author A, che
 1. P does not exist: ``NotFound``. P is deleted, or A's account is deleted: ``Gone`` (410).
 2. V is A: visible.
 3. A is deactivated: ``NotFound`` (hidden until A comes back).
-4. A blocks V: public posts stay readable when ``blocked_can_read`` (default on, see
-   ``blocked_can_read_default``); otherwise ``Forbidden`` naming the block.
+4. A blocks V: public posts stay readable when ``blocked_can_read`` (the setting
+   ``CONSENTRY_BLOCKED_CAN_READ``, default on); otherwise ``Forbidden`` naming the block.
 5. P is followers-only, or A is protected: only A's approved followers see it; others get ``NotFound``
    (the same answer as for a post that does not exist, so nothing leaks).
 
@@ -18,7 +18,6 @@ anything is written.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,21 +56,6 @@ PROMPT_LIMIT = 4000
 """Longest assistant prompt, in characters."""
 PAGE_LIMIT = 100
 """Most posts or interactions one page holds."""
-BLOCKED_CAN_READ_ENV = "CONSENTRY_BLOCKED_CAN_READ"
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def blocked_can_read_default() -> bool:
-    """Whether a blocked account may still read the blocker's public posts: ``CONSENTRY_BLOCKED_CAN_READ``
-    (``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``), default on."""
-    raw = os.environ.get(BLOCKED_CAN_READ_ENV, "").strip().lower()
-    if raw in _FALSE:
-        return False
-    if raw in _TRUE or raw == "":
-        return True
-    raise InvalidInput(
-        f"{BLOCKED_CAN_READ_ENV} must be true or false, not {raw!r}", field=BLOCKED_CAN_READ_ENV
-    )
 
 
 # --- accounts ---------------------------------------------------------------------------------------
