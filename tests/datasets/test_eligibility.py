@@ -27,8 +27,10 @@ from consentry.datasets.eligibility import (
     eligible_sql,
     reason_sql,
     record_code_sql,
+    with_database_status,
     with_pseudonyms,
 )
+from consentry.datasets.snapshot import CLOSED_ACCOUNTS
 from consentry.datasets.transforms import pseudonym
 from consentry.errors import IntegrityFailure, InvalidInput
 
@@ -245,3 +247,48 @@ def test_retention_is_validated() -> None:
         Retention({"profile": 30})
     with pytest.raises(InvalidInput):
         Retention({"posts": -1})
+
+
+def _status_case(
+    lake: tuple[str, datetime | None], db: tuple[str, datetime | None, bool] | None
+) -> tuple[str, datetime | None]:
+    stamp = pa.timestamp("us", tz="UTC")
+    accounts = pa.table(
+        {
+            "account_id": pa.array([1, 2], pa.int64()),
+            "status": ["active", lake[0]],
+            "status_changed_at": pa.array([None, lake[1]], stamp),
+        }
+    )
+    rows = (
+        []
+        if db is None
+        else [{"account_id": 2, "status": db[0], "status_changed_at": db[1], "mapped": db[2]}]
+    )
+    out = with_database_status(accounts, pa.Table.from_pylist(rows, schema=CLOSED_ACCOUNTS)).to_pylist()
+    assert out[0] == {"account_id": 1, "status": "active", "status_changed_at": None}  # untouched
+    return out[1]["status"], out[1]["status_changed_at"]
+
+
+MAY, JUNE = datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("lake", "db", "expected"),
+    [
+        (("active", None), None, ("active", None)),
+        (("active", None), ("deactivated", JUNE, True), ("deactivated", JUNE)),
+        # deleted, mapping gone: its choices are unrecoverable, so closed at every moment
+        (("active", None), ("deleted", JUNE, False), ("deleted", None)),
+        (("deactivated", MAY), ("deleted", JUNE, True), ("deactivated", MAY)),
+        (("deactivated", JUNE), ("deleted", MAY, True), ("deactivated", MAY)),
+        (("deleted", None), ("deactivated", MAY, True), ("deleted", None)),
+        (("deactivated", MAY), ("deleted", JUNE, False), ("deactivated", None)),
+    ],
+)
+def test_the_database_status_is_laid_over_the_lake_most_restrictive_first(
+    lake: tuple[str, datetime | None],
+    db: tuple[str, datetime | None, bool] | None,
+    expected: tuple[str, datetime | None],
+) -> None:
+    assert _status_case(lake, db) == expected

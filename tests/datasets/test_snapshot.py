@@ -30,7 +30,7 @@ from consentry.consent.service import ConsentContext
 from consentry.datasets import snapshot
 from consentry.db import Database
 from consentry.lake import schema
-from consentry.social.service import create_account
+from consentry.social.service import create_account, deactivate_account, delete_account
 from tests.datasets.conftest import CATEGORIES, build, released
 from tests.datasets.reference import expected
 from tests.datasets.scenario import AS_OF
@@ -223,8 +223,9 @@ def test_subject_mappings_are_read_in_the_snapshot_of_the_head(
         build(scenario, ctx, scenario_lake, tmp_path / "raced", categories=CATEGORIES)
     assert contents(tmp_path / "raced") == contents(before)
     assert 601 not in ids(tmp_path / "raced", "posts")
-    # the deletion counts from the next build on: with the scenario's lake, exported before the
-    # deletion and still listing frank as active, his post then falls back to the default (allow)
+    # the removal counts from the next build on. Here only the mapping is removed, by hand, and the
+    # database has no account row saying frank is gone, so his post falls back to the default (allow);
+    # a real deletion marks the account too (test_an_account_deleted_since_the_lake_was_exported_stays_out)
     after = tmp_path / "after"
     build(scenario, ctx, scenario_lake, after, categories=CATEGORIES)
     assert contents(after)["ledger_head"] == contents(before)["ledger_head"]
@@ -276,3 +277,52 @@ def test_ledger_events_match_the_consent_service(
     assert rows(mine) == rows(reference)
     assert 6 not in set(mine["account_id"].to_pylist())
     assert 99 in set(mine["account_id"].to_pylist())
+
+
+def frank_in_the_database(database: Database) -> None:
+    """Frank (6), as the platform's own accounts table holds him (the scenario's lake lists him too)."""
+    with database.write() as session:
+        create_account(
+            session,
+            handle="frank",
+            country="US",
+            birth_year=1975,
+            account_id=6,
+            created_at=datetime(2025, 1, 1, tzinfo=UTC),
+        )
+
+
+def test_an_account_deleted_since_the_lake_was_exported_stays_out(
+    scenario: Database, ctx: ConsentContext, scenario_lake: Path, tmp_path: Path
+) -> None:
+    # the lake was exported before frank deleted his account and still lists him as active; his
+    # subject mapping is gone, so his events name nobody: the build must not fall back to a default
+    frank_in_the_database(scenario)
+    before = tmp_path / "before"
+    build(scenario, ctx, scenario_lake, before, categories=CATEGORIES)
+    assert 4 in ids(before, "assistant_interactions")  # he denied only the training of his posts
+    with scenario.write() as session:
+        delete_account(session, account_id=6)
+    after = tmp_path / "after"
+    build(scenario, ctx, scenario_lake, after, categories=CATEGORIES)
+    assert 601 not in ids(after, "posts")
+    assert 4 not in ids(after, "assistant_interactions")
+    # nothing else moved
+    assert ids(after, "posts") == ids(before, "posts")
+    assert ids(after, "assistant_interactions") == ids(before, "assistant_interactions") - {4}
+
+
+def test_an_account_deactivated_since_the_lake_was_exported_stays_out_from_then_on(
+    scenario: Database, ctx: ConsentContext, scenario_lake: Path, tmp_path: Path
+) -> None:
+    # deactivated (mapping kept) after the lake's export: the database's status is the newer fact
+    frank_in_the_database(scenario)
+    with scenario.write() as session:
+        deactivate_account(session, account_id=6, at=datetime(2026, 5, 1, tzinfo=UTC))
+    build(scenario, ctx, scenario_lake, tmp_path / "now", categories=CATEGORIES)
+    assert 4 not in ids(tmp_path / "now", "assistant_interactions")
+    # a build as of a moment before the deactivation still sees him active, with his choices
+    earlier = datetime(2026, 4, 1, tzinfo=UTC)
+    build(scenario, ctx, scenario_lake, tmp_path / "earlier", categories=CATEGORIES, as_of=earlier)
+    assert 4 in ids(tmp_path / "earlier", "assistant_interactions")
+    assert 601 not in ids(tmp_path / "earlier", "posts")

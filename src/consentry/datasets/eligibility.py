@@ -389,6 +389,42 @@ def covering_settings(
     }
 
 
+def with_database_status(accounts: pa.Table, closed: pa.Table) -> pa.Table:
+    """The lake's ``accounts`` with the database's newer knowledge of closed accounts laid over them;
+    the more restrictive of the two wins.
+
+    ``closed`` (``datasets.snapshot.CLOSED_ACCOUNTS``) lists the accounts the database holds as
+    deactivated or deleted. One the lake still lists as active takes the database's status and time;
+    where both say closed, the earlier time counts. An account whose subject mapping is gone (deleted)
+    has no recoverable choices, so it counts as closed at every moment: its records are excluded rather
+    than judged by a default.
+    """
+    if closed.num_rows == 0:
+        return accounts
+    position = pc.index_in(accounts["account_id"], value_set=closed["account_id"])
+    hit = pc.is_valid(position)
+    if not pc.any(hit).as_py():
+        return accounts
+    index = pc.fill_null(position, 0)
+    db_status = pc.take(closed["status"], index)
+    db_changed = pc.take(closed["status_changed_at"], index).cast(TIMESTAMP)
+    db_changed = pc.if_else(pc.take(closed["mapped"], index), db_changed, pa.scalar(None, TIMESTAMP))
+    lake_active = pc.fill_null(pc.equal(accounts["status"], "active"), False)
+    lake_changed = accounts["status_changed_at"].cast(TIMESTAMP)
+    # a null time means "closed since always" (``author_facts`` treats it so): it wins over any time
+    earliest = pc.if_else(
+        pc.or_(pc.is_null(lake_changed), pc.is_null(db_changed)),
+        pa.scalar(None, TIMESTAMP),
+        pc.min_element_wise(lake_changed.cast(pa.int64()), db_changed.cast(pa.int64())).cast(TIMESTAMP),
+    )
+    changed = pc.if_else(hit, pc.if_else(lake_active, db_changed, earliest), lake_changed)
+    status = pc.if_else(pc.and_(hit, lake_active), db_status, accounts["status"])
+    accounts = accounts.set_column(accounts.schema.get_field_index("status"), "status", status)
+    return accounts.set_column(
+        accounts.schema.get_field_index("status_changed_at"), "status_changed_at", changed
+    )
+
+
 def author_facts(
     accounts: pa.Table,
     events: pa.Table,

@@ -41,6 +41,7 @@ from consentry.datasets.eligibility import (
     Window,
     author_facts,
     covering_settings,
+    with_database_status,
     with_pseudonyms,
 )
 from consentry.datasets.engines import (
@@ -417,7 +418,7 @@ def build_release(
         worker thread while the engine reads the records. The events are not kept."""
         snapshot = read_snapshot(database, settings=keys, as_of=as_of)
         facts = author_facts(
-            _accounts(source),
+            with_database_status(_accounts(source), snapshot.closed_accounts),
             snapshot.events,
             kind=kind,
             purpose=purpose,

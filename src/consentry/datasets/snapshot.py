@@ -7,6 +7,12 @@ and the policies are read in one transaction at snapshot isolation (a read trans
 WAL mode is one; on PostgreSQL it runs at ``REPEATABLE READ``). So a write that commits while the
 build reads (a bulk import with historic times, a live change, an account deleted with its mapping)
 is either wholly before the head the manifest names or has no effect on the release.
+
+The same snapshot reads every account the database no longer holds as active. A lake is an export and
+may be older than the database: an account deleted since then is still active there, while its subject
+mapping, and with it every choice it made, is already gone. The build overlays these statuses on the
+lake's (``datasets.eligibility.with_database_status``), so such an account is excluded instead of
+falling back to a default.
 """
 
 from __future__ import annotations
@@ -32,6 +38,15 @@ from consentry.errors import IntegrityFailure
 
 _MAX_SEQ = (1 << 63) - 1
 
+CLOSED_ACCOUNTS = pa.schema(
+    [
+        ("account_id", pa.int64()),
+        ("status", pa.string()),
+        ("status_changed_at", pa.timestamp("us", tz="UTC")),
+        ("mapped", pa.bool_()),
+    ]
+)
+
 
 @dataclass(frozen=True)
 class ConsentSnapshot:
@@ -43,6 +58,8 @@ class ConsentSnapshot:
     events: pa.Table
     """``ledger_events`` bounded by the head and ``as_of``."""
     events_considered: int
+    closed_accounts: pa.Table
+    """Accounts the database holds as deactivated or deleted, in ``CLOSED_ACCOUNTS``."""
 
     @property
     def head(self) -> dict[str, Any]:
@@ -63,12 +80,35 @@ def read_snapshot(database: Database, *, settings: Sequence[str], as_of: datetim
             raise IntegrityFailure("the ledger head row is missing; run 'consentry db upgrade'")
         policies = tuple(load_policies(session))
         events = ledger_events(session, settings=settings, until=as_of, through_seq=int(head[0]))
+        closed = closed_accounts(session)
     return ConsentSnapshot(
         head_seq=int(head[0]),
         head_hash=str(head[1]),
         policies=policies,
         events=events,
         events_considered=events.num_rows,
+        closed_accounts=closed,
+    )
+
+
+def closed_accounts(session: Session) -> pa.Table:
+    """Every account the database holds as not active, with whether its subject mapping still exists,
+    in ``CLOSED_ACCOUNTS``."""
+    rows = _fetch(
+        session,
+        "SELECT a.id, a.status, a.status_changed_at, s.account_id IS NOT NULL FROM accounts a "
+        "LEFT JOIN consent_subjects s ON s.account_id = a.id WHERE a.status <> 'active'",
+        [],
+    )
+    ids, statuses, changed, mapped = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [])
+    return pa.table(
+        {
+            "account_id": pa.array(ids, pa.int64()),
+            "status": pa.array(statuses, pa.string()),
+            "status_changed_at": _timestamps(changed),
+            "mapped": pa.array([bool(m) for m in mapped], pa.bool_()),
+        },
+        schema=CLOSED_ACCOUNTS,
     )
 
 
