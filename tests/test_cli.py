@@ -63,8 +63,18 @@ def test_account_settings_receipt_ledger(env: Settings, database: Database, tmp_
     assert code == 0 and "explicit" in out
 
     code, out = run("ledger", "verify")
-    assert code == 0 and "intact" in out
+    assert code == 0 and "intact" in out and "leaves matches the events" in out
     with database.write() as session:
+        head = session.execute(sa.text("SELECT seq, hash FROM ledger_head")).one()
+        session.execute(sa.text("UPDATE ledger_head SET hash = :h"), {"h": "ab" * 32})
+    code, out = run("ledger", "verify")
+    said = " ".join(out.split())
+    assert (
+        code == 1 and f"ledger broken at the head: the head names hash {'ab' * 32} for seq {head[0]}" in said
+    )
+    assert f"seq {head[0] + 1}" not in said
+    with database.write() as session:
+        session.execute(sa.text("UPDATE ledger_head SET hash = :h"), {"h": head[1]})
         session.execute(sa.text("UPDATE consent_events SET client = 'web' WHERE seq = 1"))
     code, out = run("ledger", "verify")
     assert code == 1 and "seq 1" in out

@@ -81,6 +81,26 @@ def test_verify_names_the_first_bad_seq(database: Database, tamper: str, bad_seq
     assert report.first_bad_seq == bad_seq
 
 
+@pytest.mark.parametrize(
+    ("tamper", "bad_seq", "says"),
+    [
+        ("UPDATE ledger_head SET hash = :h", None, "the head names hash " + "ab" * 32 + " for seq 5"),
+        ("UPDATE ledger_head SET seq = 7", 6, "seqs 6 to 7 are missing: the chain ends at seq 5"),
+        ("UPDATE ledger_head SET seq = 6", 6, "seq 6 is missing: the chain ends at seq 5"),
+        ("UPDATE ledger_head SET seq = 4", 5, "event 5 is after the head (seq 4)"),
+    ],
+)
+def test_verify_names_only_seqs_that_exist_or_the_head_promises(
+    database: Database, tamper: str, bad_seq: int | None, says: str
+) -> None:
+    fill(database, 5)
+    with database.write() as session:
+        session.execute(sa.text(tamper), {"h": "ab" * 32})
+    report = verify(database)
+    assert not report.ok and report.first_bad_seq == bad_seq
+    assert report.problem is not None and says in report.problem
+
+
 def test_verify_catches_an_inserted_event(database: Database) -> None:
     fill(database, 3)
     with database.read() as session:

@@ -189,17 +189,43 @@ def policy_list() -> None:
 
 @ledger_app.command("verify")
 @cli_errors
-def ledger_verify() -> None:
-    """Recompute the hash chain; exit 1 naming the first bad seq if anything was tampered with."""
-    from consentry.consent import ledger
+def ledger_verify(
+    log_key: Annotated[
+        str | None,
+        typer.Option(
+            "--log-key", help="The log's verifier key (text, file or URL); default: the data folder's."
+        ),
+    ] = None,
+) -> None:
+    """Recompute the hash chain, the transparency tree and the latest checkpoint from the events; exit 1
+    naming the first bad seq (or the head, tree or checkpoint) if anything was tampered with."""
+    from sqlalchemy import text
 
+    from consentry.transparency.audit import audit
+    from consentry.transparency.cli import read_key
+    from consentry.transparency.note import parse_vkey
+    from consentry.transparency.service import VKEY_FILE
+
+    vkey_file = get_settings().home / VKEY_FILE
+    if log_key is not None:
+        verifier = parse_vkey(read_key(log_key, field="log_key"))
+    elif vkey_file.exists():
+        verifier = parse_vkey(vkey_file.read_text("utf-8").strip())
+    else:
+        verifier = None
     with open_database().read() as session:
-        report = ledger.verify(session)
+        if session.get_bind().dialect.name == "postgresql":  # one snapshot for chain, tree and checkpoint
+            session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        report = audit(session, log_key=verifier)
     if not report.ok:
-        raise fail(f"ledger broken at seq {report.first_bad_seq}: {report.problem}")
+        where = f"at seq {report.first_bad_seq}" if report.first_bad_seq is not None else "at the head"
+        if report.chain.ok:
+            where = f"at seq {report.first_bad_seq}" if report.first_bad_seq is not None else "in the log"
+        raise fail(f"ledger broken {where}: {report.problem}")
+    chain = report.chain
     console.print(
-        f"[green]ledger intact[/]: {report.events} events, "
-        f"head seq {report.head_seq}, hash {report.head_hash}",
+        f"[green]ledger intact[/]: {chain.events} events, head seq {chain.head_seq}, hash {chain.head_hash}; "
+        + "; ".join(report.notes),
         soft_wrap=True,
     )
 

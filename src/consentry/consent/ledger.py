@@ -20,7 +20,7 @@ import functools
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -440,37 +440,69 @@ def _stream(session: Session, batch: int) -> Iterator[ConsentEvent]:
         session.expunge_all()
 
 
-def verify(session: Session, *, batch: int = 5_000) -> VerifyReport:
-    """Recompute the whole chain; names the first seq that was edited, removed, inserted or reordered."""
+def verify(
+    session: Session, *, batch: int = 5_000, on_entry: Callable[[int, bytes], None] | None = None
+) -> VerifyReport:
+    """Recompute the whole chain; names the first seq that was edited, removed, inserted or reordered.
+
+    ``first_bad_seq`` is always a seq the problem is about: an event that exists (edited, inserted,
+    out of place) or a seq the head promises and the chain lacks; a problem with the head row alone
+    has ``first_bad_seq`` ``None``. ``on_entry`` is told each verified event's seq and entry (its
+    canonical JSON), in seq order (the transparency log's audit uses it).
+    """
     head = session.get(LedgerHead, 1)
     if head is None:
-        return VerifyReport(False, 0, 0, GENESIS, 0, "the ledger head row is missing")
+        return VerifyReport(False, 0, 0, GENESIS, None, "the ledger head row is missing")
     head_seq, head_hash = head.seq, head.hash
     expected_seq, prev, count = 1, GENESIS, 0
+    sha256 = hashlib.sha256
     for event in _stream(session, batch):
         count += 1
         if event.seq != expected_seq:
             bad = min(event.seq, expected_seq)
             return VerifyReport(False, count, head_seq, head_hash, bad, f"seq {expected_seq} is missing")
+        if event.seq > head_seq:
+            return VerifyReport(
+                False,
+                count,
+                head_seq,
+                head_hash,
+                event.seq,
+                f"event {event.seq} is after the head (seq {head_seq}): it was added outside the ledger",
+            )
         if event.prev_hash != prev:
             return VerifyReport(
                 False, count, head_seq, head_hash, event.seq, "prev_hash does not match the previous event"
             )
-        if chain_hash(prev, document_of(event)) != event.hash:
+        entry = canonical_json(document_of(event))
+        if sha256(bytes.fromhex(prev) + entry).hexdigest() != event.hash:
             return VerifyReport(
                 False, count, head_seq, head_hash, event.seq, "hash does not match the event's content"
             )
+        if on_entry is not None:
+            on_entry(event.seq, entry)
         prev = event.hash
         expected_seq += 1
     last = expected_seq - 1
-    if last != head_seq or prev != head_hash:
-        bad = min(last, head_seq) + 1
+    if last < head_seq:
+        missing = f"seq {head_seq} is" if last + 1 == head_seq else f"seqs {last + 1} to {head_seq} are"
         return VerifyReport(
             False,
             count,
             head_seq,
             head_hash,
-            bad,
-            f"the chain ends at seq {last} but the head names {head_seq}",
+            last + 1,
+            f"{missing} missing: the chain ends at seq {last} but the head names seq {head_seq}",
+        )
+    if prev != head_hash:
+        return VerifyReport(
+            False,
+            count,
+            head_seq,
+            head_hash,
+            None,
+            f"the head names hash {head_hash} for seq {head_seq}, but event {head_seq} has hash {prev}"
+            if head_seq
+            else f"the head of the empty ledger names hash {head_hash}, not the genesis hash",
         )
     return VerifyReport(True, count, head_seq, head_hash)
