@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from consentry.auth.service import create_token
 from consentry.db import Database
+from consentry.metering.service import create_organisation, issue_key
 from consentry.social.router import blocked_can_read
 from consentry.social.service import create_account
 
@@ -343,6 +344,22 @@ def test_tokens(client: TestClient, database: Database, admin_token: str) -> Non
         client.get(f"{P}/posts/{post_id}", headers=auth(admin_token)).status_code == 200
     )  # reads as anonymous
     problem(client.get(f"{P}/accounts/1/posts", params={"limit": 0}), 422)
+
+
+def test_an_organisation_key_reads_as_an_anonymous_reader(client: TestClient, database: Database) -> None:
+    # docs/metering.md offers `Authorization: Bearer cso_...` to crawlers: the key names who reads (for
+    # the meter), never an account, so it reads what anybody may read and cannot act
+    ada, token = account(database, "ada")
+    public = publish(client, token)
+    followers = publish(client, token, visibility="followers")
+    with database.write() as session:
+        organisation = create_organisation(session, name="crawler-co")
+        _, key = issue_key(session, ref=organisation.id)
+    assert client.get(f"{P}/posts/{public}", headers=auth(key)).status_code == 200
+    problem(client.get(f"{P}/posts/{followers}", headers=auth(key)), 404)
+    listed = client.get(f"{P}/accounts/{ada}/posts", headers=auth(key))
+    assert listed.status_code == 200 and [p["id"] for p in listed.json()["posts"]] == [public]
+    problem(client.post(f"{P}/posts", headers=auth(key), json={"text": "x"}), 401)
 
 
 # --- protected accounts -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from consentry.config import Settings
 from consentry.consent.service import allowed_accounts
 from consentry.errors import Conflict, Gone, NotFound, Unauthenticated
 from consentry.ids import Id64
+from consentry.metering.attribution import KEY_PREFIX as ORGANISATION_KEY_PREFIX
 from consentry.metering.middleware import report_posts
 from consentry.openapi import raises
 from consentry.signals.headers import post_signal_headers
@@ -93,9 +94,10 @@ def delete_account(account_id: Id64, principal: AdminDep, database: DatabaseDep)
 
 @raises(Unauthenticated)
 def optional_viewer(request: Request, database: DatabaseDep) -> int | None:
-    """The reading account: ``None`` without a token (or with an admin token); 401 for a bad token."""
+    """The reading account: ``None`` without a token, with an admin token or with an organisation key
+    (which names a reader for the meter, never an account); 401 for a bad token."""
     token = bearer_token(request)
-    if not token:
+    if not token or token.startswith(ORGANISATION_KEY_PREFIX):
         return None
     with database.read() as session:
         principal: Principal = resolve_token(session, token)
