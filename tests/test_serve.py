@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -34,12 +35,13 @@ def _start(
     """``consentry serve`` with ``workers`` processes on a free port, once it answers."""
     port = free_port()
     env = {**os.environ, "CONSENTRY_HOME": str(settings.home), "CONSENTRY_DATABASE_URL": database.url}
-    with (tmp_path / "server.log").open("w") as log:  # the server keeps its own handle
+    with (tmp_path / "server.log").open("a") as log:  # the server keeps its own handle
         server = subprocess.Popen(
             [sys.executable, "-m", "consentry.cli", "serve", "--port", str(port), "--workers", str(workers)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=log,
+            start_new_session=True,  # its own process group: a crash test kills every worker at once
         )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -144,3 +146,73 @@ def test_state_equals_the_last_event_under_conflicting_writers_in_several_proces
         times = session.scalars(select(ConsentEvent.recorded_at).order_by(ConsentEvent.seq)).all()
     assert report.ok and report.events == ROUNDS * WRITERS
     assert all(a <= b for a, b in itertools.pairwise(times))  # live writes never go back in time
+
+
+ACKNOWLEDGED = 2000
+
+
+def test_no_acknowledged_change_is_lost_when_every_server_process_is_killed(
+    settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    """A crash: SIGKILL to the server and all its workers while 8 clients write. Every change the API
+    acknowledged (a 200 with a receipt) is in the ledger afterwards with the receipt's hash, the chain
+    verifies, and each account's served state is its last event."""
+    accounts = [make_account(database, handle=f"crash{i}") for i in range(WRITERS)]
+    server, base = _start(settings, database, tmp_path, workers=2)
+    acknowledged: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    killed = threading.Event()
+
+    def client(i: int, token: str) -> None:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            for n in itertools.count():
+                value = "allow" if (n + i) % 2 else "deny"
+                try:
+                    r = http.put("/v1/me/settings", json={"settings": {"assistant_realtime": value}})
+                except httpx.TransportError:
+                    return  # the server died under this request: not acknowledged
+                if r.status_code != 200:
+                    return
+                with lock:
+                    acknowledged.extend(x["receipt"] for x in r.json()["receipts"])
+                    if len(acknowledged) >= ACKNOWLEDGED and not killed.is_set():
+                        killed.set()
+                        os.killpg(server.pid, signal.SIGKILL)
+
+    threads = [threading.Thread(target=client, args=(i, token)) for i, (_, token) in enumerate(accounts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    server.wait(timeout=30)
+    assert killed.is_set() and len(acknowledged) >= ACKNOWLEDGED
+
+    with database.read() as session:
+        report = ledger.verify(session)
+        stored = dict(session.execute(select(ConsentEvent.seq, ConsentEvent.hash)).tuples().all())
+    assert report.ok
+    lost = [r["chain"]["seq"] for r in acknowledged if stored.get(r["chain"]["seq"]) != r["chain"]["hash"]]
+    assert lost == []
+    # after a restart, each account is served the value of its last event
+    with database.read() as session:
+        last = {
+            key: (seq, value)
+            for seq, key, value in session.execute(
+                select(ConsentEvent.seq, ConsentEvent.subject_key, ConsentEvent.value).order_by(
+                    ConsentEvent.seq
+                )
+            ).tuples()
+        }
+        expected = {
+            account_id: last[str(ledger.subject_key_for(session, account_id, create=False))]
+            for account_id, _ in accounts
+        }
+    server, base = _start(settings, database, tmp_path, workers=1)
+    try:
+        for account_id, token in accounts:
+            body = httpx.get(f"{base}/v1/me/settings", headers={"Authorization": f"Bearer {token}"}).json()
+            [state] = [s for s in body["settings"] if s["key"] == "assistant_realtime"]
+            assert (state["seq"], state["value"]) == expected[account_id]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
