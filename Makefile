@@ -1,22 +1,33 @@
-# Two commands on a fresh machine: `make demo` (install + run the demo service) and `make test`
-# (install + run every check and test). Both create ./.venv on first use.
+# Two commands on a fresh machine: `make demo` (install what the service needs + run the demo) and
+# `make test` (install the test extras too + run every check and test). Both create ./.venv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# what the service needs (the demo), and what the tests need on top (PySpark, Playwright, ...)
+RUNTIME := $(VENV)/.installed-runtime
+STAMP := $(VENV)/.installed-test
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: install demo test test-cluster lint typecheck unit bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+# the test extras include the runtime, so this stamps both
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(RUNTIME) $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/consentry demo
+demo: $(RUNTIME)
+	$(BIN)/consentry demo --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -20,7 +20,7 @@ from consentry.db import Database
 from consentry.migrate import upgrade
 from consentry.models import Base
 from consentry.social.service import create_account
-from tests.services import POSTGRES_URL, missing_service
+from tests.services import POSTGRES_URL, missing_service, skip_summary
 
 # tables whose rows come from the migrations; reset to their seeded state instead of emptied
 SEEDED = {"ledger_head", "policy_versions", "alembic_version"}
@@ -126,3 +126,18 @@ def make_account(
             session, handle=handle, country=country, birth_year=birth_year, created_at=created_at
         )
         return account.id, create_token(session, kind="account", account_id=account.id, client=client)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """End the run with what did not run and the one command that makes it run, so a green run that
+    skipped the browser or PostgreSQL tests says so where it is seen."""
+    reasons = []
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons.append(reason.removeprefix("Skipped: "))
+    if not reasons:
+        return
+    terminalreporter.section("what did not run", sep="=", yellow=True, bold=True)
+    for line in skip_summary(reasons):
+        terminalreporter.write_line(line, yellow=True)

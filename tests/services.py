@@ -85,3 +85,62 @@ def spark_cluster_unavailable(error: Exception) -> None:
     if services_required():
         pytest.fail(message + ". CONSENTRY_REQUIRE_SERVICES=1 makes this a failure.")
     pytest.skip(message)
+
+
+# What a skip message says, what did not run because of it, and the one command that makes it run.
+MISSING = (
+    (
+        "postgres is not reachable",
+        "the PostgreSQL half of every database test",
+        "start PostgreSQL on 127.0.0.1:5432 with a database `test` and trust auth (Debian: "
+        "`apt-get install postgresql`), or `export CONSENTRY_TEST_POSTGRES_URL=postgresql+psycopg://user@host/db`",
+    ),
+    (
+        "redis is not reachable",
+        "the Redis meter tests",
+        "`redis-server --daemonize yes --port 6379` (Debian: `apt-get install redis-server`), "
+        "or `export CONSENTRY_TEST_REDIS_URL=redis://host:6379/15`",
+    ),
+    (
+        "Chromium is not installed",
+        "the browser tests (settings page, dashboard, screenshots)",
+        "`apt-get install chromium`, or `export CONSENTRY_TEST_CHROMIUM=/path/to/chromium`",
+    ),
+    (
+        "Playwright is not installed",
+        "the browser tests (settings page, dashboard, screenshots)",
+        "`make install` (the test extras hold Playwright)",
+    ),
+    (
+        "is not installed (apt-get install golang",
+        "the transparency-log checks against Go's golang.org/x/mod",
+        "`apt-get install golang-go golang-golang-x-mod-dev`",
+    ),
+    (
+        "Spark cluster cannot start",
+        "the Spark cluster tests",
+        "`apt-get install openjdk-17-jre-headless`",
+    ),
+)
+
+
+def skip_summary(reasons: list[str]) -> list[str]:
+    """Lines naming what did not run (one per missing service, with its test count) and the one command
+    that makes it run; ``reasons`` are the skip messages of the run."""
+    counts: dict[tuple[str, str], int] = {}
+    others: dict[str, int] = {}
+    for reason in reasons:
+        for needle, what, command in MISSING:
+            if needle in reason:
+                counts[(what, command)] = counts.get((what, command), 0) + 1
+                break
+        else:
+            others[reason] = others.get(reason, 0) + 1
+    lines = [f"{n} skipped - {what}; to run them: {command}" for (what, command), n in counts.items()]
+    lines += [f"{n} skipped - {reason}" for reason, n in others.items()]
+    if counts:
+        lines.append(
+            "README, 'Running the tests', says what each needs; .ci/run starts them and, with "
+            "CONSENTRY_REQUIRE_SERVICES=1, fails instead of skipping."
+        )
+    return lines

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,46 @@ def test_policy_add_and_list(env: Settings, database: Database, tmp_path: Path) 
     assert code == 0 and '"version": 2' in out
     code, out = run("policy", "list")
     assert code == 0 and "Opt-in for new accounts" in out
+
+
+def _seeded_already(database: Database) -> None:
+    """A post in the database, so the demo keeps what is there instead of generating a platform."""
+    from consentry.social.service import create_account, create_post
+
+    with database.write() as session:
+        author = create_account(session, handle="someone", country="US", birth_year=1980)
+        create_post(session, author_id=author.id, text="already here")
+
+
+def test_demo_prints_lines_for_its_real_port_that_the_shell_can_run(
+    env: Settings, database: Database
+) -> None:
+    """Issue 19 items 3, 6, 7, 10: the port given, runnable commands, the export inside the data folder,
+    and lines written whole when the output is not a terminal."""
+    _seeded_already(database)
+    code, out = run("demo", "--port", "8123", "--no-serve")
+    assert code == 0, out
+    assert ":8000" not in out
+    lines = out.splitlines()
+    assert "Settings page: http://127.0.0.1:8123/settings   (sign in with an account token below)" in lines
+    assert any(line.startswith("curl -s -X POST http://127.0.0.1:8123/v1/platform/posts ") for line in lines)
+    [export] = [line for line in lines if " platform export " in line]
+    command = export.split(" platform export ")[0]
+    assert shutil.which(command) is not None or Path(command).is_file(), command  # runnable as printed
+    lake = export.split(" platform export ")[1].split(" && ")[0]
+    assert Path(lake).absolute() == (env.home / "demo-lake").absolute()
+
+
+def test_demo_on_a_busy_port_says_how_to_choose_another_before_seeding(
+    env: Settings, database: Database
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out = run("demo", "--port", str(port))
+    assert code == 1
+    assert f"make demo PORT={port + 1}" in out and f"consentry demo --port {port + 1}" in out
+    assert "Admin token" not in out
+    with database.read() as session:
+        assert session.scalar(sa.text("SELECT count(*) FROM accounts")) == 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from consentry.config import Settings
@@ -216,3 +217,30 @@ def test_no_acknowledged_change_is_lost_when_every_server_process_is_killed(
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def test_a_server_on_another_port_issues_receipts_naming_that_port(
+    settings: Settings, database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19 item 2: without CONSENTRY_OPERATOR_URL, receipts name where the server listens, in every
+    worker process."""
+    _, token = make_account(database, handle="porter")
+    monkeypatch.delenv("CONSENTRY_OPERATOR_URL", raising=False)
+    monkeypatch.delenv("CONSENTRY_LISTEN_URL", raising=False)
+    server, base = _start(settings, database, tmp_path, workers=2)
+    try:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
+            receipts = [
+                http.put("/v1/me/settings", json={"settings": {"assistant_realtime": value}}).json()
+                for value in ("deny", "allow", "deny", "allow")  # likely served by both workers
+            ]
+            key = http.get("/.well-known/consentry/receipt-key")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert base != "http://127.0.0.1:8000"
+    for body in receipts:
+        receipt = body["receipts"][0]["receipt"]
+        assert receipt["public_key_url"] == f"{base}/.well-known/consentry/receipt-key"
+        assert receipt["controller"]["url"] == base
+    assert key.status_code == 200

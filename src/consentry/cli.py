@@ -7,7 +7,14 @@ from typing import Annotated
 import typer
 
 from consentry.auth.cli import app as token_app
-from consentry.cli_support import cli_errors, console, open_database
+from consentry.cli_support import (
+    claim_listen_address,
+    cli_errors,
+    console,
+    open_database,
+    runnable_command,
+    shell_path,
+)
 from consentry.consent.cli import ledger_app, policy_app, receipt_app, settings_app
 from consentry.datasets.cli import dataset_app, recipient_app
 from consentry.exports.cli import export as export_account
@@ -80,6 +87,7 @@ def serve(
     """Serve the HTTP API (migrations are applied on start)."""
     import uvicorn
 
+    claim_listen_address(host, port, other_port_hint="consentry serve --port {port}")
     open_database()
     uvicorn.run("consentry.api:create_app", factory=True, host=host, port=port, workers=workers)
 
@@ -100,11 +108,17 @@ def demo(
         return
     import uvicorn
 
+    from consentry.config import listen_url
     from consentry.demo import seed_demo
 
+    if no_serve:
+        base = listen_url(host, port)
+    else:
+        base = claim_listen_address(
+            host, port, other_port_hint="make demo PORT={port}, or consentry demo --port {port}"
+        )
     database = open_database()
     info = seed_demo(database)
-    base = f"http://{host}:{port}"
     console.print(f"[bold]Consentry demo[/] — data in {info.home}")
     console.print(f"API docs:      {base}/docs")
     console.print(f"Settings page: {base}/settings   (sign in with an account token below)")
@@ -116,7 +130,9 @@ def demo(
     if info.seeded is not None:
         console.print(f"Seeded: {info.seeded.rows}", highlight=False, soft_wrap=True)
     first = next(iter(info.account_tokens.values()))[1]
-    for line in info.try_commands(base):
+    for line in info.try_commands(
+        base, consentry=runnable_command(), lake=shell_path(info.home / "demo-lake")
+    ):
         console.print(line, highlight=False, soft_wrap=True)
     console.print("\nTry, as an iOS client:", highlight=False)
     console.print(

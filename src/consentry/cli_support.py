@@ -3,18 +3,52 @@
 from __future__ import annotations
 
 import functools
+import shutil
+import socket
+import sys
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
-from consentry.config import Settings, get_settings
+from consentry.config import Settings, get_settings, listen_on, listen_url
 from consentry.db import Database
 from consentry.errors import ConsentryError
 
-console = Console()
-err_console = Console(stderr=True)
+UNBOUNDED = 1 << 16
+"""Width of a console that writes to a file or a pipe: wide enough that no line wraps, no cell is cut."""
+
+
+class CliConsole(Console):
+    """Rich's console, fitted to the terminal only when it writes to one.
+
+    Rich wraps text and narrows tables to 80 columns when its output is not a terminal; output that goes
+    to a file or a pipe is read by programs and copied by people, so there it is written whole.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fixed_width = kwargs.get("width") is not None
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        """The terminal's size; an unbounded width when the output is not a terminal (``COLUMNS``, which
+        Rich also reads, describes a terminal)."""
+        dimensions = super().size
+        if not self._fixed_width and not self.is_terminal:
+            return ConsoleDimensions(UNBOUNDED, dimensions.height)
+        return dimensions
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+        self._fixed_width = True
+
+
+console = CliConsole()
+err_console = CliConsole(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,3 +83,45 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise fail(f"{error.detail}{where}", code) from error
 
     return wrapper
+
+
+def runnable_command() -> str:
+    """How to run ``consentry`` from the shell it was started in: the bare name when that very script is
+    on ``PATH`` (an activated environment), else its path, relative to the working directory when inside
+    it (``.venv/bin/consentry``)."""
+    invoked = Path(sys.argv[0]) if sys.argv and Path(sys.argv[0]).name == "consentry" else None
+    script = (invoked or Path(sys.executable).parent / "consentry").absolute()
+    on_path = shutil.which("consentry")
+    if on_path is not None and Path(on_path).absolute() == script:
+        return "consentry"
+    try:
+        return str(script.relative_to(Path.cwd().absolute()))
+    except ValueError:
+        return str(script)
+
+
+def shell_path(path: Path) -> str:
+    """``path`` as a command line names it: relative to the working directory when inside it."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd().absolute()))
+    except ValueError:
+        return str(path.absolute())
+
+
+def claim_listen_address(host: str, port: int, *, other_port_hint: str) -> str:
+    """Check that a server can bind ``host:port`` (before anything is seeded or printed), then make it
+    the operator URL of this process and of the server processes it starts, unless
+    ``CONSENTRY_OPERATOR_URL`` is configured. Returns the base URL clients on this machine use."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise fail(
+                f"cannot listen on {host}:{port}: {error.strerror or error}. Another program (perhaps "
+                f"another Consentry) uses the port; choose another: {other_port_hint.format(port=port + 1)}"
+            ) from error
+    url = listen_url(host, port)
+    listen_on(url)
+    return url

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DAMAGES_THRESHOLD_POSTS = 1_000_000
 """The damages clause's default threshold: posts served to one organisation in any 24 hours."""
 DAMAGES_RATE_CENTS = 1_500_000
 """The damages clause's default rate: USD 15,000 (in cents) per 1,000,000 posts."""
+DEFAULT_OPERATOR_URL = "http://127.0.0.1:8000"
+"""The operator URL when none is configured and no server of this process says where it listens."""
+
+
+def listen_url(host: str, port: int) -> str:
+    """The base URL a client on this machine reaches a server bound to ``host:port`` at: a wildcard
+    address (``0.0.0.0``, ``::``) is reached through the loopback address of its family."""
+    if host in ("", "0.0.0.0"):  # noqa: S104 - the wildcard is what is being translated
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 class Settings(BaseSettings):
@@ -29,7 +44,15 @@ class Settings(BaseSettings):
     catalog_file: Path | None = Field(default=None, description="Replacement settings catalog (JSON).")
     jurisdictions_file: Path | None = Field(default=None, description="Replacement country-to-group map.")
     operator_name: str = Field(default="Consentry demo operator", description="Named in receipts.")
-    operator_url: str = Field(default="http://127.0.0.1:8000", description="Public base URL of the service.")
+    operator_url: str = Field(
+        default="",
+        description="Public base URL of the service, named in receipts; default where the server listens "
+        "(listen_url), else " + DEFAULT_OPERATOR_URL + ".",
+    )
+    listen_url: str | None = Field(
+        default=None,
+        description="Where this process's server listens; set by consentry serve and consentry demo.",
+    )
     max_body_bytes: int = Field(default=64 * 1024, description="Largest accepted request body.")
     damages_threshold_posts: int = Field(
         default=DAMAGES_THRESHOLD_POSTS,
@@ -94,6 +117,13 @@ class Settings(BaseSettings):
         default=None, description="Witnesses asked to cosign checkpoints (JSON, see docs/transparency.md)."
     )
 
+    @model_validator(mode="after")
+    def _resolve_operator_url(self) -> Settings:
+        """One operator URL for every user of it: the configured one, else where the server listens."""
+        if not self.operator_url:
+            self.operator_url = self.listen_url or DEFAULT_OPERATOR_URL
+        return self
+
     @property
     def resolved_origin(self) -> str:
         """The transparency log's origin: the configured one, or ``<operator host>/consentry/consent-log``."""
@@ -108,6 +138,17 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'consentry.db').resolve()}"
+
+
+def listen_on(url: str) -> None:
+    """Make ``url`` (see ``listen_url``) where this process's server listens: the operator URL of this
+    process and of the server processes it starts, unless ``CONSENTRY_OPERATOR_URL`` is configured.
+
+    The environment is how it reaches the worker processes uvicorn starts (they build the application
+    from the settings they read), so this is the one place Consentry writes it.
+    """
+    os.environ["CONSENTRY_LISTEN_URL"] = url  # noqa: TID251 - read back through Settings.listen_url
+    get_settings.cache_clear()
 
 
 @lru_cache(maxsize=1)

@@ -49,8 +49,9 @@ class DemoInfo:
     sample_author: tuple[int, str] | None = None
     """``(account_id, handle)`` of its author, to follow or block."""
 
-    def try_commands(self, base: str) -> list[str]:
-        """Ready-to-paste commands to post, read, like, block, chat and export against ``base``."""
+    def try_commands(self, base: str, *, consentry: str = "consentry", lake: str = "demo-lake") -> list[str]:
+        """Ready-to-paste commands to post, read, like, block, chat and export against ``base``;
+        ``consentry`` is how the shell runs the command, ``lake`` where the export goes."""
         if not self.account_tokens:
             return []
         handle, (_, token) = next(iter(self.account_tokens.items()))
@@ -81,7 +82,7 @@ class DemoInfo:
             f"curl -s -X POST {base}/v1/platform/assistant/chat {send} "
             f"-d '{json.dumps({'prompt': DEMO_PROMPT})}'",
             "# export the whole platform in the data contract, then check it",
-            "consentry platform export ./demo-lake && consentry lake check ./demo-lake",
+            f"{consentry} platform export {lake} && {consentry} lake check {lake}",
         ]
         return lines
 

@@ -127,7 +127,11 @@ def test_damages_commands(cli_database: Database, tmp_path: Path) -> None:
     assert "Posts by attribution basis" in out.read_text() and "network=" in out.read_text()
     top = runner.invoke(app, ["damages", "top", "--at", "2026-11-02T08:30:00Z", "--json"])
     assert json.loads(top.output)["entries"][0]["posts_24h"] == 1_000_000
-    assert runner.invoke(app, ["damages", "top", "--at", "2026-11-02T08:30:00Z"]).exit_code == 0
+    as_table = runner.invoke(app, ["damages", "top", "--at", "2026-11-02T08:30:00Z"])
+    assert as_table.exit_code == 0
+    # written to a pipe, the table is not narrowed to 80 columns: every subject appears whole
+    assert all(entry["subject"] in as_table.output for entry in json.loads(top.output)["entries"])
+    assert "…" not in as_table.output
 
     for args in (
         ["damages", "statement", "Nobody", *period],

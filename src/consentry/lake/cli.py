@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from consentry.cli_support import CliConsole
 from consentry.errors import ConsentryError
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def check(
     from consentry.lake.check import check_lake
     from consentry.lake.source import open_lake
 
-    console = Console()
+    console = CliConsole()
     try:
         lake = open_lake(
             spec_from_options(
@@ -173,7 +174,7 @@ def generate(
 
     from consentry.lake.generate import generate_lake
 
-    console = Console()
+    console = CliConsole()
     tasks: dict[str, TaskID] = {}
     bar = Progress(
         TextColumn("{task.description:<24}"),
