@@ -65,6 +65,7 @@ def reset(database: Database) -> None:
             if table.name not in SEEDED:
                 session.execute(table.delete())
         session.execute(sa.text("DELETE FROM policy_versions WHERE version > 1"))
+        session.execute(sa.text("DELETE FROM ledger_head WHERE id > 1"))  # back to one partition
         session.execute(
             sa.text("UPDATE ledger_head SET seq = 0, hash = :h, recorded_at = NULL WHERE id = 1"),
             {"h": "0" * 64},

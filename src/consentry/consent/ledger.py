@@ -4,8 +4,16 @@
 the previous event's hash (32 zero bytes before the first event) and the canonical JSON has sorted keys,
 no spaces, UTF-8, and ``recorded_at`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``.
 
-Writers serialise on the single ``ledger_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
-write sessions already hold the database write lock), so concurrent appends never fork the chain.
+Writers serialise on the ``ledger_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite write
+sessions already hold the database write lock), so concurrent appends never fork the chain.
+
+Partitions: a ledger is created with ``P`` partitions (one by default, which is the ledger described
+above). Subject key ``k`` belongs to partition ``partition_of(k, P)`` (the first 8 bytes of
+``SHA-256(k)``, big-endian, modulo ``P``); each partition has its own head row, hash chain (starting from
+``GENESIS``) and Merkle tree, so writers of different partitions never wait for each other. The ``n``-th
+event of partition ``p`` has seq ``(n - 1) * P + p + 1``: seq stays a unique event number, the event's
+partition is ``(seq - 1) % P`` and its leaf index in that partition's tree ``(seq - 1) // P``. Every event
+of one subject is in one partition, so the order of events below holds per subject.
 
 Order of events (DESIGN.md): "latest" is the greatest ``(recorded_at, seq)``. A live write takes its time
 while it holds the head, and never earlier than the latest time already in the chain (kept on the head
@@ -29,7 +37,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Index, Table, insert, select, text, update
+from sqlalchemy import Index, Table, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex
 
@@ -136,13 +144,74 @@ def _validate(event: NewEvent) -> None:
         raise InvalidInput("recorded_at must carry a time zone", field="recorded_at")
 
 
+def partition_of(subject_key: str, partitions: int) -> int:
+    """The partition of a subject key: the first 8 bytes of its SHA-256, big-endian, modulo ``P``."""
+    if partitions == 1:
+        return 0
+    return int.from_bytes(hashlib.sha256(subject_key.encode("utf-8")).digest()[:8], "big") % partitions
+
+
+def partition_of_seq(seq: int, partitions: int) -> int:
+    """The partition holding event ``seq``."""
+    return (seq - 1) % partitions
+
+
+def leaf_index(seq: int, partitions: int) -> int:
+    """The index of event ``seq`` in its partition's tree (``seq - 1`` with one partition)."""
+    return (seq - 1) // partitions
+
+
+def seq_of(index: int, partition: int, partitions: int) -> int:
+    """The seq of leaf ``index`` of partition ``partition``."""
+    return index * partitions + partition + 1
+
+
+def partition_count(session: Session) -> int:
+    """The number of partitions of the ledger (fixed when it was created)."""
+    count = session.scalar(select(func.count()).select_from(LedgerHead))
+    if not count:
+        raise IntegrityFailure("the ledger head row is missing; run 'consentry db upgrade'")
+    return int(count)
+
+
+def set_partitions(session: Session, partitions: int) -> None:
+    """Give a new, empty ledger ``partitions`` partitions (fixed from then on). The caller commits."""
+    if not 1 <= partitions <= 1024:
+        raise InvalidInput("partitions must be between 1 and 1024", field="partitions")
+    current = partition_count(session)
+    if current == partitions:
+        return
+    if session.scalar(select(ConsentEvent.seq).limit(1)) is not None:
+        raise InvalidInput(
+            f"the ledger already holds events in {current} partition(s); the count is fixed at creation",
+            field="partitions",
+        )
+    session.execute(delete(LedgerHead).where(LedgerHead.id > 1))
+    session.execute(
+        insert(LedgerHead),
+        [{"id": p + 1, "seq": 0, "hash": GENESIS, "recorded_at": None} for p in range(1, partitions)],
+    )
+
+
 @dataclass(frozen=True)
 class Head:
-    """The ledger head: the last event's seq and hash, and the latest time in the chain."""
+    """A partition's head: its last event's seq and hash, and the latest time in its chain."""
 
     seq: int
     hash: str
     recorded_at: datetime | None
+    partition: int = 0
+    partitions: int = 1
+
+    @property
+    def size(self) -> int:
+        """The number of events in the partition (its tree's size)."""
+        return 0 if self.seq == 0 else leaf_index(self.seq, self.partitions) + 1
+
+    @property
+    def next_seq(self) -> int:
+        """The seq of the partition's next event."""
+        return self.seq + self.partitions if self.seq else self.partition + 1
 
     def live_time(self, now: datetime | None = None) -> datetime:
         """The time of a live write made while holding this head: now, or the chain's latest time if
@@ -151,23 +220,52 @@ class Head:
         return self.recorded_at if self.recorded_at is not None and self.recorded_at > now else now
 
 
-def _head(session: Session, *, lock: bool) -> Head:
-    query = select(LedgerHead.seq, LedgerHead.hash, LedgerHead.recorded_at).where(LedgerHead.id == 1)
+def _head(session: Session, *, lock: bool, partition: int = 0, partitions: int = 1) -> Head:
+    query = select(LedgerHead.seq, LedgerHead.hash, LedgerHead.recorded_at).where(
+        LedgerHead.id == partition + 1
+    )
     row = session.execute(query.with_for_update() if lock else query).one_or_none()
     if row is None:
         raise IntegrityFailure("the ledger head row is missing; run 'consentry db upgrade'")
-    return Head(int(row[0]), str(row[1]), row[2])
+    return Head(int(row[0]), str(row[1]), row[2], partition, partitions)
 
 
 def lock_head(session: Session) -> Head:
-    """Lock the ledger head and return it; held until the transaction ends."""
+    """Lock the head of a single-partition ledger and return it; held until the transaction ends."""
     return _head(session, lock=True)
+
+
+def lock_heads(session: Session, partitions: Iterable[int], *, count: int | None = None) -> dict[int, Head]:
+    """Lock the heads of the given partitions, in partition order (so writers never deadlock), and
+    return them; held until the transaction ends."""
+    count = count or partition_count(session)
+    return {p: _head(session, lock=True, partition=p, partitions=count) for p in sorted(set(partitions))}
+
+
+def heads(session: Session) -> list[Head]:
+    """Every partition's head, in partition order (not locked)."""
+    rows = session.execute(
+        select(LedgerHead.id, LedgerHead.seq, LedgerHead.hash, LedgerHead.recorded_at).order_by(LedgerHead.id)
+    ).all()
+    if not rows:
+        raise IntegrityFailure("the ledger head row is missing; run 'consentry db upgrade'")
+    return [Head(int(seq), str(digest), at, int(key) - 1, len(rows)) for key, seq, digest, at in rows]
+
+
+def live_time(locked: Iterable[Head], now: datetime | None = None) -> datetime:
+    """The time of a live write holding these heads: now, or the latest time in their chains if later."""
+    now = now or utcnow()
+    for head in locked:
+        now = head.live_time(now)
+    return now
 
 
 def current_time(session: Session) -> datetime:
     """The time that stands for now when reading the current state: never before the latest time in
-    the chain, so a reader always sees the last live write even when the writer's clock was ahead."""
-    return _head(session, lock=False).live_time()
+    the ledger, so a reader always sees the last live write even when the writer's clock was ahead."""
+    latest = session.scalar(select(func.max(LedgerHead.recorded_at)))
+    now = utcnow()
+    return latest if latest is not None and latest > now else now
 
 
 def _later(first: datetime | None, second: datetime | None) -> datetime | None:
@@ -176,14 +274,18 @@ def _later(first: datetime | None, second: datetime | None) -> datetime | None:
     return max(first, second)
 
 
-def _link(events: Iterable[NewEvent], seq: int, prev: str) -> Iterator[tuple[dict[str, Any], bytes]]:
-    """Validate events and give each its seq, prev_hash and hash; yields each row with its canonical
-    JSON (the bytes hashed into the chain, and the event's leaf entry in the transparency log)."""
+def _link(
+    events: Iterable[NewEvent], first: int, prev: str, step: int = 1
+) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """Validate events and give each its seq (``first``, then every ``step``), prev_hash and hash;
+    yields each row with its canonical JSON (the bytes hashed into the chain, and the event's leaf
+    entry in the transparency log)."""
     sha256 = hashlib.sha256
     dumps = functools.partial(json.dumps, ensure_ascii=False)
+    seq = first - step
     for event in events:
         _validate(event)
-        seq += 1
+        seq += step
         stamp = format_time(event.recorded_at)
         version = "null" if event.policy_version is None else int(event.policy_version)
         document = (  # canonical JSON written out: avoids building and sorting a dict per event
@@ -212,36 +314,65 @@ def _link(events: Iterable[NewEvent], seq: int, prev: str) -> Iterator[tuple[dic
 
 def link_events(events: Iterable[NewEvent], seq: int, prev: str) -> Iterator[dict[str, Any]]:
     """Validate events and give each its seq, prev_hash and hash, continuing from ``(seq, prev)``."""
-    for row, _ in _link(events, seq, prev):
+    for row, _ in _link(events, seq + 1, prev):
         yield row
 
 
-def append(session: Session, events: Sequence[NewEvent], *, head: Head | None = None) -> list[ConsentEvent]:
-    """Append events in order and return them with seq and hashes. The caller commits.
+def append(
+    session: Session,
+    events: Sequence[NewEvent],
+    *,
+    head: Head | None = None,
+    heads: dict[int, Head] | None = None,
+) -> list[ConsentEvent]:
+    """Append events and return them, in the order given, with seq and hashes. The caller commits.
 
-    ``head`` is the head this transaction already locked (live writes lock it first, to take their
-    time under it); without it the head is locked here, after everything is validated. Each event
-    also becomes the next leaf of the transparency log's tree, in the same transaction.
+    ``heads`` are the partition heads this transaction already locked (live writes lock them first, to
+    take their time under them; ``head``: the one head of a single-partition ledger); the heads of
+    other partitions the events need are locked here, after everything is validated. Each event also
+    becomes the next leaf of its partition's tree, in the same transaction.
     """
     for event in events:
         _validate(event)
-    head = head or lock_head(session)
-    linked = list(_link(events, head.seq, head.hash))
-    rows = [row for row, _ in linked]
-    if rows:
-        session.execute(insert(ConsentEvent), rows)
-        sha256 = hashlib.sha256
-        tree.append_leaves(session, head.seq, b"".join(sha256(b"\x00" + doc).digest() for _, doc in linked))
+    held = dict(heads or {})
+    if head is not None:
+        held[head.partition] = head
+    count = next(iter(held.values())).partitions if held else partition_count(session)
+    groups: dict[int, list[int]] = {}
+    for index, event in enumerate(events):
+        groups.setdefault(partition_of(event.subject_key, count), []).append(index)
+    missing = set(groups) - set(held)
+    if missing:
+        held.update(lock_heads(session, missing, count=count))
+    out: list[ConsentEvent | None] = [None] * len(events)
+    rows: list[dict[str, Any]] = []
+    sha256 = hashlib.sha256
+    for partition in sorted(groups):
+        at = held[partition]
+        chosen = [events[i] for i in groups[partition]]
+        linked = list(_link(chosen, at.next_seq, at.hash, count))
+        rows.extend(row for row, _ in linked)
+        for index, (row, _) in zip(groups[partition], linked, strict=True):
+            out[index] = ConsentEvent(**row)
+        tree.append_leaves(
+            session,
+            at.size,
+            b"".join(sha256(b"\x00" + doc).digest() for _, doc in linked),
+            partition=None if count == 1 else partition,
+        )
+        last = linked[-1][0]
         session.execute(
             update(LedgerHead)
-            .where(LedgerHead.id == 1)
+            .where(LedgerHead.id == partition + 1)
             .values(
-                seq=rows[-1]["seq"],
-                hash=rows[-1]["hash"],
-                recorded_at=_later(head.recorded_at, max(event.recorded_at for event in events)),
+                seq=last["seq"],
+                hash=last["hash"],
+                recorded_at=_later(at.recorded_at, max(event.recorded_at for event in chosen)),
             )
         )
-    return [ConsentEvent(**row) for row in rows]
+    if rows:
+        session.execute(insert(ConsentEvent), rows)
+    return [event for event in out if event is not None]
 
 
 SUBJECT_INDEX = "ix_consent_events_subject_setting"
@@ -291,12 +422,13 @@ def _check_table(events: pa.Table) -> None:
         )
 
 
-def _documents(events: pa.Table, first_seq: int) -> tuple[list[bytes], pa.Array]:
+def _documents(events: pa.Table, first_seq: int, step: int = 1) -> tuple[list[bytes], pa.Array]:
     """Canonical JSON of each event (built column-wise), and its time as the database stores it."""
     micros = pc.cast(events["recorded_at"], pa.int64()).to_numpy(zero_copy_only=False)
     iso = pa.array(np.datetime_as_string(micros.astype("datetime64[us]"), unit="us"))
     version = pc.fill_null(pc.cast(events["policy_version"], pa.string()), "null")
-    seq = pc.cast(pa.array(np.arange(first_seq, first_seq + events.num_rows, dtype=np.int64)), pa.string())
+    last = first_seq + events.num_rows * step
+    seq = pc.cast(pa.array(np.arange(first_seq, last, step, dtype=np.int64)), pa.string())
     text = pc.binary_join_element_wise(
         '{"client":"',
         events["client"],
@@ -321,10 +453,12 @@ def _documents(events: pa.Table, first_seq: int) -> tuple[list[bytes], pa.Array]
     return documents, pc.replace_substring(iso, "T", " ")
 
 
-def _chunk_rows(part: pa.Table, seq: int, prev: str) -> tuple[list[str], list[tuple[Any, ...]], bytes]:
-    """The hashes of a chunk continuing the chain from ``(seq, prev)``, its rows for the driver, and
-    its leaf hashes for the transparency log (concatenated)."""
-    documents, stamps = _documents(part, seq + 1)
+def _chunk_rows(
+    part: pa.Table, first: int, prev: str, step: int = 1
+) -> tuple[list[str], list[tuple[Any, ...]], bytes]:
+    """The hashes of a chunk continuing the chain from ``prev`` with seqs ``first``, ``first + step``,
+    ..., its rows for the driver, and its leaf hashes for the transparency log (concatenated)."""
+    documents, stamps = _documents(part, first, step)
     sha256 = hashlib.sha256
     previous = bytes.fromhex(prev)
     links: list[str] = []
@@ -335,7 +469,7 @@ def _chunk_rows(part: pa.Table, seq: int, prev: str) -> tuple[list[str], list[tu
         leaves.append(sha256(b"\x00" + document).digest())
     rows = list(
         zip(
-            range(seq + 1, seq + 1 + part.num_rows),
+            range(first, first + part.num_rows * step, step),
             part["subject"].to_pylist(),
             part["setting"].to_pylist(),
             part["value"].to_pylist(),
@@ -365,17 +499,33 @@ def _write_rows(raw: Any, dialect: str, rows: list[tuple[Any, ...]]) -> None:
         cursor.close()
 
 
+def _partitioned(events: pa.Table, count: int) -> list[tuple[int, pa.Table]]:
+    """The events of each partition, in the order given."""
+    if count == 1:
+        return [(0, events)]
+    owner = np.fromiter(
+        (partition_of(k, count) for k in events["subject"].to_pylist()), dtype=np.int64, count=events.num_rows
+    )
+    parts = []
+    for partition in range(count):
+        chosen = np.flatnonzero(owner == partition)
+        if len(chosen):
+            parts.append((partition, events.take(pa.array(chosen))))
+    return parts
+
+
 def append_table(session: Session, events: pa.Table, *, chunk: int = 200_000) -> tuple[int, str]:
     """Bulk-append events straight through the database driver (SQLite ``executemany``, PostgreSQL
-    ``COPY``); returns the new head. The caller commits. The events become leaves of the transparency
-    log's tree in the same transaction (its tiles written once, at the end).
+    ``COPY``); returns the head of the (last written) partition. The caller commits. The events become
+    leaves of their partition's tree in the same transaction (its tiles written once, at the end).
 
     ``events`` has the columns ``subject``, ``setting``, ``value``, ``source``, ``client``,
     ``policy_version`` (int, nullable) and ``recorded_at`` (timestamp), in the order to append.
     """
     _check_table(events)
-    head = lock_head(session)
-    seq, prev = head.seq, head.hash
+    count = partition_count(session)
+    parts = _partitioned(events, count)
+    held = lock_heads(session, [p for p, _ in parts] or [0], count=count)
     raw: Any = session.connection().connection.dbapi_connection
     dialect = session.get_bind().dialect.name
     rebuild = dialect == "sqlite" and events.num_rows >= REBUILD_INDEX_AT
@@ -386,33 +536,44 @@ def append_table(session: Session, events: pa.Table, *, chunk: int = 200_000) ->
         session.execute(text("PRAGMA cache_size=-1048576"))
     # one chunk in flight: the driver writes chunk k while chunk k + 1 is hashed; the connection is
     # never used by both threads at once, and the thread is drained before the transaction goes on
-    leaves: list[bytes] = []
+    result = (held[min(held)].seq, held[min(held)].hash)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-bulk") as writer:
         pending: Future[None] | None = None
         try:
-            for start in range(0, events.num_rows, chunk):
-                part = events.slice(start, chunk)
-                links, rows, leaf_hashes = _chunk_rows(part, seq, prev)
-                leaves.append(leaf_hashes)
-                if pending is not None:
+            for partition, table in parts:
+                head = held[partition]
+                seq, prev, first = head.seq, head.hash, head.next_seq
+                leaves: list[bytes] = []
+                for start in range(0, table.num_rows, chunk):
+                    part = table.slice(start, chunk)
+                    links, rows, leaf_hashes = _chunk_rows(part, first, prev, count)
+                    leaves.append(leaf_hashes)
+                    if pending is not None:
+                        pending.result()
+                    pending = writer.submit(_write_rows, raw, dialect, rows)
+                    seq, prev = rows[-1][0], links[-1]
+                    first = seq + count
+                if pending is not None:  # the session is used below: the driver thread must be idle
                     pending.result()
-                pending = writer.submit(_write_rows, raw, dialect, rows)
-                seq, prev = seq + part.num_rows, links[-1]
+                    pending = None
+                tree.append_leaves(
+                    session, head.size, b"".join(leaves), partition=None if count == 1 else partition
+                )
+                latest = pc.max(table["recorded_at"]).as_py() if table.num_rows else None
+                if latest is not None and latest.tzinfo is None:
+                    latest = latest.replace(tzinfo=UTC)
+                session.execute(
+                    update(LedgerHead)
+                    .where(LedgerHead.id == partition + 1)
+                    .values(seq=seq, hash=prev, recorded_at=_later(head.recorded_at, latest))
+                )
+                result = (seq, prev)
         finally:
             if pending is not None:
                 pending.result()
     if rebuild:
         session.execute(CreateIndex(_subject_index()))
-    tree.append_leaves(session, head.seq, b"".join(leaves))
-    latest = pc.max(events["recorded_at"]).as_py() if events.num_rows else None
-    if latest is not None and latest.tzinfo is None:
-        latest = latest.replace(tzinfo=UTC)
-    session.execute(
-        update(LedgerHead)
-        .where(LedgerHead.id == 1)
-        .values(seq=seq, hash=prev, recorded_at=_later(head.recorded_at, latest))
-    )
-    return seq, prev
+    return result
 
 
 @dataclass(frozen=True)
@@ -443,32 +604,41 @@ def _stream(session: Session, batch: int) -> Iterator[ConsentEvent]:
 def verify(
     session: Session, *, batch: int = 5_000, on_entry: Callable[[int, bytes], None] | None = None
 ) -> VerifyReport:
-    """Recompute the whole chain; names the first seq that was edited, removed, inserted or reordered.
+    """Recompute every partition's chain; names the first seq that was edited, removed, inserted or
+    reordered.
 
     ``first_bad_seq`` is always a seq the problem is about: an event that exists (edited, inserted,
-    out of place) or a seq the head promises and the chain lacks; a problem with the head row alone
+    out of place) or a seq a head promises and the chain lacks; a problem with a head row alone
     has ``first_bad_seq`` ``None``. ``on_entry`` is told each verified event's seq and entry (its
-    canonical JSON), in seq order (the transparency log's audit uses it).
+    canonical JSON), in seq order (the transparency log's audit uses it). The head reported is the
+    one holding the greatest seq (the only one, with a single partition).
     """
-    head = session.get(LedgerHead, 1)
-    if head is None:
+    try:
+        held = heads(session)
+    except IntegrityFailure:
         return VerifyReport(False, 0, 0, GENESIS, None, "the ledger head row is missing")
-    head_seq, head_hash = head.seq, head.hash
-    expected_seq, prev, count = 1, GENESIS, 0
+    parts = len(held)
+    top = max(held, key=lambda h: h.seq)
+    head_seq, head_hash = top.seq, top.hash
+    expected = [p + 1 for p in range(parts)]
+    prevs = [GENESIS] * parts
+    count = 0
     sha256 = hashlib.sha256
     for event in _stream(session, batch):
         count += 1
+        p = partition_of_seq(event.seq, parts)
+        expected_seq, prev, own = expected[p], prevs[p], held[p].seq
         if event.seq != expected_seq:
             bad = min(event.seq, expected_seq)
             return VerifyReport(False, count, head_seq, head_hash, bad, f"seq {expected_seq} is missing")
-        if event.seq > head_seq:
+        if event.seq > own:
             return VerifyReport(
                 False,
                 count,
                 head_seq,
                 head_hash,
                 event.seq,
-                f"event {event.seq} is after the head (seq {head_seq}): it was added outside the ledger",
+                f"event {event.seq} is after the head (seq {own}): it was added outside the ledger",
             )
         if event.prev_hash != prev:
             return VerifyReport(
@@ -481,28 +651,32 @@ def verify(
             )
         if on_entry is not None:
             on_entry(event.seq, entry)
-        prev = event.hash
-        expected_seq += 1
-    last = expected_seq - 1
-    if last < head_seq:
-        missing = f"seq {head_seq} is" if last + 1 == head_seq else f"seqs {last + 1} to {head_seq} are"
-        return VerifyReport(
-            False,
-            count,
-            head_seq,
-            head_hash,
-            last + 1,
-            f"{missing} missing: the chain ends at seq {last} but the head names seq {head_seq}",
-        )
-    if prev != head_hash:
-        return VerifyReport(
-            False,
-            count,
-            head_seq,
-            head_hash,
-            None,
-            f"the head names hash {head_hash} for seq {head_seq}, but event {head_seq} has hash {prev}"
-            if head_seq
-            else f"the head of the empty ledger names hash {head_hash}, not the genesis hash",
-        )
+        prevs[p] = event.hash
+        expected[p] += parts
+    for head in held:
+        last = max(expected[head.partition] - parts, 0)
+        where = f" of partition {head.partition}" if parts > 1 else ""
+        if last < head.seq:
+            after = last + parts if last else head.partition + 1
+            missing = f"seq {head.seq} is" if after == head.seq else f"seqs {after} to {head.seq}{where} are"
+            return VerifyReport(
+                False,
+                count,
+                head_seq,
+                head_hash,
+                after,
+                f"{missing} missing: the chain ends at seq {last} but the head{where} names seq {head.seq}",
+            )
+        if prevs[head.partition] != head.hash:
+            return VerifyReport(
+                False,
+                count,
+                head_seq,
+                head_hash,
+                None,
+                f"the head{where} names hash {head.hash} for seq {head.seq}, but event {head.seq} has hash "
+                f"{prevs[head.partition]}"
+                if head.seq
+                else f"the head of the empty ledger{where} names hash {head.hash}, not the genesis hash",
+            )
     return VerifyReport(True, count, head_seq, head_hash)

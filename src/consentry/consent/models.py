@@ -63,11 +63,13 @@ class ConsentEvent(Base):
 
 
 class LedgerHead(Base):
-    """The single row naming the last event; writers lock it to append in order.
+    """The head of one ledger partition: its last event; writers lock it to append in order.
 
-    ``recorded_at`` is the latest time any event in the chain carries (null while the ledger is empty):
-    a live write takes its time while it holds this row and never earlier than it, so along the chain
-    live writes never go back in time.
+    A ledger has ``P`` partitions, fixed when it is created (one by default): row ``id = p + 1`` is the
+    head of partition ``p``, whose ``n``-th event has seq ``(n - 1) * P + p + 1`` (with one partition,
+    the single row ``id = 1`` and seq ``n``). ``recorded_at`` is the latest time any event in the
+    partition's chain carries (null while it is empty): a live write takes its time while it holds
+    this row and never earlier than it, so along each chain live writes never go back in time.
     """
 
     __tablename__ = "ledger_head"

@@ -343,10 +343,13 @@ def change_settings_many(
 
     The ledger head is locked first and a live write (``at`` not given) takes its time while holding
     it, never earlier than the chain's latest time: seq order and time order agree, so the state is the
-    last event (DESIGN.md, "Order of events"). ``at`` is for replaying history (tests, tools).
+    last event (DESIGN.md, "Order of events"). ``at`` is for replaying history (tests, tools). In a
+    ledger of several partitions the subject keys are read (and created) first, then the heads of the
+    partitions they fall in are locked, in partition order, and the time is taken under them.
     """
-    head = ledger.lock_head(session)
-    at = at or head.live_time()
+    partitions = ledger.partition_count(session)
+    heads = {0: ledger.lock_head(session)} if partitions == 1 else {}
+    at = at or (ledger.live_time(heads.values()) if heads else None)
     outcome: list[list[dict[str, Any]] | ConsentryError | None] = [None] * len(requests)
     for index, request in enumerate(requests):
         try:
@@ -366,6 +369,18 @@ def change_settings_many(
         if wanted
         else {}
     )
+    if partitions > 1:  # subject keys first: they name the partitions whose heads this batch takes
+        for account_id, (created_at, country, status, subject) in list(found.items()):
+            if subject is None and status == "active":
+                subject = ledger.subject_key_for(session, account_id)
+                found[account_id] = (created_at, country, status, subject)
+        heads = ledger.lock_heads(
+            session,
+            {ledger.partition_of(str(row[3]), partitions) for row in found.values() if row[3] is not None},
+            count=partitions,
+        )
+        at = at or ledger.live_time(heads.values())
+    assert at is not None
     policies = load_policies(session)
     plans: list[tuple[int, str, Policy | None, int]] = []  # request index, group, policy, event count
     gpc_seen: set[tuple[int, str]] = set()  # GPC signals already recorded in this batch
@@ -415,7 +430,7 @@ def change_settings_many(
                 )
             )
         plans.append((index, ctx.jurisdictions.group_of(country), policy, len(changes)))
-    rows = iter(ledger.append(session, events, head=head)) if events else iter(())
+    rows = iter(ledger.append(session, events, heads=heads)) if events else iter(())
     for key, accounts in denied.items():
         revoke_accounts(session, account_ids=accounts, reason="opt_out", setting=ctx.catalog.get(key), at=at)
     for index, group, policy, count in plans:

@@ -39,3 +39,26 @@ class Checkpoint(Base):
     note: Mapped[str] = mapped_column(Text)
     cosignatures: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class PartitionTile(Base):
+    """A tile of one partition's tree, when the ledger has more than one partition (same layout as
+    ``TreeTile``; with a single partition its tree is ``tlog_tiles`` itself)."""
+
+    __tablename__ = "tlog_partition_tiles"
+
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class PartitionState(Base):
+    """One entry of the log of partition states (ledgers of more than one partition): the size and
+    root of every partition when a checkpoint was signed. Entry ``idx`` is leaf ``idx`` of the tree
+    that ``tlog_tiles`` holds and the signed checkpoints commit to."""
+
+    __tablename__ = "tlog_partition_states"
+
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    entry: Mapped[str] = mapped_column(Text)

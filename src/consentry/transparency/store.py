@@ -1,7 +1,9 @@
 """The tree's tiles in the database: appended with the ledger, read for roots, proofs and serving.
 
 Only tiles are stored (``tlog_tiles``): a full tile is written once, the rightmost tile of each level
-is rewritten as it grows. Appending ``k`` leaves reads at most one partial tile per level and writes
+is rewritten as it grows. A ledger of several partitions keeps each partition's tree in
+``tlog_partition_tiles`` (``partition`` given) and, in ``tlog_tiles``, the log of partition states.
+Appending ``k`` leaves reads at most one partial tile per level and writes
 ``k / 256`` full tiles plus the partial ones; a root or a proof reads at most a few tiles per level.
 """
 
@@ -9,30 +11,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import Select, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from consentry.errors import IntegrityFailure
 from consentry.transparency import merkle, tiles
 from consentry.transparency.merkle import HASH_SIZE
-from consentry.transparency.models import TreeTile
+from consentry.transparency.models import PartitionTile, TreeTile
 from consentry.transparency.tiles import Tile
 
 
-def read_tiles(session: Session, wanted: Sequence[Tile]) -> list[bytes]:
-    """The bytes of the given tiles (partial ones cut to their width); ``IntegrityFailure`` if the
-    store lacks one or holds fewer hashes than asked."""
+def _select(partition: int | None, keys: list[tuple[int, int]]) -> Select[int, int, bytes]:
+    if partition is None:
+        return select(TreeTile.level, TreeTile.idx, TreeTile.data).where(
+            tuple_(TreeTile.level, TreeTile.idx).in_(keys)
+        )
+    return select(PartitionTile.level, PartitionTile.idx, PartitionTile.data).where(
+        PartitionTile.partition == partition, tuple_(PartitionTile.level, PartitionTile.idx).in_(keys)
+    )
+
+
+def read_tiles(session: Session, wanted: Sequence[Tile], *, partition: int | None = None) -> list[bytes]:
+    """The bytes of the given tiles (partial ones cut to their width) of the tree of ``partition``
+    (``None``: the tree in ``tlog_tiles``); ``IntegrityFailure`` if the store lacks one or holds fewer
+    hashes than asked."""
     if not wanted:
         return []
     keys = sorted({(t.level, t.index) for t in wanted})
     found: dict[tuple[int, int], bytes] = {}
     for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        rows = session.execute(
-            select(TreeTile.level, TreeTile.idx, TreeTile.data).where(
-                tuple_(TreeTile.level, TreeTile.idx).in_(chunk)
-            )
-        )
+        rows = session.execute(_select(partition, keys[start : start + 500]))
         found.update({(int(level), int(idx)): bytes(data) for level, idx, data in rows})
     out = []
     for tile in wanted:
@@ -46,34 +54,50 @@ def read_tiles(session: Session, wanted: Sequence[Tile]) -> list[bytes]:
     return out
 
 
-def hash_reader(session: Session, size: int) -> merkle.HashReader:
+def hash_reader(session: Session, size: int, *, partition: int | None = None) -> merkle.HashReader:
     """Complete-subtree hashes of the tree of ``size`` leaves, read from the stored tiles."""
-    return tiles.tile_hash_reader(size, lambda wanted: read_tiles(session, wanted))
+    return tiles.tile_hash_reader(size, lambda wanted: read_tiles(session, wanted, partition=partition))
 
 
-def root(session: Session, size: int) -> bytes:
+def root(session: Session, size: int, *, partition: int | None = None) -> bytes:
     """The root of the tree of ``size`` leaves."""
-    return merkle.tree_hash(size, hash_reader(session, size))
+    return merkle.tree_hash(size, hash_reader(session, size, partition=partition))
 
 
-def append_leaves(session: Session, size: int, leaf_hashes: bytes | Sequence[bytes]) -> int:
+def append_leaves(
+    session: Session, size: int, leaf_hashes: bytes | Sequence[bytes], *, partition: int | None = None
+) -> int:
     """Append leaf hashes to the stored tree of ``size`` leaves (in the caller's transaction);
     returns the new size."""
     data = leaf_hashes if isinstance(leaf_hashes, bytes) else b"".join(leaf_hashes)
     if not data:
         return size
     partial = tiles.frontier_tiles(size)
-    frontier = {t.level: d for t, d in zip(partial, read_tiles(session, partial), strict=True)}
+    held = read_tiles(session, partial, partition=partition)
+    frontier = {t.level: d for t, d in zip(partial, held, strict=True)}
     result = tiles.append_hashes(size, data, frontier)
     existing = {(t.level, t.index) for t in partial}
-    fresh = []
+    fresh: list[dict[str, object]] = []
     for (level, index), tile in sorted(result.tiles.items()):
         if (level, index) in existing:
-            session.execute(
-                update(TreeTile).where(TreeTile.level == level, TreeTile.idx == index).values(data=tile)
-            )
+            if partition is None:
+                session.execute(
+                    update(TreeTile).where(TreeTile.level == level, TreeTile.idx == index).values(data=tile)
+                )
+            else:
+                session.execute(
+                    update(PartitionTile)
+                    .where(
+                        PartitionTile.partition == partition,
+                        PartitionTile.level == level,
+                        PartitionTile.idx == index,
+                    )
+                    .values(data=tile)
+                )
         else:
-            fresh.append({"level": level, "idx": index, "data": tile})
+            row: dict[str, object] = {"level": level, "idx": index, "data": tile}
+            fresh.append(row if partition is None else {"partition": partition, **row})
+    table = TreeTile if partition is None else PartitionTile
     for start in range(0, len(fresh), 2_000):
-        session.execute(insert(TreeTile), fresh[start : start + 2_000])
+        session.execute(insert(table), fresh[start : start + 2_000])
     return result.size
