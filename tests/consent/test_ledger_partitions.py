@@ -238,3 +238,31 @@ def test_live_changes_keep_the_state_equal_to_the_last_event(database: Database,
                 key=lambda e: e.seq,
             )
             assert view[SETTING].seq == last.seq
+
+
+def test_first_changes_of_one_account_racing_share_one_subject_key(
+    database: Database, ctx: ConsentContext
+) -> None:
+    partitioned(database, 4)
+    account_id, _ = make_account(database, handle="racer", country="US")
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def change(n: int) -> None:
+        barrier.wait()
+        try:
+            with database.write() as session:
+                service.change_settings(
+                    session, account_id=account_id, changes={SETTING: "deny"}, client="ios", ctx=ctx
+                )
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=change, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    events = check_partitions(database, 4)
+    assert len(events) == 6 and len({e.subject_key for e in events}) == 1

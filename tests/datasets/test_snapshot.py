@@ -23,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from consentry.consent import ledger
 from consentry.consent import service as consent_service
 from consentry.consent.importer import ImportReport, import_events
 from consentry.consent.models import Subject
@@ -326,3 +327,30 @@ def test_an_account_deactivated_since_the_lake_was_exported_stays_out_from_then_
     build(scenario, ctx, scenario_lake, tmp_path / "earlier", categories=CATEGORIES, as_of=earlier)
     assert 4 in ids(tmp_path / "earlier", "assistant_interactions")
     assert 601 not in ids(tmp_path / "earlier", "posts")
+
+
+def test_a_partitioned_ledger_is_read_whole_and_every_head_recorded(
+    database: Database, ctx: ConsentContext
+) -> None:
+    with database.write() as session:
+        ledger.set_partitions(session, 4)
+        ids = [create_account(session, handle=f"p{n}", country="US", birth_year=1990).id for n in range(16)]
+    for n, account_id in enumerate(ids):
+        with database.write() as session:
+            consent_service.change_settings(
+                session,
+                account_id=account_id,
+                changes={"third_party_sharing": "deny" if n % 2 else "allow"},
+                client="web",
+                ctx=ctx,
+                at=datetime(2026, 4, 1, tzinfo=UTC),
+            )
+    settings = list(ctx.catalog.keys)
+    read = snapshot.read_snapshot(database, settings=settings, as_of=AS_OF)
+    with database.read() as session:
+        heads = ledger.heads(session)
+        reference = consent_service.events_table(session, until=AS_OF)
+    assert len({h.partition for h in heads if h.seq}) > 1  # the events really are spread
+    assert read.events.num_rows == reference.num_rows == 16
+    assert read.head["partitions"] == [{"seq": h.seq, "hash": h.hash} for h in heads]
+    assert read.head["seq"] == max(h.seq for h in heads)

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import update
 
+from consentry.consent import ledger
 from consentry.consent.models import PolicyVersion
 from consentry.consent.service import ConsentContext, change_settings, decide, evaluate_accounts
 from consentry.datasets.models import Recipient
@@ -187,9 +188,12 @@ def test_every_change_is_visible_to_the_next_call(
     assert stats.rebuilds == rebuilds + 1
 
 
+@pytest.mark.parametrize("partitions", [1, 4])
 def test_a_patch_equals_a_fresh_evaluation_after_any_sequence_of_changes(
-    database: Database, ctx: ConsentContext
+    database: Database, ctx: ConsentContext, partitions: int
 ) -> None:
+    with database.write() as session:  # a partitioned ledger patches from every partition's head
+        ledger.set_partitions(session, partitions)
     rng = random.Random(11)
     ids = [make_account(database, handle=f"a{i}", country=rng.choice(COUNTRIES))[0] for i in range(12)]
 

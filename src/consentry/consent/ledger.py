@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Index, Table, delete, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex
 
@@ -128,8 +129,19 @@ def subject_key_for(session: Session, account_id: int, *, create: bool = True) -
     key = session.scalar(select(Subject.subject_key).where(Subject.account_id == account_id))
     if key is not None or not create:
         return key
-    key = new_subject_key()
-    session.execute(insert(Subject).values(account_id=account_id, subject_key=key))
+    # two first changes of one account may race (writers of a partitioned ledger read subject keys
+    # before taking any head): the first insert wins, the other reads the key it wrote
+    dialect = session.get_bind().dialect.name
+    fresh = {"account_id": account_id, "subject_key": new_subject_key()}
+    if dialect == "postgresql":
+        session.execute(postgresql.insert(Subject).values(**fresh).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        session.execute(sqlite.insert(Subject).values(**fresh).on_conflict_do_nothing())
+    else:
+        session.execute(insert(Subject).values(**fresh))
+    key = session.scalar(select(Subject.subject_key).where(Subject.account_id == account_id))
+    if key is None:
+        raise IntegrityFailure(f"no subject key could be recorded for account {account_id}")
     return key
 
 

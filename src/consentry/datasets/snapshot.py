@@ -60,11 +60,16 @@ class ConsentSnapshot:
     events_considered: int
     closed_accounts: pa.Table
     """Accounts the database holds as deactivated or deleted, in ``CLOSED_ACCOUNTS``."""
+    partition_heads: tuple[tuple[int, str], ...] = ()
+    """Every partition's head (seq, hash) of a ledger of several partitions; empty with one."""
 
     @property
     def head(self) -> dict[str, Any]:
-        """The head as the manifest records it."""
-        return {"seq": self.head_seq, "hash": self.head_hash}
+        """The head as the manifest records it (with every partition's head, when there are several)."""
+        head: dict[str, Any] = {"seq": self.head_seq, "hash": self.head_hash}
+        if self.partition_heads:
+            head["partitions"] = [{"seq": seq, "hash": digest} for seq, digest in self.partition_heads]
+        return head
 
 
 def read_snapshot(database: Database, *, settings: Sequence[str], as_of: datetime) -> ConsentSnapshot:
@@ -73,15 +78,18 @@ def read_snapshot(database: Database, *, settings: Sequence[str], as_of: datetim
     with database.read() as session:
         if session.get_bind().dialect.name == "postgresql":  # SQLite: the read transaction is a snapshot
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        head = session.execute(
-            select(LedgerHead.seq, LedgerHead.hash).where(LedgerHead.id == 1)
-        ).one_or_none()
-        if head is None:
+        heads = session.execute(select(LedgerHead.seq, LedgerHead.hash).order_by(LedgerHead.id)).all()
+        if not heads:
             raise IntegrityFailure("the ledger head row is missing; run 'consentry db upgrade'")
+        head = max(heads, key=lambda h: int(h[0]))
         policies = tuple(load_policies(session))
-        events = ledger_events(session, settings=settings, until=as_of, through_seq=int(head[0]))
+        # several partitions: their seqs interleave, so no single seq bounds them; the snapshot does
+        # (every committed event is at or before its partition's head, read in the same snapshot)
+        last = int(head[0]) if len(heads) == 1 else None
+        events = ledger_events(session, settings=settings, until=as_of, through_seq=last)
         closed = closed_accounts(session)
     return ConsentSnapshot(
+        partition_heads=tuple((int(s), str(h)) for s, h in heads) if len(heads) > 1 else (),
         head_seq=int(head[0]),
         head_hash=str(head[1]),
         policies=policies,

@@ -97,22 +97,28 @@ class Probe:
     pruned_below: int
     max_account: int
     policies: str
+    heads: tuple[tuple[int, str], ...] = ()
+    """Every ledger partition's head (seq, hash), in partition order; ``seq`` is the greatest."""
 
 
 _PROBE = (
     "SELECT h.seq, h.hash, e.version, e.token, e.pruned_below, (SELECT max(id) FROM accounts), "
     "(SELECT count(*) FROM policy_versions), (SELECT max(version) FROM policy_versions), "
     "(SELECT max(created_at) FROM policy_versions) "
-    "FROM ledger_head h LEFT JOIN eligibility_epoch e ON e.id = 1 WHERE h.id = 1"
+    "FROM ledger_head h LEFT JOIN eligibility_epoch e ON e.id = 1 ORDER BY h.id"
 )
 
 
 def probe(engine: Engine) -> Probe:
-    """One small read: ledger head, account change epoch, largest account id, policy fingerprint."""
+    """One small read: ledger heads (one per partition), account change epoch, largest account id,
+    policy fingerprint."""
     with engine.connect() as connection:
-        row = connection.exec_driver_sql(_PROBE).one()
+        rows = connection.exec_driver_sql(_PROBE).all()
+    heads = tuple((int(r[0]), str(r[1])) for r in rows)
+    row = max(rows, key=lambda r: int(r[0]))
     seq, head_hash, version, token, pruned, max_account, count, newest, created = row
     return Probe(
+        heads=heads,
         seq=int(seq),
         head_hash=str(head_hash),
         version=int(version or 0),
@@ -128,6 +134,10 @@ def _continues(old: Probe, new: Probe) -> bool:
     if new.policies != old.policies or new.seq < old.seq or new.version < old.version:
         return False
     if new.seq == old.seq and new.head_hash != old.head_hash:
+        return False
+    if len(new.heads) != len(old.heads) or any(
+        n[0] < o[0] or (n[0] == o[0] and n[1] != o[1]) for n, o in zip(new.heads, old.heads, strict=True)
+    ):
         return False
     if old.token is not None and new.token != old.token:
         return False
@@ -397,17 +407,24 @@ class ConsentCache:
     def _affected(self, session: Session, old: Probe, new: Probe) -> set[int] | None:
         """Accounts to evaluate again between two probes; ``None``: rebuild everything."""
         affected: set[int] = set()
-        if new.seq > old.seq:
-            if old.seq > 0:
-                head = session.scalar(select(ConsentEvent.hash).where(ConsentEvent.seq == old.seq))
-                if head != old.head_hash:
+        parts = len(new.heads)
+        for partition, ((old_seq, old_hash), (new_seq, _)) in enumerate(
+            zip(old.heads, new.heads, strict=True)
+        ):
+            if new_seq <= old_seq:
+                continue
+            if old_seq > 0:
+                head = session.scalar(select(ConsentEvent.hash).where(ConsentEvent.seq == old_seq))
+                if head != old_hash:
                     return None  # not the ledger the state was built from
+            # with several partitions, seqs interleave: only this partition's seqs in the range
+            own = f" AND (e.seq - 1) % {parts} = {partition}" if parts > 1 else ""
             rows = session.execute(
                 text(
                     "SELECT DISTINCT s.account_id FROM consent_events e JOIN consent_subjects s "
-                    "ON s.subject_key = e.subject_key WHERE e.seq > :a AND e.seq <= :b"
+                    f"ON s.subject_key = e.subject_key WHERE e.seq > :a AND e.seq <= :b{own}"
                 ),
-                {"a": old.seq, "b": new.seq},
+                {"a": old_seq, "b": new_seq},
             )
             affected.update(int(r[0]) for r in rows)
         if new.version > old.version:
