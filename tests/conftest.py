@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -90,6 +90,14 @@ def settings(tmp_path: Path, database: Database) -> Settings:
 def ctx(settings: Settings) -> ConsentContext:
     """The consent context (catalog, jurisdictions, a fresh signing key) of the test settings."""
     return ConsentContext.from_settings(settings)
+
+
+@pytest.fixture
+def run_jobs(settings: Settings, database: Database) -> Callable[[], int]:
+    """Run the queued jobs (builds, exports) as ``consentry worker --once`` does; returns how many ran."""
+    from consentry.job_handlers import job_runner
+
+    return lambda: job_runner(database, settings).run_once()
 
 
 @pytest.fixture

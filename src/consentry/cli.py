@@ -145,13 +145,19 @@ def demo(
     if no_serve:
         return
     from consentry.config import get_settings
+    from consentry.job_handlers import job_runner
     from consentry.partners.worker import periodic_tasks, start_in_thread
     from consentry.partners.worker_cli import configure_logging
 
     configure_logging(verbose=False)
     settings = get_settings()
-    worker = start_in_thread(database, settings, periodic=periodic_tasks(settings))
-    console.print("Worker:        delivering webhooks and running the retention schedule", highlight=False)
+    worker = start_in_thread(
+        database, settings, periodic=periodic_tasks(settings), jobs=job_runner(database, settings)
+    )
+    console.print(
+        "Worker:        delivering webhooks, running builds, exports and the retention schedule",
+        highlight=False,
+    )
     try:
         uvicorn.run("consentry.api:create_app", factory=True, host=host, port=port)
     finally:

@@ -99,6 +99,19 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=16, ge=1, le=1024, description="Webhook requests the worker keeps in flight at once."
     )
+    job_concurrency: int = Field(
+        default=1, ge=1, le=64, description="Jobs (dataset builds, account exports) a worker runs at once."
+    )
+    job_lease_seconds: float = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="A running job's lease, renewed by heartbeats; a job whose worker died is taken over "
+        "by another once it runs out.",
+    )
+    job_max_attempts: int = Field(
+        default=3, ge=1, le=100, description="Workers a job may outlive before it is failed (attempts)."
+    )
     spark_master: str | None = Field(
         default=None,
         description="Where builds with the Spark engine run: local[N] (default local[*]), spark://host:port "

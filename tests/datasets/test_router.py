@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,7 @@ def test_recipients_builds_and_releases(
     ctx: ConsentContext,
     scenario_lake: Path,
     tmp_path: Path,
+    run_jobs: Callable[[], int],
 ) -> None:
     headers = auth(admin_token)
     with database.write() as session:
@@ -63,6 +64,10 @@ def test_recipients_builds_and_releases(
     }
     queued = api.post("/v1/admin/datasets/builds", json=body, headers=headers)
     assert queued.status_code == 202, queued.text
+    assert queued.json()["status"] == "queued"
+    job = api.get(f"/v1/admin/datasets/builds/{queued.json()['id']}", headers=headers).json()
+    assert job["status"] == "queued" and job["stage"] == "queued"  # the API only queues it
+    assert run_jobs() == 1
     job = api.get(f"/v1/admin/datasets/builds/{queued.json()['id']}", headers=headers).json()
     assert job["status"] == "succeeded", job
     assert job["done"] == job["total"] == 8 and job["stage"] == "published"
@@ -84,6 +89,7 @@ def test_recipients_builds_and_releases(
     broken = {**body, "lake": str(tmp_path / "missing"), "out": str(tmp_path / "other")}
     failed = api.post("/v1/admin/datasets/builds", json=broken, headers=headers)
     assert failed.status_code == 202
+    assert run_jobs() == 1
     job = api.get(f"/v1/admin/datasets/builds/{failed.json()['id']}", headers=headers).json()
     assert job["status"] == "failed" and "no lake folder" in job["error"]
     assert not (tmp_path / "other").exists()
@@ -140,6 +146,7 @@ def test_a_build_job_reads_delta_tables_at_a_version(
     ctx: ConsentContext,
     scenario_lake: Path,
     tmp_path: Path,
+    run_jobs: Callable[[], int],
 ) -> None:
     from tests.lake.tables import write_delta
 
@@ -164,6 +171,7 @@ def test_a_build_job_reads_delta_tables_at_a_version(
     }
     queued = api.post("/v1/admin/datasets/builds", json=body, headers=headers)
     assert queued.status_code == 202, queued.text
+    run_jobs()
     job = api.get(f"/v1/admin/datasets/builds/{queued.json()['id']}", headers=headers).json()
     assert job["status"] == "succeeded", job["error"]
     release = api.get(f"/v1/admin/datasets/releases/{job['release_id']}", headers=headers).json()
@@ -173,5 +181,6 @@ def test_a_build_job_reads_delta_tables_at_a_version(
     queued = api.post(
         "/v1/admin/datasets/builds", json={**body, "snapshot": ["7"], "out": None}, headers=headers
     )
+    run_jobs()
     job = api.get(f"/v1/admin/datasets/builds/{queued.json()['id']}", headers=headers).json()
     assert job["status"] == "failed" and "no version 7" in job["error"]

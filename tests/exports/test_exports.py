@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,11 @@ def test_export_holds_exactly_the_accounts_own_data(
 
 
 def test_job_lifecycle_through_the_api(
-    client: TestClient, database: Database, ctx: ConsentContext, settings: Settings
+    client: TestClient,
+    database: Database,
+    ctx: ConsentContext,
+    settings: Settings,
+    run_jobs: Callable[[], int],
 ) -> None:
     world = build_world(database, ctx)
     headers = auth(world["ada_token"])
@@ -212,6 +217,9 @@ def test_job_lifecycle_through_the_api(
     job = started.json()
     assert started.headers["location"] == f"/v1/me/exports/{job['id']}"
     assert job["id"].startswith("exp_") and job["account_id"] == world["ada"]
+    assert job["status"] == "queued"
+    assert client.post("/v1/me/export", headers=headers).json()["id"] == job["id"]  # one at a time
+    assert run_jobs() == 1
 
     shown = client.get(started.headers["location"], headers=headers).json()
     assert shown["status"] == "succeeded", shown

@@ -20,6 +20,7 @@ from consentry.datasets import service as datasets
 from consentry.datasets.cli import dataset_app
 from consentry.db import utcnow
 from consentry.errors import Conflict
+from consentry.job_handlers import job_runner
 from consentry.partners import service
 from consentry.partners.cli import partner_app
 from tests.datasets.conftest import build
@@ -230,6 +231,7 @@ def test_the_build_api_refuses_with_409_and_follows_the_setting(
             "/v1/admin/datasets/builds", json={**body, "out": str(tmp_path / "b")}, headers=auth(admin_token)
         )
         assert queued.status_code == 202, queued.text
+        assert job_runner(world.database, settings).run_once() == 1  # the API's setting travels with it
         job = client.get(f"/v1/admin/datasets/builds/{queued.json()['id']}", headers=auth(admin_token)).json()
     assert job["status"] == "succeeded", job
 

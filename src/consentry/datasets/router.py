@@ -1,4 +1,4 @@
-"""HTTP routes of the datasets domain (admin only): recipients, background builds, releases."""
+"""HTTP routes of the datasets domain (admin only): recipients, build jobs (run by the worker), releases."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request
+from fastapi import APIRouter, Query
 
 from consentry.api_deps import AdminDep, DatabaseDep, SettingsDep
-from consentry.consent.service import ConsentContext
 from consentry.datasets import service
 from consentry.datasets.eligibility import Retention
 from consentry.datasets.models import Release
@@ -64,13 +63,11 @@ def add_recipient(body: RecipientCreate, principal: AdminDep, database: Database
 @raises(NotFound, Conflict)
 def start_build(
     body: BuildCreate,
-    request: Request,
-    background: BackgroundTasks,
     principal: AdminDep,
     database: DatabaseDep,
     settings: SettingsDep,
 ) -> BuildJobOut:
-    """Queue a build and run it in the background; poll ``GET /v1/admin/datasets/builds/{id}``.
+    """Queue a build for ``consentry worker``; poll ``GET /v1/admin/datasets/builds/{id}``.
 
     Everything that needs no lake scan is checked now (422/404/409); the lake check and the build
     itself run in the job, whose ``status`` becomes ``succeeded`` (with ``release_id``) or ``failed``
@@ -92,8 +89,14 @@ def start_build(
     params.update(lake.to_params())
     spark_master = body.spark_master or (settings.spark_master if body.engine == "spark" else None)
     params["spark_master"] = spark_master
+    params["block_when_overdue"] = settings.block_releases_when_overdue
     with database.write() as session:
-        job = service.create_job(session, params=params, created_by=f"admin token {principal.token_id}")
+        job = service.create_job(
+            session,
+            params=params,
+            created_by=f"admin token {principal.token_id}",
+            max_attempts=settings.job_max_attempts,
+        )
         out = Path(body.out) if body.out else settings.home / "releases" / f"job-{job.id}"
         job.params = {**params, "out": str(out)}
         service.check_request(
@@ -110,16 +113,7 @@ def start_build(
             block_when_overdue=settings.block_releases_when_overdue,
             spark_master=spark_master,
         )
-        created = BuildJobOut.model_validate(job)
-    ctx: ConsentContext = request.app.state.consent
-    background.add_task(
-        service.run_job,
-        database,
-        job_id=created.id,
-        ctx=ctx,
-        block_when_overdue=settings.block_releases_when_overdue,
-    )
-    return created
+        return BuildJobOut.model_validate(job)
 
 
 @router.get("/v1/admin/datasets/builds/{job_id}", tags=TAGS)

@@ -62,6 +62,8 @@ from consentry.datasets.snapshot import ledger_events as ledger_events
 from consentry.datasets.transforms import PSEUDONYM_SCHEME
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, ConsentryError, IntegrityFailure, InvalidInput, NotFound
+from consentry.jobs import service as job_queue
+from consentry.jobs.runner import Lease
 from consentry.lake.source import Lake, LakeSpec, open_lake, parquet_spec
 from consentry.progress import throttled
 
@@ -373,13 +375,16 @@ def build_release(
     progress: Progress | None = None,
     now: datetime | None = None,
     block_when_overdue: bool = True,
+    on_publish: Callable[[Session, Release], None] | None = None,
 ) -> Release:
     """Build and publish a release; returns its stored row. Nothing is published unless everything
     succeeds (see the module docstring).
 
     ``lake`` is a folder of Parquet folders or a ``LakeSpec`` (Iceberg or Delta tables at a snapshot);
     the manifest records the snapshots read. ``spark_master`` (Spark engine) is ``local[N]``,
-    ``spark://host:port``, ``sc://host:port`` (Spark Connect), ``yarn`` or ``k8s://...``."""
+    ``spark://host:port``, ``sc://host:port`` (Spark Connect), ``yarn`` or ``k8s://...``.
+    ``on_publish(session, release)`` runs in the transaction that records the release (a build job
+    records its outcome there: published and succeeded are one commit)."""
     now = now or utcnow()
     retention = retention or Retention()
     out = Path(out)
@@ -523,6 +528,8 @@ def build_release(
                 if lake_check is not None and session.get(LakeCheck, lake_check.fingerprint) is None:
                     session.add(lake_check)
                 session.flush()
+                if on_publish is not None:
+                    on_publish(session, row)
                 writer.publish(staging, out)
                 published = True
         except BaseException:
@@ -781,11 +788,15 @@ def find_releases(session: Session, *, category: str, record_id: int) -> list[Re
     return found
 
 
-# --- background build jobs --------------------------------------------------------------------------
+# --- build jobs (run by ``consentry worker``) ------------------------------------------------------
+
+JOB_KIND = "dataset_build"
 
 
-def create_job(session: Session, *, params: Mapping[str, Any], created_by: str) -> BuildJob:
-    """Queue a build (the caller commits, then runs ``run_job``)."""
+def create_job(
+    session: Session, *, params: Mapping[str, Any], created_by: str, max_attempts: int = 3
+) -> BuildJob:
+    """Queue a build for the worker (the caller commits)."""
     job = BuildJob(
         status="queued",
         params=dict(params),
@@ -797,6 +808,7 @@ def create_job(session: Session, *, params: Mapping[str, Any], created_by: str) 
     )
     session.add(job)
     session.flush()
+    job_queue.enqueue(session, kind=JOB_KIND, ref=str(job.id), max_attempts=max_attempts)
     return job
 
 
@@ -808,11 +820,11 @@ def get_job(session: Session, job_id: int) -> BuildJob:
     return job
 
 
-def _update_job(database: Database, job_id: int, **values: Any) -> None:
-    with database.write() as session:
-        job = get_job(session, job_id)
-        for key, value in values.items():
-            setattr(job, key, value)
+def abandon_job(session: Session, ref: str, error: str) -> None:
+    """Mark a build failed that the worker gave up on (``jobs.runner.Handler.abandon``)."""
+    job = session.get(BuildJob, int(ref))
+    if job is not None and job.status in job_queue.ACTIVE:
+        job.status, job.error, job.finished_at = "failed", error, utcnow()
 
 
 def run_job(
@@ -823,40 +835,61 @@ def run_job(
     build: Callable[..., Release] | None = None,
     min_interval: float = 0.5,
     block_when_overdue: bool = True,
+    lease: Lease | None = None,
 ) -> None:
-    """Run a queued build job, recording progress (at most every ``min_interval`` seconds) and the
-    outcome on its row. Never raises: failures are recorded on the job."""
-    with database.read() as session:
-        params = dict(get_job(session, job_id).params)
-    _update_job(database, job_id, status="running", stage="starting", started_at=utcnow())
-    progress = throttled(
-        lambda stage, done, total: _update_job(database, job_id, stage=stage, done=done, total=total),
-        min_interval=min_interval,
-    )
+    """Run a build job, recording progress (at most every ``min_interval`` seconds) and the outcome on
+    its row, each through ``lease`` (fenced by the worker's claim). Never raises for a failed build:
+    failures are recorded on the job. A job already finished (its worker died after recording it) only
+    has its outcome recorded on the claim again."""
+    lease = lease or Lease(database)
+    with lease.write() as session:
+        job = get_job(session, job_id)
+        if job.status not in job_queue.ACTIVE:
+            lease.finish(session, status=job.status, error=job.error)
+            return
+        params = dict(job.params)
+        job.status, job.stage, job.started_at = "running", "starting", utcnow()
+
+    def record(stage: str, done: int, total: int) -> None:
+        lease.check()
+        if lease.finished:
+            return
+        with lease.write() as session:
+            job = get_job(session, job_id)
+            job.stage, job.done, job.total = stage, done, total
+
+    def published(session: Session, release: Release) -> None:
+        lease.renew(session)
+        job = get_job(session, job_id)
+        job.status, job.stage, job.release_id, job.finished_at = (
+            "succeeded",
+            "published",
+            release.id,
+            utcnow(),
+        )
+        job.done = job.total = max(job.total, job.done)
+        lease.finish(session, status="succeeded")
 
     try:
-        release = (build or build_release)(
+        (build or build_release)(
             database,
             ctx=ctx,
-            progress=progress,
-            block_when_overdue=block_when_overdue,
+            progress=throttled(record, min_interval=min_interval),
+            block_when_overdue=params.get("block_when_overdue", block_when_overdue),
+            on_publish=published,
             **_build_arguments(params),
         )
     except ConsentryError as error:
-        _update_job(database, job_id, status="failed", error=error.detail, finished_at=utcnow())
-        return
-    except Exception as error:  # the job records any failure; the API process keeps serving
-        _update_job(
-            database,
-            job_id,
-            status="failed",
-            error=f"{error.__class__.__name__}: {error}",
-            finished_at=utcnow(),
-        )
-        return
-    _update_job(
-        database, job_id, status="succeeded", stage="published", release_id=release.id, finished_at=utcnow()
-    )
+        _failed(lease, job_id, error.detail)
+    except Exception as error:  # the job records any failure; the worker keeps running
+        _failed(lease, job_id, f"{error.__class__.__name__}: {error}")
+
+
+def _failed(lease: Lease, job_id: int, error: str) -> None:
+    with lease.write() as session:
+        job = get_job(session, job_id)
+        job.status, job.error, job.finished_at = "failed", error, utcnow()
+        lease.finish(session, status="failed", error=error)
 
 
 def _build_arguments(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,14 +1,13 @@
-"""HTTP routes of account data exports: always the caller's own account, always a background job."""
+"""HTTP routes of account data exports: always the caller's own account, always a job for the worker."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse
 
 from consentry.api_deps import AccountDep, DatabaseDep, SettingsDep
-from consentry.consent.service import ConsentContext
 from consentry.errors import Conflict, Gone, NotFound
 from consentry.exports import service
 from consentry.exports.models import ExportJob
@@ -33,9 +32,7 @@ def job_out(job: ExportJob) -> ExportJobOut:
 @router.post("/v1/me/export", status_code=202)
 @raises(Gone)
 def start_export(
-    request: Request,
     response: Response,
-    background: BackgroundTasks,
     principal: AccountDep,
     database: DatabaseDep,
     settings: SettingsDep,
@@ -49,13 +46,13 @@ def start_export(
     service.check_own(principal.account_id, account_id)
     service.check_own(principal.account_id, body.account_id if body else None)
     with database.write() as session:
-        job, created = service.request_export(
-            session, account_id=principal.account_id, requested_by=f"account token {principal.token_id}"
+        job, _ = service.request_export(
+            session,
+            account_id=principal.account_id,
+            requested_by=f"account token {principal.token_id}",
+            max_attempts=settings.job_max_attempts,
         )
         out = job_out(job)
-    if created:
-        ctx: ConsentContext = request.app.state.consent
-        background.add_task(service.run_job, database, job_id=out.id, ctx=ctx, home=settings.home)
     response.headers["Location"] = f"/v1/me/exports/{out.id}"
     return out
 

@@ -1,10 +1,10 @@
 """Account data exports (GDPR Art. 15 access and Art. 20 portability): one ZIP of JSON documents.
 
-An account holder asks for an export (``request_export``); a background job (``run_job``) writes it with
-``write_export``, which reads everything in one read transaction (a consistent snapshot: ``REPEATABLE
-READ`` on PostgreSQL, a WAL snapshot on SQLite), streams each section into the ZIP page by page (memory
-stays flat for large accounts), writes a temporary file next to the target, fsyncs it and renames it
-into place: a reader sees the whole file or none.
+An account holder asks for an export (``request_export``, which queues a job); ``consentry worker`` runs
+it (``run_job``) with ``write_export``, which reads everything in one read transaction (a consistent
+snapshot: ``REPEATABLE READ`` on PostgreSQL, a WAL snapshot on SQLite), streams each section into the ZIP
+page by page (memory stays flat for large accounts), writes a temporary file next to the target, fsyncs
+it and renames it into place: a reader sees the whole file or none.
 
 What the ZIP holds (``SECTIONS``; every timestamp is UTC ISO 8601, ``.jsonl`` files hold one JSON object
 per line, oldest first)::
@@ -58,6 +58,8 @@ from consentry.consent.service import ConsentContext, settings_view
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, ConsentryError, Forbidden, Gone, InvalidInput, NotFound
 from consentry.exports.models import ExportJob
+from consentry.jobs import service as job_queue
+from consentry.jobs.runner import Lease
 from consentry.progress import throttled
 from consentry.social.models import Account, AssistantInteraction, Block, Follow, Like, Post, Repost
 from consentry.social.service import get_account
@@ -72,6 +74,7 @@ STALE_AFTER = timedelta(hours=1)
 """A job queued or running this long without finishing is taken as abandoned (its process died)."""
 PAGE = 2_000
 ACTIVE = ("queued", "running")
+JOB_KIND = "account_export"
 Progress = Callable[[str, int, int], None]
 
 
@@ -94,9 +97,14 @@ def check_own(account_id: int, requested: int | None) -> None:
 
 
 def request_export(
-    session: Session, *, account_id: int, requested_by: str, now: datetime | None = None
+    session: Session,
+    *,
+    account_id: int,
+    requested_by: str,
+    now: datetime | None = None,
+    max_attempts: int = 3,
 ) -> tuple[ExportJob, bool]:
-    """Queue an export of ``account_id`` (the caller commits, then runs ``run_job``); returns the job and
+    """Queue an export of ``account_id`` for the worker (the caller commits); returns the job and
     whether it is new. An account has at most one export in progress: asking again returns it."""
     now = now or utcnow()
     account = get_account(session, account_id)
@@ -111,6 +119,7 @@ def request_export(
         if job.created_at > now - STALE_AFTER:
             return job, False
         job.status, job.error, job.finished_at = "failed", "abandoned: the job did not finish", now
+        job_queue.fail(session, kind=JOB_KIND, ref=job.id, error=job.error, now=now)
     job = ExportJob(
         id=new_job_id(),
         account_id=account_id,
@@ -123,6 +132,7 @@ def request_export(
     )
     session.add(job)
     session.flush()
+    job_queue.enqueue(session, kind=JOB_KIND, ref=job.id, max_attempts=max_attempts)
     return job, True
 
 
@@ -172,50 +182,67 @@ def exports_folder(home: Path, account_id: int) -> Path:
     return Path(home) / "exports" / str(account_id)
 
 
-def _update(database: Database, job_id: str, **values: Any) -> None:
-    with database.write() as session:
-        job = session.get(ExportJob, job_id)
-        if job is not None:
-            for key, value in values.items():
-                setattr(job, key, value)
+def abandon_job(session: Session, ref: str, error: str) -> None:
+    """Mark an export failed that the worker gave up on (``jobs.runner.Handler.abandon``)."""
+    job = session.get(ExportJob, ref)
+    if job is not None and job.status in ACTIVE:
+        job.status, job.error, job.finished_at = "failed", error, utcnow()
 
 
 def run_job(
-    database: Database, *, job_id: str, ctx: ConsentContext, home: Path, min_interval: float = 0.5
+    database: Database,
+    *,
+    job_id: str,
+    ctx: ConsentContext,
+    home: Path,
+    min_interval: float = 0.5,
+    lease: Lease | None = None,
 ) -> None:
-    """Run a queued export, recording progress (at most every ``min_interval`` seconds) and the outcome
-    on its row. Never raises: failures are recorded on the job."""
-    with database.read() as session:
+    """Run an export job, recording progress (at most every ``min_interval`` seconds) and the outcome
+    on its row, each through ``lease`` (fenced by the worker's claim). Never raises for a failed export:
+    failures are recorded on the job."""
+    lease = lease or Lease(database)
+    with lease.write() as session:
         job = session.get(ExportJob, job_id)
-        if job is None or job.status != "queued":
+        if job is None or job.status not in ACTIVE:
+            status = "failed" if job is None else job.status
+            lease.finish(session, status=status, error=None if job else f"no export {job_id}")
             return
         account_id = job.account_id
-    _update(database, job_id, status="running", stage="starting", started_at=utcnow())
-    progress = throttled(
-        lambda stage, done, total: _update(database, job_id, stage=stage, done=done, total=total),
-        min_interval=min_interval,
-    )
+        job.status, job.stage, job.started_at = "running", "starting", utcnow()
+
+    def update(**values: Any) -> None:
+        with lease.write() as session:
+            job = session.get(ExportJob, job_id)
+            if job is None:
+                raise NotFound(f"no export {job_id}", field="export_id")
+            for key, value in values.items():
+                setattr(job, key, value)
+            if values.get("status") in ("succeeded", "failed"):
+                lease.finish(session, status=values["status"], error=values.get("error"))
+
+    def record(stage: str, done: int, total: int) -> None:
+        lease.check()
+        update(stage=stage, done=done, total=total)
 
     target = exports_folder(home, account_id) / f"{job_id}.zip"
     try:
-        summary = write_export(database, account_id=account_id, ctx=ctx, out=target, progress=progress)
-    except ConsentryError as error:
-        _update(database, job_id, status="failed", error=error.detail, finished_at=utcnow())
-        return
-    except Exception as error:  # the job records any failure; the API process keeps serving
-        log.exception("export %s failed", job_id)
-        _update(
+        summary = write_export(
             database,
-            job_id,
-            status="failed",
-            error=f"{error.__class__.__name__}: {error}",
-            finished_at=utcnow(),
+            account_id=account_id,
+            ctx=ctx,
+            out=target,
+            progress=throttled(record, min_interval=min_interval),
         )
+    except ConsentryError as error:
+        update(status="failed", error=error.detail, finished_at=utcnow())
+        return
+    except Exception as error:  # the job records any failure; the worker keeps running
+        log.exception("export %s failed", job_id)
+        update(status="failed", error=f"{error.__class__.__name__}: {error}", finished_at=utcnow())
         return
     finished = utcnow()
-    _update(
-        database,
-        job_id,
+    update(
         status="succeeded",
         stage="done",
         done=summary.records,

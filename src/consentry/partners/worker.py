@@ -1,4 +1,7 @@
-"""``consentry worker``: delivers the webhook outbox, and runs periodic jobs beside it.
+"""``consentry worker``: delivers the webhook outbox, and runs queued jobs and periodic jobs beside it.
+
+Queued jobs (dataset builds, account exports) are claimed from the jobs table with leases by a
+``consentry.jobs.runner.JobRunner`` running beside the deliveries (``jobs``); see that module.
 
 How a message travels::
 
@@ -66,6 +69,7 @@ from consentry import __version__
 from consentry.config import Settings
 from consentry.datasets.models import Recipient
 from consentry.db import Database, UTCDateTime, utcnow
+from consentry.jobs.runner import JobRunner
 from consentry.partners.models import Delivery, OutboxMessage
 from consentry.partners.webhooks import encode_body, sign
 
@@ -138,6 +142,8 @@ class WorkerStats:
     skipped: int = 0
     """Messages made dead without an attempt: their partner has no webhook endpoint any more."""
     released: int = 0
+    jobs: int = 0
+    """Jobs run (``run_once`` with a job runner)."""
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -152,6 +158,8 @@ class WorkerStats:
             parts.append(f"without endpoint {self.skipped:,}")
         if self.released:
             parts.append(f"released {self.released:,}")
+        if self.jobs:
+            parts.append(f"jobs run {self.jobs:,}")
         return ", ".join(parts)
 
 
@@ -175,6 +183,7 @@ class Worker:
         periodic: Sequence[PeriodicTask] = (),
         name: str = "worker",
         progress_seconds: float = PROGRESS_SECONDS,
+        jobs: JobRunner | None = None,
     ) -> None:
         if poll_seconds <= 0:
             raise ValueError("poll_seconds must be positive")
@@ -185,6 +194,7 @@ class Worker:
             raise ValueError("concurrency must be at least 1")
         self.poll_seconds = poll_seconds
         self.periodic = list(periodic)
+        self.jobs = jobs
         self.name = name
         self.timeout = settings.webhook_timeout_seconds
         self.max_attempts = settings.webhook_max_attempts
@@ -210,10 +220,14 @@ class Worker:
         return self._main(once=False, handle_signals=handle_signals)
 
     def run_once(self) -> WorkerStats:
-        """Deliver what is due, including retries that fall due meanwhile, then return (no periodic jobs).
+        """Deliver what is due, including retries that fall due meanwhile, then run the queued jobs (with
+        ``jobs``) one after another, and return (no periodic jobs).
 
         Partners whose endpoint stopped answering during the pass are left for the next one."""
-        return self._main(once=True, handle_signals=False)
+        stats = self._main(once=True, handle_signals=False)
+        if self.jobs is not None:
+            stats.jobs += self.jobs.run_once()
+        return stats
 
     def stop(self, *, force: bool = False) -> None:
         """Stop claiming and return once the requests in flight are done (``force``: abandon them).
@@ -243,9 +257,13 @@ class Worker:
             self.cap,
             f", periodic: {', '.join(t.name for t in self.periodic)}" if self.periodic and not once else "",
         )
+        if self.jobs is not None and not once:
+            self.jobs.start()
         try:
             self._deliver_loop(senders, once=once)
         finally:
+            if self.jobs is not None and not once:
+                self.jobs.stop(forced=self._forced)
             senders.close(wait=not self._forced.is_set())
             for sig, handler in previous.items():
                 signal.signal(sig, signal.SIG_DFL if handler is None else handler)
@@ -805,6 +823,7 @@ def start_in_thread(
     periodic: Sequence[PeriodicTask] = (),
     concurrency: int | None = None,
     poll_seconds: float = 1.0,
+    jobs: JobRunner | None = None,
 ) -> WorkerThread:
     """Start a worker beside something else (``consentry demo`` starts one beside the server)."""
     worker = Worker(
@@ -813,5 +832,6 @@ def start_in_thread(
         concurrency=concurrency,
         poll_seconds=poll_seconds,
         periodic=periodic,
+        jobs=jobs,
     )
     return WorkerThread(worker)

@@ -1,4 +1,5 @@
-"""``consentry worker`` (delivers the webhook outbox) and ``consentry webhook ...`` (log, retries, pings)."""
+"""``consentry worker`` (delivers the webhook outbox, runs queued jobs) and ``consentry webhook ...``
+(log, retries, pings)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def configure_logging(verbose: bool) -> None:
 
 @cli_errors
 def worker_command(
-    once: Annotated[bool, typer.Option("--once", help="Deliver what is due, then exit.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Deliver what is due, run the queued jobs, then exit.")
+    ] = False,
     concurrency: Annotated[
         int | None,
         typer.Option(
@@ -51,11 +54,14 @@ def worker_command(
     ] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every delivery.")] = False,
 ) -> None:
-    """Deliver queued webhooks (signed, retried with backoff) until SIGINT/SIGTERM, or once with --once.
+    """Deliver queued webhooks (signed, retried with backoff), run queued jobs (dataset builds, account
+    exports) and the retention schedule until SIGINT/SIGTERM, or once with --once.
 
-    Workers may run side by side on PostgreSQL. A second SIGINT/SIGTERM abandons requests in flight.
+    Workers may run side by side. A first SIGINT/SIGTERM lets requests in flight and running jobs finish;
+    a second abandons them (jobs are queued again for another worker).
     """
     from consentry.config import get_settings
+    from consentry.job_handlers import job_runner
     from consentry.partners.worker import Worker, periodic_tasks
 
     configure_logging(verbose)
@@ -67,6 +73,7 @@ def worker_command(
         concurrency=concurrency,
         poll_seconds=poll,
         periodic=periodic_tasks(settings),
+        jobs=job_runner(database, settings, poll_seconds=poll),
     )
     try:
         if once:
