@@ -2,8 +2,8 @@
 
 Builds and exports that were queued or running in the API process are queued again for the worker.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-06 03:00:00
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 import consentry.db
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
