@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from consentry.auth.credentials import SESSION_COOKIE, request_token
-from consentry.auth.service import Principal, RecentTokens, check_client, resolve_token
+from consentry.auth.service import Principal, RecentTokens, check_client, revocations, verify_token
 from consentry.config import Settings
 from consentry.db import Database, unreachable, utcnow
 from consentry.errors import FieldError, Forbidden, InvalidInput, Unauthenticated, Unavailable
@@ -93,6 +93,36 @@ def recent_tokens(request: Request) -> RecentTokens:
     return recent
 
 
+def verified_principal(request: Request, database: Database, token: str) -> Principal:
+    """The principal of ``token``: from this process's short cache of verifications when it was
+    verified within ``token_cache_seconds``, has not expired and no token was revoked here since; else
+    looked up (``Unauthenticated`` when unknown, expired or revoked; 503 when the database that would
+    verify it cannot be reached)."""
+    recent = recent_tokens(request)
+    now = utcnow()
+    settings: Settings = request.app.state.settings
+    ttl = settings.token_cache_seconds
+    if ttl > 0:
+        cached = recent.fresh(token, now=now, max_age=timedelta(seconds=ttl))
+        if cached is not None:
+            return cached
+    generation = revocations()  # read before the lookup: a revocation meanwhile discards the entry
+    try:
+        with database.read() as session:
+            principal, expires_at = verify_token(session, token)
+    except Unauthenticated:
+        recent.forget(token)
+        raise
+    except Exception as error:
+        if not unreachable(error):
+            raise
+        raise Unavailable(
+            "the database is unreachable, so the token cannot be verified; try again shortly"
+        ) from error
+    recent.remember(token, principal, at=now, expires_at=expires_at, generation=generation)
+    return principal
+
+
 @raises(Unauthenticated)
 def get_principal(request: Request, database: DatabaseDep) -> Principal:
     """The authenticated caller; 401 without a valid bearer token, 503 (``Retry-After``) when the
@@ -103,21 +133,7 @@ def get_principal(request: Request, database: DatabaseDep) -> Principal:
             "send 'Authorization: Bearer <token>' (create one with 'consentry token create')",
             field="Authorization",
         )
-    recent = recent_tokens(request)
-    try:
-        with database.read() as session:
-            principal = resolve_token(session, token)
-    except Unauthenticated:
-        recent.forget(token)
-        raise
-    except Exception as error:
-        if not unreachable(error):
-            raise
-        raise Unavailable(
-            "the database is unreachable, so the token cannot be verified; try again shortly"
-        ) from error
-    recent.remember(token, principal, at=utcnow())
-    return principal
+    return verified_principal(request, database, token)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

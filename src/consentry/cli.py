@@ -83,13 +83,23 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL recommended above 1).")] = 1,
+    access_log: Annotated[
+        bool, typer.Option(help="Print a line per request (the meter's access log is kept either way).")
+    ] = False,
 ) -> None:
     """Serve the HTTP API (migrations are applied on start)."""
     import uvicorn
 
     claim_listen_address(host, port, other_port_hint="consentry serve --port {port}")
     open_database()
-    uvicorn.run("consentry.api:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run(
+        "consentry.api:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+    )
 
 
 app.command("worker")(worker_command)

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
         le=3600,
         description="During a database outage, eligibility still accepts tokens verified this recently.",
     )
+    token_cache_seconds: float = Field(
+        default=2,
+        ge=0,
+        le=60,
+        description="A bearer token verified this recently is not looked up again by the same process; "
+        "a revocation made by another process takes effect within this time (0 turns the cache off).",
+    )
     worker_concurrency: int = Field(
         default=16, ge=1, le=1024, description="Webhook requests the worker keeps in flight at once."
     )

@@ -64,8 +64,17 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+POOL_SIZE = 40
+"""Connections each engine keeps open: as many as the threads that serve requests at once (AnyIO's
+default of 40), so a busy server reuses its connections instead of opening and closing one per request."""
+POOL_OVERFLOW = 20
+"""Connections an engine opens beyond ``POOL_SIZE`` for background threads; closed when returned."""
+
+
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+    in_memory = url in ("sqlite://", "sqlite:///") or ":memory:" in url  # one connection per thread
+    pool: dict[str, Any] = {} if in_memory else {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, **pool)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -110,7 +119,9 @@ class Database:
             self.engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            self.engine = create_engine(
+                url, pool_pre_ping=True, pool_size=POOL_SIZE // 2, max_overflow=POOL_OVERFLOW
+            )
             self.write_engine = self.engine
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)

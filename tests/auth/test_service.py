@@ -12,8 +12,11 @@ from consentry.auth.service import (
     RecentTokens,
     create_token,
     hash_token,
+    note_revocation,
     resolve_token,
+    revocations,
     revoke_tokens,
+    verify_token,
 )
 from consentry.db import Database, utcnow
 from consentry.errors import InvalidInput, NotFound, Unauthenticated
@@ -75,3 +78,36 @@ def test_recent_tokens_keep_the_most_recently_verified_within_their_size() -> No
     recent.remember("cst_5", Principal(kind="admin", token_id=5), at=now)
     kept = {i for i in range(6) if recent.recall(f"cst_{i}", now=now, max_age=timedelta(1)) is not None}
     assert kept == {2, 4, 5}
+
+
+def test_verify_token_gives_the_expiry_and_refuses_a_deleted_account(database: Database) -> None:
+    account_id, token = make_account(database)
+    later = utcnow() + timedelta(hours=1)
+    with database.write() as session:
+        admin = create_token(session, kind="admin", expires_at=later)
+    with database.read() as session:
+        principal, expires = verify_token(session, admin)
+        assert principal.is_admin and expires == later
+        assert verify_token(session, token)[1] is None
+    with database.write() as session:
+        session.execute(sa.text("UPDATE accounts SET status = 'deleted' WHERE id = :id"), {"id": account_id})
+    with database.read() as session, pytest.raises(Unauthenticated):
+        verify_token(session, token)
+
+
+def test_fresh_tokens_are_served_within_their_age_until_expiry_or_a_revocation() -> None:
+    recent, now = RecentTokens(), utcnow()
+    ada = Principal(kind="account", token_id=1, account_id=7)
+    ttl = timedelta(seconds=2)
+    recent.remember("cst_a", ada, at=now, expires_at=now + timedelta(seconds=1))
+    assert recent.fresh("cst_a", now=now, max_age=ttl) == ada
+    assert recent.fresh("cst_a", now=now + timedelta(seconds=1), max_age=ttl) is None  # expired meanwhile
+    recent.remember("cst_b", ada, at=now)
+    assert recent.fresh("cst_b", now=now + ttl - timedelta(microseconds=1), max_age=ttl) == ada
+    assert recent.fresh("cst_b", now=now + ttl, max_age=ttl) is None  # too old: verify again
+    assert recent.fresh("cst_b", now=now - timedelta(seconds=1), max_age=ttl) is None  # clock went back
+    note_revocation()  # this process revoked tokens: every cached verification is void
+    assert recent.fresh("cst_b", now=now, max_age=ttl) is None
+    recent.remember("cst_c", ada, at=now, generation=revocations() - 1)  # verified before a revocation
+    assert recent.fresh("cst_c", now=now, max_age=ttl) is None
+    assert recent.recall("cst_b", now=now, max_age=ttl) == ada  # the outage grace is not a cache

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Index, Table, delete, func, insert, select, text, update
+from sqlalchemy import Index, Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex
@@ -232,11 +232,14 @@ class Head:
         return self.recorded_at if self.recorded_at is not None and self.recorded_at > now else now
 
 
+_HEAD = select(LedgerHead.seq, LedgerHead.hash, LedgerHead.recorded_at).where(
+    LedgerHead.id == bindparam("head_id")
+)  # built once: building a statement costs more than running it
+_HEAD_FOR_UPDATE = _HEAD.with_for_update()
+
+
 def _head(session: Session, *, lock: bool, partition: int = 0, partitions: int = 1) -> Head:
-    query = select(LedgerHead.seq, LedgerHead.hash, LedgerHead.recorded_at).where(
-        LedgerHead.id == partition + 1
-    )
-    row = session.execute(query.with_for_update() if lock else query).one_or_none()
+    row = session.execute(_HEAD_FOR_UPDATE if lock else _HEAD, {"head_id": partition + 1}).one_or_none()
     if row is None:
         raise IntegrityFailure("the ledger head row is missing; run 'consentry db upgrade'")
     return Head(int(row[0]), str(row[1]), row[2], partition, partitions)

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from consentry.config import Settings
@@ -85,17 +85,18 @@ def policy_of(row: PolicyVersion) -> Policy:
     )
 
 
+_POLICIES = select(  # statements of the request path are built once (building one costs more than running it)
+    PolicyVersion.version,
+    PolicyVersion.effective_at,
+    PolicyVersion.applies_to,
+    PolicyVersion.defaults,
+    PolicyVersion.title,
+).order_by(PolicyVersion.version)
+
+
 def load_policies(session: Session) -> list[Policy]:
     """Every policy version (one light query: this runs on every consent change)."""
-    rows = session.execute(
-        select(
-            PolicyVersion.version,
-            PolicyVersion.effective_at,
-            PolicyVersion.applies_to,
-            PolicyVersion.defaults,
-            PolicyVersion.title,
-        ).order_by(PolicyVersion.version)
-    ).all()
+    rows = session.execute(_POLICIES).all()
     return [Policy(version=v, effective_at=e, applies_to=a, defaults=d, title=t) for v, e, a, d, t in rows]
 
 
@@ -241,15 +242,15 @@ def get_policy(session: Session, version: int) -> PolicyVersion:
 # --- reading and changing settings ------------------------------------------------------------------
 
 
+_EXPLICIT_EVENTS = (  # an account's events, through its subject key, in one query
+    select(ConsentEvent.setting, ConsentEvent.value, ConsentEvent.recorded_at, ConsentEvent.seq)
+    .join(Subject, Subject.subject_key == ConsentEvent.subject_key)
+    .where(Subject.account_id == bindparam("account_id"))
+)
+
+
 def _explicit_events(session: Session, account_id: int) -> list[ExplicitEvent]:
-    key = ledger.subject_key_for(session, account_id, create=False)
-    if key is None:
-        return []
-    rows = session.execute(
-        select(ConsentEvent.setting, ConsentEvent.value, ConsentEvent.recorded_at, ConsentEvent.seq).where(
-            ConsentEvent.subject_key == key
-        )
-    ).all()
+    rows = session.execute(_EXPLICIT_EVENTS, {"account_id": account_id}).all()
     return [ExplicitEvent(setting=s, value=v, recorded_at=r, seq=q) for s, v, r, q in rows]
 
 

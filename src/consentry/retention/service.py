@@ -68,6 +68,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from consentry.auth.models import ApiToken
+from consentry.auth.service import note_revocation
 from consentry.config import Settings
 from consentry.consent.models import ConsentEvent, Notification, Subject
 from consentry.db import Database, utcnow
@@ -631,6 +632,7 @@ def _purge_accounts(database: Database, *, purged: Select[Any], tally: _Tally, b
         tally.add("subject_mappings", _exec(session, delete(Subject).where(Subject.account_id.in_(purged))))
         tokens = update(ApiToken).where(ApiToken.account_id.in_(purged), ApiToken.revoked_at.is_(None))
         tally.add("tokens", _exec(session, tokens.values(revoked_at=utcnow())), kind="changed")
+        note_revocation()  # this process's token caches verify again at once
         anonymise = (
             update(Account)
             .where(Account.id.in_(purged))

@@ -11,8 +11,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from consentry.api_deps import AccountDep, AdminDep, DatabaseDep, bearer_token
-from consentry.auth.service import Principal, resolve_token
+from consentry.api_deps import AccountDep, AdminDep, DatabaseDep, bearer_token, verified_principal
+from consentry.auth.service import Principal
 from consentry.config import Settings
 from consentry.consent.service import allowed_accounts
 from consentry.errors import Conflict, Gone, NotFound, Unauthenticated
@@ -99,8 +99,7 @@ def optional_viewer(request: Request, database: DatabaseDep) -> int | None:
     token = bearer_token(request)
     if not token or token.startswith(ORGANISATION_KEY_PREFIX):
         return None
-    with database.read() as session:
-        principal: Principal = resolve_token(session, token)
+    principal: Principal = verified_principal(request, database, token)
     return principal.account_id if principal.kind == "account" else None
 
 

@@ -24,10 +24,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Delete, Table, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Delete,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm.util import identity_key
 
 from consentry.auth.service import revoke_tokens
 from consentry.consent.evaluate import AccountFacts
@@ -255,11 +270,11 @@ def readable_post(
     field: str = "post_id",
 ) -> tuple[Post, Account]:
     """The post and its author, if ``viewer_id`` (``None``: anonymous) may read it (see the module doc)."""
-    post = session.get(Post, post_id)
-    if post is None:
+    # one query for the post and its author (foreign key: every post has one)
+    found = session.execute(_POST_AND_AUTHOR, {"post_id": post_id}).one_or_none()
+    if found is None:
         raise _invisible(post_id, field)
-    author = session.get(Account, post.author_id)
-    assert author is not None  # foreign key
+    post, author = found
     if post.deleted_at is not None:
         raise Gone(f"post {post_id} was deleted", field=field)
     if author.status == "deleted":
@@ -372,21 +387,40 @@ def delete_post(session: Session, *, account_id: int, post_id: int, at: datetime
     return post
 
 
+def _counts(kind: str, column: InstrumentedAttribute[Any], *where: ColumnElement[bool]) -> Select[Any]:
+    ids: Any = bindparam("ids", expanding=True)
+    return select(literal(kind), column, func.count()).where(column.in_(ids), *where).group_by(column)
+
+
+_COUNTS = union_all(  # likes, reposts and replies of a list of posts in one query, built once
+    _counts("likes", Like.post_id),
+    _counts("reposts", Repost.post_id),
+    _counts("replies", Post.reply_to, Post.deleted_at.is_(None)),
+)
+_POST_AND_AUTHOR = (
+    select(Post, Account).join(Account, Account.id == Post.author_id).where(Post.id == bindparam("post_id"))
+)
+
+
 def post_views(session: Session, posts: Sequence[Post]) -> list[PostView]:
     """Posts with their authors' handles and counts, in the given order."""
     if not posts:
         return []
     ids = [p.id for p in posts]
-    authors = select(Account.id, Account.handle).where(Account.id.in_({p.author_id for p in posts}))
-    handles = {account_id: handle for account_id, handle in session.execute(authors)}
+    handles: dict[int, str] = {}
+    for author_id in {p.author_id for p in posts}:  # authors already loaded in the session cost nothing
+        loaded = session.identity_map.get(identity_key(Account, author_id))
+        if isinstance(loaded, Account):
+            handles[author_id] = loaded.handle
+    missing = {p.author_id for p in posts} - handles.keys()
+    if missing:
+        authors = select(Account.id, Account.handle).where(Account.id.in_(missing))
+        handles.update({account_id: handle for account_id, handle in session.execute(authors)})
 
-    def counts(column: InstrumentedAttribute[Any], *where: ColumnElement[bool]) -> dict[int, int]:
-        rows = session.execute(select(column, func.count()).where(column.in_(ids), *where).group_by(column))
-        return {int(key): int(count) for key, count in rows}
-
-    likes = counts(Like.post_id)
-    reposts = counts(Repost.post_id)
-    replies = counts(Post.reply_to, Post.deleted_at.is_(None))
+    tally: dict[str, dict[int, int]] = {"likes": {}, "reposts": {}, "replies": {}}
+    for kind, key, count in session.execute(_COUNTS, {"ids": ids}):
+        tally[kind][int(key)] = int(count)
+    likes, reposts, replies = tally["likes"], tally["reposts"], tally["replies"]
     return [
         PostView(p, handles[p.author_id], likes.get(p.id, 0), reposts.get(p.id, 0), replies.get(p.id, 0))
         for p in posts
