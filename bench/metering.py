@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import platform
@@ -594,7 +595,23 @@ def main() -> None:
     parser.add_argument("--redis-requests", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--append", type=Path, help="append the section to this Markdown file")
+    parser.add_argument(
+        "--parts",
+        help="only these parts, comma-separated (overhead, redis, accuracy, statements, single); "
+        "prints their figures as JSON instead of the Markdown section",
+    )
     args = parser.parse_args()
+    if args.parts:
+        parts: dict[str, Callable[[], dict[str, float]]] = {
+            "overhead": lambda: overhead(args.requests, args.runs),
+            "redis": lambda: redis_round_trips(args.redis_requests),
+            "accuracy": lambda: accuracy(args.events),
+            "statements": lambda: statements(max(1, args.runs // 2 + 1)),
+            "single": single_statement,
+        }
+        for name in args.parts.split(","):
+            print(json.dumps({name: parts[name]()}), flush=True)
+        return
 
     print("overhead ...", flush=True)
     over = overhead(args.requests, args.runs)

@@ -8,14 +8,16 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console, ConsoleDimensions
 
-from consentry.config import Settings, get_settings, listen_on, listen_url
-from consentry.db import Database
 from consentry.errors import ConsentryError
+
+if TYPE_CHECKING:  # imported when a command runs: `consentry --help` needs neither pydantic nor SQLAlchemy
+    from consentry.config import Settings
+    from consentry.db import Database
 
 UNBOUNDED = 1 << 16
 """Width of a console that writes to a file or a pipe: wide enough that no line wraps, no cell is cut."""
@@ -54,8 +56,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def get_settings() -> Settings:
+    """The configuration (``consentry.config.get_settings``), imported when a command first needs it."""
+    from consentry.config import get_settings as configured
+
+    return configured()
+
+
 def open_database(settings: Settings | None = None) -> Database:
     """The configured database, migrated to the newest schema."""
+    from consentry.db import Database
     from consentry.migrate import upgrade
 
     settings = settings or get_settings()
@@ -122,6 +132,8 @@ def claim_listen_address(host: str, port: int, *, other_port_hint: str) -> str:
                 f"cannot listen on {host}:{port}: {error.strerror or error}. Another program (perhaps "
                 f"another Consentry) uses the port; choose another: {other_port_hint.format(port=port + 1)}"
             ) from error
+    from consentry.config import listen_on, listen_url
+
     url = listen_url(host, port)
     listen_on(url)
     return url

@@ -10,8 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from consentry.cli_support import cli_errors, console, fail, open_database
-from consentry.config import get_settings
+from consentry.cli_support import cli_errors, console, fail, get_settings, open_database
 from consentry.errors import InvalidInput
 
 settings_app = typer.Typer(help="Show and change an account's settings.", no_args_is_help=True)

@@ -13,8 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from consentry.cli_support import cli_errors, console, fail, open_database
-from consentry.config import get_settings
+from consentry.cli_support import cli_errors, console, fail, get_settings, open_database
 from consentry.consent.cli import parse_time
 from consentry.errors import InvalidInput
 from consentry.lake.cli import (
@@ -251,7 +250,7 @@ def dataset_list(
     limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 100,
 ) -> None:
     """List releases, newest first."""
-    from consentry.datasets import service
+    from consentry.datasets import queries as service
 
     table = Table(title="releases", title_justify="left")
     table.add_column("id", no_wrap=True, min_width=26)

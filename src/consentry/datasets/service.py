@@ -57,6 +57,9 @@ from consentry.datasets.engines import (
 from consentry.datasets.engines.spark import spark_master_options
 from consentry.datasets.manifest import MANIFEST_FORMAT, dataset_card, write_manifest
 from consentry.datasets.models import RECIPIENT_KINDS, BuildJob, LakeCheck, Recipient, Release
+from consentry.datasets.queries import get_recipient as get_recipient
+from consentry.datasets.queries import list_releases as list_releases
+from consentry.datasets.queries import recipient_names as recipient_names
 from consentry.datasets.snapshot import ConsentSnapshot, read_snapshot
 from consentry.datasets.snapshot import ledger_events as ledger_events
 from consentry.datasets.transforms import PSEUDONYM_SCHEME
@@ -114,16 +117,6 @@ def add_recipient(
 def list_recipients(session: Session) -> list[Recipient]:
     """Every recipient, by name."""
     return list(session.scalars(select(Recipient).order_by(Recipient.name)))
-
-
-def get_recipient(session: Session, name: str) -> Recipient:
-    """The recipient called ``name``, or ``NotFound``."""
-    recipient = session.scalar(select(Recipient).where(Recipient.name == name))
-    if recipient is None:
-        raise NotFound(
-            f"unknown recipient {name!r}; add it with 'consentry recipient add'", field="recipient"
-        )
-    return recipient
 
 
 # --- the lake ---------------------------------------------------------------------------------------
@@ -690,21 +683,6 @@ def get_release(session: Session, release_id: str) -> Release:
     if release is None:
         raise NotFound(f"no release {release_id!r}", field="release_id")
     return release
-
-
-def list_releases(session: Session, *, recipient: str | None = None, limit: int = 100) -> list[Release]:
-    """Releases, newest first (of one recipient when named)."""
-    if not 1 <= limit <= 1000:
-        raise InvalidInput("limit must be between 1 and 1000", field="limit")
-    query = select(Release)
-    if recipient is not None:
-        query = query.where(Release.recipient_id == get_recipient(session, recipient).id)
-    return list(session.scalars(query.order_by(Release.created_at.desc(), Release.id.desc()).limit(limit)))
-
-
-def recipient_names(session: Session) -> dict[int, str]:
-    """Recipient names by id."""
-    return {rid: name for rid, name in session.execute(select(Recipient.id, Recipient.name))}
 
 
 def read_manifest(release: Release) -> dict[str, Any]:

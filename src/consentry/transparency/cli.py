@@ -9,8 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from consentry.cli_support import cli_errors, console, fail, open_database
-from consentry.config import get_settings
+from consentry.cli_support import cli_errors, console, fail, get_settings, open_database
 from consentry.errors import InvalidInput
 
 witness_app = typer.Typer(help="Run a witness that cosigns consistent checkpoints.", no_args_is_help=True)
