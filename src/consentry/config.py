@@ -11,10 +11,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DAMAGES_THRESHOLD_POSTS = 1_000_000
-"""The damages clause's default threshold: posts served to one organisation in any 24 hours."""
-DAMAGES_RATE_CENTS = 1_500_000
-"""The damages clause's default rate: USD 15,000 (in cents) per 1,000,000 posts."""
+from consentry.defaults import DAMAGES_RATE_CENTS as DAMAGES_RATE_CENTS
+from consentry.defaults import DAMAGES_THRESHOLD_POSTS as DAMAGES_THRESHOLD_POSTS
+
 DEFAULT_OPERATOR_URL = "http://127.0.0.1:8000"
 """The operator URL when none is configured and no server of this process says where it listens."""
 

@@ -68,7 +68,9 @@ POOL_SIZE = 40
 """Connections each engine keeps open: as many as the threads that serve requests at once (AnyIO's
 default of 40), so a busy server reuses its connections instead of opening and closing one per request."""
 POOL_OVERFLOW = 20
-"""Connections an engine opens beyond ``POOL_SIZE`` for background threads; closed when returned."""
+"""Connections an engine opens beyond ``POOL_SIZE`` for background threads; closed when returned.
+On PostgreSQL, whose connections are server processes shared by every client, half of each (at most 30
+per process, as many as before the pool was resized)."""
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -120,7 +122,7 @@ class Database:
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:
             self.engine = create_engine(
-                url, pool_pre_ping=True, pool_size=POOL_SIZE // 2, max_overflow=POOL_OVERFLOW
+                url, pool_pre_ping=True, pool_size=POOL_SIZE // 2, max_overflow=POOL_OVERFLOW // 2
             )
             self.write_engine = self.engine
         self._read = sessionmaker(self.engine, expire_on_commit=False)

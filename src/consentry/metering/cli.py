@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from consentry.cli_support import cli_errors, console, open_database
-from consentry.config import DAMAGES_RATE_CENTS, DAMAGES_THRESHOLD_POSTS
+from consentry.defaults import DAMAGES_RATE_CENTS, DAMAGES_THRESHOLD_POSTS
 from consentry.errors import InvalidInput
 
 org_app = typer.Typer(
