@@ -1,20 +1,17 @@
-"""Effective consent, in two implementations that must agree (DESIGN.md, "Effective consent").
+"""Effective consent, in two readings of one rule table (DESIGN.md, "Effective consent").
 
 ``effective_consent`` decides one (account, setting, time); ``evaluate_many`` decides millions of accounts
-at once with NumPy over Arrow columns. Order of the rules, for account A, setting S, time t:
-
-1. A is a minor at t (``year(t) - birth_year <= 18``, or no birth year), deactivated or deleted: deny.
-2. The latest explicit event for (A, S) recorded at or before t: its value.
-3. The default of the policy version that applies to A at t, for A's jurisdiction group.
-4. No policy: deny. Any error: deny.
+at once with NumPy over Arrow columns. Both walk ``consentry.consent.rules.CONSENT_STEPS`` (minor,
+inactive, explicit event, policy default, no policy: the first that applies decides); the account
+conditions are the table's expressions, read in Python and with NumPy. Any error: deny.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -22,10 +19,25 @@ import pyarrow.compute as pc
 
 from consentry.consent.catalog import Jurisdictions
 from consentry.consent.policy import Policy, applicable, ordered
+from consentry.consent.rules import (
+    ACCOUNT_STEPS,
+    CONSENT_STEPS,
+    EPOCH,
+    INACTIVE,
+    MINOR,
+    MINOR_AGE,
+    ONE_MICROSECOND,
+    Expr,
+    Values,
+    columns_of,
+    holds,
+    holds_arrays,
+    to_micros,
+)
 
 log = logging.getLogger(__name__)
 
-MINOR_AGE = 18
+__all__ = ["EPOCH", "MINOR_AGE", "ONE_MICROSECOND", "to_micros"]  # re-exported for older callers
 
 
 @dataclass(frozen=True)
@@ -65,16 +77,26 @@ class Decision:
         return self.value == "allow"
 
 
+def account_row(account: AccountFacts) -> dict[tuple[str, str], object]:
+    """The account as the rule table's expressions read it."""
+    return {
+        ("account", "created_at"): account.created_at,
+        ("account", "country"): account.country,
+        ("account", "birth_year"): account.birth_year,
+        ("account", "status"): account.status,
+        ("account", "status_changed_at"): account.status_changed_at,
+    }
+
+
 def is_minor(birth_year: int | None, at: datetime) -> bool:
     """Minor at ``at`` per DESIGN.md; unknown birth year counts as minor (fail closed)."""
-    return birth_year is None or at.year - birth_year <= MINOR_AGE
+    return holds(MINOR, {("account", "birth_year"): birth_year}, now=at)
 
 
 def is_inactive(status: str, status_changed_at: datetime | None, at: datetime) -> bool:
     """Deactivated or deleted at ``at``; a non-active status without a time counts as inactive."""
-    if status == "active":
-        return False
-    return status_changed_at is None or status_changed_at <= at
+    row = {("account", "status"): status, ("account", "status_changed_at"): status_changed_at}
+    return holds(INACTIVE, row, now=at)
 
 
 def latest_event(events: Sequence[ExplicitEvent], setting: str, at: datetime) -> ExplicitEvent | None:
@@ -101,16 +123,21 @@ def effective_consent(
     try:
         policy = applicable(policies, created_at=account.created_at, at=at)
         version = policy.version if policy else None
-        if is_minor(account.birth_year, at):
-            return Decision("deny", "minor", version)
-        if is_inactive(account.status, account.status_changed_at, at):
-            return Decision("deny", "inactive", version)
-        event = latest_event(events, setting, at)
-        if event is not None:
-            return Decision(event.value, "explicit", version, event.seq)
-        if policy is None:
-            return Decision("deny", "no_policy")
-        return Decision(policy.default(jurisdictions.group_of(account.country), setting), "default", version)
+        row = account_row(account)
+        for step in CONSENT_STEPS:
+            if step.when is not None and not holds(step.when, row, now=at):
+                continue
+            if step.source == "explicit":
+                event = latest_event(events, setting, at)
+                if event is not None:
+                    return Decision(event.value, step.basis, version, event.seq)
+            elif step.source == "default":
+                if policy is not None:
+                    group = jurisdictions.group_of(account.country)
+                    return Decision(policy.default(group, setting), step.basis, version)
+            else:
+                return Decision("deny", step.basis, version if step.when is not None else None)
+        return Decision("deny", "no_policy")  # the table ends with an unconditional deny
     except Exception:  # fail closed: any error while evaluating denies
         log.exception("consent evaluation failed for account %s; denying", account.account_id)
         return Decision("deny", "error")
@@ -138,16 +165,31 @@ EVENT_SCHEMA = pa.schema(
     ]
 )
 
-REASON_NONE, REASON_MINOR, REASON_INACTIVE = 0, 1, 2
+REASON_NONE = 0
+REASON_MINOR, REASON_INACTIVE = (
+    next(code for code, step in enumerate(ACCOUNT_STEPS, 1) if step.basis == basis)
+    for basis in ("minor", "inactive")
+)
+"""``evaluate_many``'s reasons: the position plus one of the account step that denied (0: none)."""
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_MICROSECOND = timedelta(microseconds=1)
-
-
-def to_micros(at: datetime) -> int:
-    """Microseconds since the Unix epoch of an aware datetime."""
-    return (at.astimezone(UTC) - EPOCH) // ONE_MICROSECOND
+def account_arrays(accounts: pa.Table, needed: Iterable[Expr]) -> dict[tuple[str, str], Values]:
+    """The account columns the ``needed`` expressions read, as the rule table's NumPy reading takes
+    them: timestamps as int64 microseconds, integers as int64, strings as Arrow arrays."""
+    arrays: dict[tuple[str, str], Values] = {}
+    names = sorted({name for expr in needed for table, name in columns_of(expr) if table == "account"})
+    for name in names:
+        column = accounts.column(name)
+        null = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        data: object
+        if pa.types.is_timestamp(column.type):
+            data = _ts(column, 0)
+        elif pa.types.is_integer(column.type):
+            data = np.asarray(pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy(zero_copy_only=False))
+        else:
+            data = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        arrays[("account", name)] = Values(data, null)
+    return arrays
 
 
 def _ts(column: pa.ChunkedArray | pa.Array, fill: int) -> np.ndarray:
@@ -184,16 +226,12 @@ def evaluate_many(
     ids = np.asarray(accounts.column("account_id").to_numpy(), dtype=np.int64)
     n = len(ids)
     created = _ts(accounts.column("created_at"), np.iinfo(np.int64).max)
-    birth = accounts.column("birth_year")
-    birth_np = np.asarray(pc.fill_null(pc.cast(birth, pa.int32()), -100_000).to_numpy(zero_copy_only=False))
-    minor = (birth_np == -100_000) | (at.year - birth_np <= MINOR_AGE)
-    active = np.asarray(
-        pc.fill_null(pc.equal(accounts.column("status"), "active"), False).to_numpy(zero_copy_only=False),
-        dtype=bool,
-    )
-    changed = _ts(accounts.column("status_changed_at"), np.iinfo(np.int64).min)
-    inactive = ~active & (changed <= t)
-    reason = np.where(minor, REASON_MINOR, np.where(inactive, REASON_INACTIVE, REASON_NONE)).astype(np.int8)
+    arrays = account_arrays(accounts, [s.when for s in ACCOUNT_STEPS if s.when is not None])
+    reason = np.full(n, REASON_NONE, dtype=np.int8)
+    for code in range(len(ACCOUNT_STEPS), 0, -1):  # the first step that holds wins
+        when = ACCOUNT_STEPS[code - 1].when
+        assert when is not None
+        reason[holds_arrays(when, arrays, size=n, now=at)] = code
     blocked = reason != REASON_NONE
 
     groups = group_index(accounts.column("country"), jurisdictions)

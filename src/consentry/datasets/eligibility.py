@@ -25,8 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from consentry.consent.catalog import Catalog, Jurisdictions
-from consentry.consent.evaluate import REASON_MINOR, evaluate_many, to_micros
+from consentry.consent.evaluate import account_arrays, evaluate_many
 from consentry.consent.policy import Policy
+from consentry.consent.rules import ACCOUNT_EXCLUSIONS, code_of, holds_arrays
 from consentry.datasets.transforms import pseudonyms
 from consentry.errors import IntegrityFailure, InvalidInput
 
@@ -41,7 +42,7 @@ REASONS: tuple[str, ...] = (
 """Exclusion reasons in precedence order; a record's reason code is its index here plus one (0: eligible)."""
 
 ELIGIBLE = 0
-BLOCKED_INACTIVE, BLOCKED_MINOR = 1, 2
+BLOCKED_INACTIVE, BLOCKED_MINOR = code_of("inactive_account"), code_of("minor")
 
 
 def reason_name(code: int) -> str:
@@ -453,13 +454,11 @@ def author_facts(
         jurisdictions=jurisdictions,
     )
     n = accounts.num_rows
-    active = np.asarray(
-        pc.fill_null(pc.equal(accounts["status"], "active"), False).to_numpy(zero_copy_only=False), dtype=bool
-    )
-    changed = pc.fill_null(pc.cast(accounts["status_changed_at"], TIMESTAMP).cast(pa.int64()), -(2**63))
-    inactive = ~active & (np.asarray(changed.to_numpy(zero_copy_only=False)) <= to_micros(as_of))
-    minor = np.asarray(evaluated["reason"].to_numpy(zero_copy_only=False)) == REASON_MINOR
-    blocked = np.where(inactive, BLOCKED_INACTIVE, np.where(minor, BLOCKED_MINOR, 0)).astype(np.int8)
+    arrays = account_arrays(accounts, [e.account for _, e in ACCOUNT_EXCLUSIONS if e.account is not None])
+    blocked = np.zeros(n, dtype=np.int8)
+    for code, exclusion in reversed(ACCOUNT_EXCLUSIONS):  # the first that holds wins
+        assert exclusion.account is not None
+        blocked[holds_arrays(exclusion.account, arrays, size=n, now=as_of)] = code
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
         "account_id": accounts["account_id"],
         "blocked": pa.array(blocked),

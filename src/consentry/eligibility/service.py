@@ -46,8 +46,9 @@ import pyarrow.compute as pc
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
+from consentry.consent import rules
 from consentry.consent.catalog import CATEGORIES, PURPOSES, RECIPIENTS, Catalog, Jurisdictions
-from consentry.consent.evaluate import EPOCH, evaluate_many, to_micros
+from consentry.consent.evaluate import EPOCH, account_arrays, evaluate_many, to_micros
 from consentry.consent.models import ConsentEvent
 from consentry.consent.policy import Policy
 from consentry.consent.service import (
@@ -162,32 +163,22 @@ def _micros(column: pa.ChunkedArray, fill: int) -> np.ndarray:
 def valid_until(
     at: datetime, *, accounts: pa.Table, events: pa.Table, policies: Sequence[Policy], upto_seq: int
 ) -> datetime:
-    """The first instant after ``at`` at which the evaluation of these accounts may change by time alone:
-    the next 1 January (the minor rule counts years), a policy version taking effect, a future-dated
-    status change of an inactive account, a future-dated event (of seq ``<= upto_seq``; later events are
-    patched in when they are seen)."""
-    t = to_micros(at)
-    bound = to_micros(datetime(at.year + 1, 1, 1, tzinfo=UTC))
-    for policy in policies:
-        moment = to_micros(policy.effective_at)
-        if moment > t:
-            bound = min(bound, moment)
-    if accounts.num_rows:
-        inactive = np.asarray(
-            pc.fill_null(pc.not_equal(accounts["status"], "active"), True).to_numpy(zero_copy_only=False),
-            dtype=bool,
-        )
-        changed = _micros(accounts["status_changed_at"], np.iinfo(np.int64).min)
-        future = changed[inactive & (changed > t)]
-        if future.size:
-            bound = min(bound, int(future.min()))
-    if events.num_rows:
-        when = _micros(events["recorded_at"], np.iinfo(np.int64).min)
-        seq = np.asarray(events["seq"].to_numpy(zero_copy_only=False), dtype=np.int64)
-        future = when[(when > t) & (seq <= upto_seq)]
-        if future.size:
-            bound = min(bound, int(future.min()))
-    return EPOCH + timedelta(microseconds=bound)
+    """The first instant after ``at`` at which the evaluation of these accounts may change by time alone,
+    derived from the consent rule table (``rules.next_change``): the next 1 January for accounts the
+    minor rule counts years of, a future-dated status change of an inactive account, a policy version
+    taking effect, a future-dated event (of seq ``<= upto_seq``; later events are patched in when they
+    are seen). ``FAR_FUTURE`` when nothing can change."""
+    whens = [step.when for step in rules.CONSENT_STEPS if step.when is not None]
+    when = _micros(events["recorded_at"], np.iinfo(np.int64).min)
+    seq = np.asarray(events["seq"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    bound = rules.next_change(
+        at,
+        accounts=account_arrays(accounts, whens),
+        size=accounts.num_rows,
+        event_times=when[seq <= upto_seq],
+        policy_times=np.array([to_micros(p.effective_at) for p in policies], dtype=np.int64),
+    )
+    return min(FAR_FUTURE, EPOCH + timedelta(microseconds=min(bound, to_micros(FAR_FUTURE))))
 
 
 # --- the state --------------------------------------------------------------------------------------

@@ -39,8 +39,9 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from consentry.consent.catalog import Jurisdictions
-from consentry.consent.evaluate import MINOR_AGE, group_index, to_micros
+from consentry.consent.evaluate import group_index, to_micros
 from consentry.consent.policy import Policy, ordered
+from consentry.consent.rules import INACTIVE, MINOR, STATUS_ACTIVE, Values, holds_arrays
 from consentry.consent.service import ConsentContext, load_accounts, load_policies
 from consentry.datasets.models import Recipient, Release
 from consentry.datasets.service import ledger_events
@@ -403,13 +404,22 @@ def _chosen(policies: Sequence[Policy], created: Array, t: int) -> Array:
     return chosen
 
 
+def _inactive(active: Array, changed: Array, at: datetime) -> Array:
+    """The rule table's ``INACTIVE`` over the dashboard's arrays (``changed``: int64 min when none)."""
+    n = len(active)
+    arrays = {
+        ("account", "status"): Values(np.where(active, STATUS_ACTIVE, ""), np.zeros(n, dtype=bool)),
+        ("account", "status_changed_at"): Values(changed, changed == np.iinfo(np.int64).min),
+    }
+    return holds_arrays(INACTIVE, arrays, size=n, now=at)
+
+
 def _masks(accounts: Accounts, at: datetime) -> tuple[Array, Array]:
     """Population (active, existing at ``at``) and eligible (population minus minors) masks."""
     t = to_micros(at)
-    inactive = ~accounts.active & (accounts.changed <= t)
+    inactive = _inactive(accounts.active, accounts.changed, at)
     population = (accounts.created <= t) & ~inactive
-    minor = (accounts.birth == NO_BIRTH) | (at.year - accounts.birth.astype(np.int64) <= MINOR_AGE)
-    return population, population & ~minor
+    return population, population & ~_minor(accounts.birth, at.year)
 
 
 DENSE_COHORT_KEYS = 1 << 20
@@ -424,14 +434,30 @@ def _years(breaks: Array) -> Array:
     return np.unique(np.concatenate([years - 1, years, years + 1]))
 
 
+def _unique_small(values: Array) -> tuple[Array, Array]:
+    """``np.unique(values, return_inverse=True)`` for integers of a small range, without sorting."""
+    if not len(values):
+        return values, np.zeros(0, dtype=np.int64)
+    low, high = int(values.min()), int(values.max())
+    if high - low >= DENSE_COHORT_KEYS:
+        unique, inverse = np.unique(values, return_inverse=True)
+        return unique, np.asarray(inverse, dtype=np.int64).reshape(-1)
+    seen = np.zeros(high - low + 1, dtype=bool)
+    seen[values - low] = True
+    position = np.cumsum(seen) - 1
+    return np.flatnonzero(seen) + low, position[values - low]
+
+
 def _birth_classes(birth: Array, years: Array) -> tuple[Array, Array]:
     """Each birth year's class and one representative birth year per class: births in a class are minors
-    (``_minor``) in exactly the same of ``years``. Class 0 is "unknown" (always a minor)."""
-    thresholds = years - MINOR_AGE  # a minor in year y  <=>  birth >= y - MINOR_AGE
-    classes = np.where(birth == NO_BIRTH, 0, np.searchsorted(thresholds, birth.astype(np.int64), "right") + 1)
-    first = thresholds[0] - 1 if len(thresholds) else 0
-    representative = np.concatenate([[NO_BIRTH, first], thresholds]).astype(np.int64)
-    return classes, representative
+    (``_minor``, the rule table's ``MINOR``) in exactly the same of ``years``."""
+    births, inverse = _unique_small(birth.astype(np.int64))
+    if not len(births) or not len(years):
+        return np.zeros(len(birth), dtype=np.int64), births[:1].astype(np.int64)
+    pattern = np.stack([_minor(births, int(year)) for year in years], axis=1).reshape(len(births), len(years))
+    _, first, classes = np.unique(pattern, axis=0, return_index=True, return_inverse=True)
+    representative = births[first].astype(np.int64)
+    return np.asarray(classes, dtype=np.int64).reshape(-1)[inverse.reshape(-1)], representative
 
 
 @dataclass(frozen=True)
@@ -488,8 +514,10 @@ class Cohorts:
 
 
 def _minor(birth: Array, year: int) -> Array:
-    minor: Array = (birth == NO_BIRTH) | (year - birth.astype(np.int64) <= MINOR_AGE)
-    return minor
+    """The rule table's ``MINOR`` in ``year`` over birth years (``NO_BIRTH`` when unknown)."""
+    n = len(birth)
+    arrays = {("account", "birth_year"): Values(birth.astype(np.int64), birth == NO_BIRTH)}
+    return holds_arrays(MINOR, arrays, size=n, now=datetime(year, 7, 1, tzinfo=UTC))
 
 
 def explicit_counts(snapshot: Snapshot, cohorts: Cohorts) -> Array:
