@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import duckdb
+import numpy as np
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,7 +33,19 @@ from consentry.consent.evaluate import (
     evaluate_many,
 )
 from consentry.consent.policy import Policy
-from consentry.datasets.eligibility import author_facts, covering_settings
+from consentry.datasets.eligibility import (
+    DUCKDB,
+    SPARK,
+    SPECS,
+    author_facts,
+    combine_reasons,
+    combined_reason_sql,
+    covering_settings,
+    eligible_sql,
+    reason_of,
+    reason_sql,
+    record_code_sql,
+)
 from consentry.eligibility.service import valid_until
 from consentry.web import service as web
 
@@ -277,3 +291,139 @@ def test_valid_until_is_the_next_change_the_table_knows_of() -> None:
     assert until(accounts=history.account_table.slice(1), policies=[], upto_seq=0) == day(9)  # deletion
     empty = history.event_table.slice(0, 0)
     assert until(accounts=history.account_table.slice(0, 0), policies=[], events=empty).year == 9999
+
+
+records_strategy = st.lists(
+    st.tuples(
+        st.integers(1, 9),  # author (8 and 9 are often missing from the accounts)
+        st.sampled_from(["public", "public", "followers", None]),
+        st.one_of(st.none(), moments),  # deleted
+        moments,  # created
+    ),
+    max_size=16,
+)
+
+
+def sql_reasons(
+    spec: Any, records: pa.Table, authors: pa.Table, at: datetime, cutoff: datetime | None, dialect: Any
+) -> dict[str, list[int]]:
+    """The SQL forms' reason per record, in record order: one statement, the two-step combination, and
+    the eligibility filter (reason 0 exactly for the records it keeps)."""
+    connection = duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")
+    connection.register("records", records)
+    connection.register("authors", authors)
+    arguments: dict[str, Any] = {
+        "record": "r",
+        "author": "a",
+        "as_of": at,
+        "cutoff": cutoff,
+        "dialect": dialect,
+    }
+    reason = reason_sql(spec, **arguments)
+    code = record_code_sql(spec, record="r", as_of=at, cutoff=cutoff, dialect=dialect)
+    combined = combined_reason_sql(spec, facts="x", author="a")
+    eligible = eligible_sql(spec, **arguments)
+    one = connection.execute(
+        f"SELECT {reason} FROM records r LEFT JOIN authors a ON r.author_id = a.account_id ORDER BY r.n"
+    ).fetchall()
+    two = connection.execute(
+        f"SELECT {combined} FROM (SELECT r.n, r.author_id, {code} AS code FROM records r) x "
+        "LEFT JOIN authors a ON x.author_id = a.account_id ORDER BY x.n"
+    ).fetchall()
+    kept = {
+        n
+        for (n,) in connection.execute(
+            f"SELECT r.n FROM records r JOIN authors a ON r.author_id = a.account_id WHERE {eligible}"
+        ).fetchall()
+    }
+    codes = [c for (c,) in connection.execute(f"SELECT {code} FROM records r ORDER BY r.n").fetchall()]
+    return {
+        "reason_sql": [r for (r,) in one],
+        "record_code_sql + combined_reason_sql": [r for (r,) in two],
+        "eligible_sql (0: kept)": [0 if n in kept else -1 for n in range(records.num_rows)],
+        "_codes": codes,
+    }
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    accounts=accounts_strategy,
+    events=events_strategy,
+    policies=policies_strategy,
+    records=records_strategy,
+    protected=st.lists(st.sampled_from([False, False, True]), min_size=7, max_size=7),
+    at=moments,
+    retention=st.sampled_from([None, 3]),
+    category=st.sampled_from(sorted(SPECS)),
+    release=st.sampled_from([("first_party", "train-ai"), ("third_party", "train-ai")]),
+)
+def test_every_form_of_the_exclusion_rule_agrees(
+    accounts: list[Any],
+    events: list[Any],
+    policies: list[Any],
+    records: list[Any],
+    protected: list[bool],
+    at: tuple[int, int],
+    retention: int | None,
+    category: str,
+    release: tuple[str, str],
+) -> None:
+    history = History(accounts, events, policies)
+    when = day(*at)
+    cutoff = None if retention is None else when - retention * DAY
+    spec = SPECS[category]
+    lake = history.account_table.append_column("protected", pa.array(protected[: len(history.facts)]))
+    authors = author_facts(
+        lake,
+        history.event_table,
+        kind=release[0],
+        purpose=release[1],
+        categories=[category],
+        as_of=when,
+        policies=history.policies,
+        catalog=CATALOG,
+        jurisdictions=JURISDICTIONS,
+    ).table
+    table = pa.table(
+        {
+            "n": pa.array(range(len(records)), pa.int64()),
+            "author_id": pa.array([r[0] for r in records], pa.int64()),
+            "visibility": pa.array([r[1] for r in records], pa.string()),
+            "deleted_at": pa.array(
+                [None if r[2] is None else day(*r[2]) for r in records], pa.timestamp("us", tz="UTC")
+            ),
+            "created_at": pa.array([day(*r[3]) for r in records], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    by_author = {row["account_id"]: row for row in authors.to_pylist()}
+    reference = [
+        reason_of(
+            spec,
+            record={
+                "visibility": r[1],
+                "deleted_at": None if r[2] is None else day(*r[2]),
+                "created_at": day(*r[3]),
+            },
+            author=by_author.get(r[0]),
+            as_of=when,
+            cutoff=cutoff,
+        )
+        for r in records
+    ]
+    forms: dict[str, list[int]] = {}
+    for dialect, label in ((DUCKDB, "DuckDB"), (SPARK, "Spark SQL, run in DuckDB")):
+        answers = sql_reasons(spec, table, authors, when, cutoff, dialect)
+        codes = answers.pop("_codes")
+        for name, answer in answers.items():
+            if name.startswith("eligible_sql"):
+                answer = [0 if a == 0 else r for a, r in zip(answer, reference, strict=True)]
+            forms[f"{name} ({label})"] = answer
+        forms[f"combine_reasons (NumPy, codes of {label})"] = combine_reasons(
+            spec,
+            author_ids=table["author_id"].to_numpy(),
+            codes=np.array(codes, dtype=np.int8),
+            authors=authors,
+        ).tolist()
+    problems = disagreeing(reference, forms)
+    assert not problems, f"forms disagreeing with reason_of ({category}, cutoff {cutoff}): {problems}"

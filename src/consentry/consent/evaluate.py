@@ -29,6 +29,7 @@ from consentry.consent.rules import (
     ONE_MICROSECOND,
     Expr,
     Values,
+    arrays_of,
     columns_of,
     holds,
     holds_arrays,
@@ -175,21 +176,9 @@ REASON_MINOR, REASON_INACTIVE = (
 
 def account_arrays(accounts: pa.Table, needed: Iterable[Expr]) -> dict[tuple[str, str], Values]:
     """The account columns the ``needed`` expressions read, as the rule table's NumPy reading takes
-    them: timestamps as int64 microseconds, integers as int64, strings as Arrow arrays."""
-    arrays: dict[tuple[str, str], Values] = {}
+    them (``rules.arrays_of``)."""
     names = sorted({name for expr in needed for table, name in columns_of(expr) if table == "account"})
-    for name in names:
-        column = accounts.column(name)
-        null = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        data: object
-        if pa.types.is_timestamp(column.type):
-            data = _ts(column, 0)
-        elif pa.types.is_integer(column.type):
-            data = np.asarray(pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy(zero_copy_only=False))
-        else:
-            data = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-        arrays[("account", name)] = Values(data, null)
-    return arrays
+    return arrays_of(accounts, "account", names)
 
 
 def _ts(column: pa.ChunkedArray | pa.Array, fill: int) -> np.ndarray:

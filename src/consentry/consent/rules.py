@@ -28,7 +28,7 @@ histories and names any form that disagrees.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Union
@@ -50,7 +50,7 @@ def to_micros(at: datetime) -> int:
 
 # --- expressions ------------------------------------------------------------------------------------
 
-Table = Literal["account", "record", "author"]
+Table = Literal["account", "record", "author", "facts"]
 Op = Literal["=", "<>", "<", "<=", ">", ">="]
 
 
@@ -330,6 +330,29 @@ def evaluate_arrays(
     return go(expr)
 
 
+def arrays_of(table: pa.Table, side: Table, names: Iterable[str]) -> dict[tuple[str, str], Values]:
+    """Columns of an Arrow table as ``evaluate_arrays`` reads them: timestamps as int64 microseconds,
+    integers as int64, booleans as NumPy, strings as Arrow arrays (nulls in the masks)."""
+    arrays: dict[tuple[str, str], Values] = {}
+    for name in names:
+        column = table.column(name)
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        null = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        data: Any
+        if pa.types.is_timestamp(column.type):
+            ints = pc.cast(column, pa.timestamp("us", tz="UTC")).cast(pa.int64())
+            data = np.asarray(pc.fill_null(ints, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        elif pa.types.is_integer(column.type):
+            data = np.asarray(pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy(zero_copy_only=False))
+        elif pa.types.is_boolean(column.type):
+            data = np.asarray(pc.fill_null(column, False).to_numpy(zero_copy_only=False), dtype=bool)
+        else:
+            data = column
+        arrays[(side, name)] = Values(data, null)
+    return arrays
+
+
 def holds_arrays(
     expr: Expr, arrays: Arrays, *, size: int, now: datetime, params: Mapping[str, Any] | None = None
 ) -> np.ndarray:
@@ -440,7 +463,9 @@ def to_sql(
         if isinstance(e, Cmp):
             return f"{go(e.left)} {e.op} {go(e.right)}"
         if isinstance(e, IsNull):
-            return f"{go(e.value)} IS NULL"
+            return f"{_atom(e.value, go)} IS NULL"
+        if isinstance(e, Not) and isinstance(e.value, IsNull):
+            return f"{_atom(e.value.value, go)} IS NOT NULL"
         if isinstance(e, Not):
             return f"NOT {go(e.value)}" if isinstance(e.value, Col | Coalesce) else f"NOT ({go(e.value)})"
         if isinstance(e, And):
@@ -450,6 +475,11 @@ def to_sql(
         return f"coalesce({go(e.value)}, {_literal(e.default.value)})"
 
     return go(expr)
+
+
+def _atom(expr: Expr, go: Callable[[Expr], str]) -> str:
+    text = go(expr)
+    return text if isinstance(expr, Col | Lit | Param | Now | Year | Coalesce | Sub) else f"({text})"
 
 
 def _group(expr: Expr, go: Callable[[Expr], str]) -> str:

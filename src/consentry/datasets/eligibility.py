@@ -5,10 +5,12 @@ A record is eligible for a release to recipient R for purpose P at build time ``
 allow at ``as_of`` for every catalog setting covering (R's kind, P, the record's category) - no covering
 setting means excluded (fail closed) - and it is inside the retention window of its category.
 
-Every excluded record gets exactly one reason, the first that applies in ``REASONS`` order. Author-level
-facts (inactive, minor, protected, consent per category, then pseudonyms) are decided here in Python over the
-accounts only (vectorised, one row per account); record-level rules are SQL fragments that the DuckDB
-and Spark engines both embed, so both engines apply the same text of the rule.
+Every excluded record gets exactly one reason, the first that applies in ``REASONS`` order. The reasons
+and their conditions are one table, ``consentry.consent.rules.EXCLUSIONS``; every form here is derived
+from it: ``reason_of`` (Python, one record), ``reason_sql``, ``record_code_sql`` + ``combined_reason_sql``
+and ``eligible_sql`` (SQL for DuckDB and Spark), ``combine_reasons`` (NumPy). Author-level facts
+(inactive, minor, protected, consent per category, then pseudonyms) are decided here over the accounts
+only (vectorised, one row per account).
 
 Assistant interactions have no audience (they are private exchanges governed by their own setting), so
 the "public" test applies to posts only.
@@ -24,24 +26,45 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from consentry.consent import rules
 from consentry.consent.catalog import Catalog, Jurisdictions
 from consentry.consent.evaluate import account_arrays, evaluate_many
 from consentry.consent.policy import Policy
-from consentry.consent.rules import ACCOUNT_EXCLUSIONS, code_of, holds_arrays
+from consentry.consent.rules import (
+    ACCOUNT_EXCLUSIONS,
+    And,
+    Cmp,
+    Col,
+    Expr,
+    Lit,
+    Or,
+    Part,
+    arrays_of,
+    code_of,
+    columns_of,
+    condition,
+    exclusion_parts,
+    holds,
+    holds_arrays,
+    negate,
+    to_sql,
+)
+from consentry.consent.rules import (
+    DUCKDB as DUCKDB,
+)
+from consentry.consent.rules import (
+    REASONS as REASONS,
+)
+from consentry.consent.rules import (
+    SPARK as SPARK,
+)
+from consentry.consent.rules import (
+    Dialect as Dialect,
+)
 from consentry.datasets.transforms import pseudonyms
 from consentry.errors import IntegrityFailure, InvalidInput
 
-REASONS: tuple[str, ...] = (
-    "inactive_account",
-    "minor",
-    "deleted",
-    "not_public",
-    "opted_out",
-    "outside_retention",
-)
-"""Exclusion reasons in precedence order; a record's reason code is its index here plus one (0: eligible)."""
-
-ELIGIBLE = 0
+ELIGIBLE = rules.ELIGIBLE
 BLOCKED_INACTIVE, BLOCKED_MINOR = code_of("inactive_account"), code_of("minor")
 
 
@@ -143,22 +166,31 @@ class Window:
 # --- SQL shared by the engines ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Dialect:
-    """How an engine writes a UTC timestamp literal."""
-
-    name: str
-
-    def timestamp(self, at: datetime) -> str:
-        """A literal of ``at`` (UTC); Spark sessions run with the UTC time zone."""
-        text = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        if self.name == "duckdb":
-            return f"TIMESTAMPTZ '{text}+00'"
-        return f"TIMESTAMP '{text}'"
+def _parts(spec: CategorySpec, cutoff: datetime | None) -> tuple[Part, ...]:
+    return exclusion_parts(category=spec.name, has_audience=spec.has_audience, cutoff=cutoff)
 
 
-DUCKDB = Dialect("duckdb")
-SPARK = Dialect("spark")
+def reason_of(
+    spec: CategorySpec,
+    *,
+    record: Mapping[str, object],
+    author: Mapping[str, object] | None,
+    as_of: datetime,
+    cutoff: datetime | None,
+) -> int:
+    """The reason code of one record (0 eligible) from its lake columns and its author's facts (``None``:
+    the author is missing from the accounts): ``rules.EXCLUSIONS`` read in Python."""
+    row: dict[tuple[str, str], object] = {("record", k): v for k, v in record.items()}
+    row.update({("author", k): v for k, v in (author or {}).items()})
+    for part in _parts(spec, cutoff):
+        if holds(condition(part), row, now=as_of, params={"cutoff": cutoff}):
+            return part.code
+    return ELIGIBLE
+
+
+def _case(whens: list[tuple[str, int]]) -> str:
+    cases = " ".join(f"WHEN {when} THEN {code}" for when, code in whens)
+    return f"CAST(CASE {cases} ELSE 0 END AS TINYINT)"
 
 
 def reason_sql(
@@ -171,52 +203,55 @@ def reason_sql(
     dialect: Dialect,
 ) -> str:
     """The reason code of a record (0 eligible), from the lake row ``record`` left-joined to the author
-    table ``author``. Null-safe and fail closed: an author missing from the accounts counts as an
-    inactive account, an unknown visibility as not public."""
-    r, a = record, author
-    cases = [
-        f"WHEN {a}.account_id IS NULL OR {a}.blocked = {BLOCKED_INACTIVE} THEN 1",
-        f"WHEN {a}.blocked = {BLOCKED_MINOR} THEN 2",
-        f"WHEN {r}.deleted_at IS NOT NULL AND {r}.deleted_at <= {dialect.timestamp(as_of)} THEN 3",
+    table ``author``: ``rules.EXCLUSIONS`` in SQL. Null-safe and fail closed: an author missing from the
+    accounts counts as an inactive account, an unknown visibility as not public."""
+    aliases = {"record": record, "author": author}
+    params = {"cutoff": cutoff}
+    whens = [
+        (to_sql(condition(part), aliases=aliases, now=as_of, dialect=dialect, params=params), part.code)
+        for part in _parts(spec, cutoff)
     ]
-    if spec.has_audience:
-        cases.append(f"WHEN coalesce({r}.visibility, '') <> 'public' OR coalesce({a}.protected, TRUE) THEN 4")
-    cases.append(f"WHEN NOT coalesce({a}.ok_{spec.name}, FALSE) THEN 5")
-    if cutoff is not None:
-        cases.append(f"WHEN {r}.created_at < {dialect.timestamp(cutoff)} THEN 6")
-    return "CAST(CASE " + " ".join(cases) + " ELSE 0 END AS TINYINT)"
+    return _case(whens)
 
 
 def record_code_sql(
     spec: CategorySpec, *, record: str, as_of: datetime, cutoff: datetime | None, dialect: Dialect
 ) -> str:
-    """The record-level part of the rule alone (needs no consent): 3 deleted, 4 not public by its own
-    visibility, 6 outside retention, else 0 - the first that applies."""
-    r = record
-    cases = [f"WHEN {r}.deleted_at IS NOT NULL AND {r}.deleted_at <= {dialect.timestamp(as_of)} THEN 3"]
-    if spec.has_audience:
-        cases.append(f"WHEN coalesce({r}.visibility, '') <> 'public' THEN 4")
-    if cutoff is not None:
-        cases.append(f"WHEN {r}.created_at < {dialect.timestamp(cutoff)} THEN 6")
-    return "CAST(CASE " + " ".join(cases) + " ELSE 0 END AS TINYINT)"
+    """The record-level part of the rule alone (needs no consent): the code of the first exclusion whose
+    record condition holds (3 deleted, 4 not public by its own visibility, 6 outside retention), else 0."""
+    aliases = {"record": record}
+    params = {"cutoff": cutoff}
+    whens = [
+        (to_sql(part.record, aliases=aliases, now=as_of, dialect=dialect, params=params), part.code)
+        for part in _parts(spec, cutoff)
+        if part.record is not None
+    ]
+    return _case(whens)
+
+
+def _with_code(part: Part, code: Expr) -> Expr:
+    """An exclusion's condition with its record condition replaced by ``code = <its code>``: the first
+    record condition that holds is the record code, so this is the same test once earlier reasons
+    failed."""
+    pieces = [p for p in (part.author, part.record and Cmp("=", code, Lit(part.code))) if p is not None]
+    return pieces[0] if len(pieces) == 1 else Or(tuple(pieces))
+
+
+_ANY_CUTOFF = datetime(1970, 1, 1, tzinfo=UTC)
+"""Record codes already say whether a retention window applied, so the combination includes its reason."""
 
 
 def combined_reason_sql(spec: CategorySpec, *, facts: str, author: str) -> str:
     """``reason_sql`` evaluated in two steps: the record code from ``record_code_sql`` (column ``code``
     of ``facts``) combined with the author facts of ``author``. Engines compute record codes while the
     consent evaluation runs, then combine; the result equals ``reason_sql`` (tested)."""
-    x, a = facts, author
-    protected = f" OR coalesce({a}.protected, TRUE)" if spec.has_audience else ""
-    return (
-        "CAST(CASE "
-        f"WHEN {a}.account_id IS NULL OR {a}.blocked = {BLOCKED_INACTIVE} THEN 1 "
-        f"WHEN {a}.blocked = {BLOCKED_MINOR} THEN 2 "
-        f"WHEN {x}.code = 3 THEN 3 "
-        f"WHEN {x}.code = 4{protected} THEN 4 "
-        f"WHEN NOT coalesce({a}.ok_{spec.name}, FALSE) THEN 5 "
-        f"WHEN {x}.code = 6 THEN 6 "
-        "ELSE 0 END AS TINYINT)"
-    )
+    aliases = {"author": author, "facts": facts}
+    code = Col("facts", "code")
+    whens = [
+        (to_sql(_with_code(part, code), aliases=aliases, now=_ANY_CUTOFF, dialect=DUCKDB), part.code)
+        for part in _parts(spec, _ANY_CUTOFF)
+    ]
+    return _case(whens)
 
 
 def combine_reasons(
@@ -224,22 +259,24 @@ def combine_reasons(
 ) -> np.ndarray:
     """``combined_reason_sql`` over arrays (the DuckDB engine combines in memory): the reason code of
     each record from its author id and record code, given the author facts (tested against the SQL
-    forms). Unknown authors count as inactive; a missing fact excludes (null consent: opted out;
-    null protected: not public), as in the SQL forms.
+    forms). Unknown authors are read as an author row of nulls (inactive); a missing fact excludes.
 
-    Each author's facts are folded into one small state first, so each record costs one gather of a
-    byte and one look-up in a table of (state, record code) -> reason."""
+    Each author's facts are folded into one small state first (a bit per exclusion with an author
+    condition), so each record costs one gather of a byte and one look-up in a table of (state, record
+    code) -> reason."""
     codes = np.asarray(codes, dtype=np.int8)
     if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= _CODES):
         raise IntegrityFailure(f"record codes must lie in 0..{_CODES - 1}", field="code")
+    parts = _parts(spec, _ANY_CUTOFF)
     ids = np.asarray(authors["account_id"].to_numpy(zero_copy_only=False), dtype=np.int64)
-    state = _author_states(spec, authors)
+    state = _author_states(parts, authors)
+    unknown = int(_author_states(parts, _nulls(authors))[0])
     wanted = np.asarray(author_ids, dtype=np.int64)
-    per_record = np.full(len(wanted), _UNKNOWN, dtype=np.int8)
+    per_record = np.full(len(wanted), unknown, dtype=np.int8)
     if len(ids) and len(wanted):
         low, high = int(ids.min()), int(ids.max())
         if high - low < 8 * len(ids) + 1024:  # dense ids: one gather through a byte per id
-            lookup = np.full(high - low + 1, _UNKNOWN, dtype=np.int8)
+            lookup = np.full(high - low + 1, unknown, dtype=np.int8)
             lookup[ids - low] = state
             if int(wanted.min()) >= low and int(wanted.max()) <= high:
                 per_record = lookup[wanted - low]
@@ -250,56 +287,45 @@ def combine_reasons(
             position = _positions(ids, wanted)
             found = position >= 0
             per_record[found] = state[position[found]]
-    reasons: np.ndarray = _reason_table(spec.has_audience)[per_record.astype(np.intp) * _CODES + codes]
+    reasons: np.ndarray = _reason_table(parts)[per_record.astype(np.intp) * _CODES + codes]
     return reasons
 
 
 _CODES = 8
-"""Record codes are below this (``record_code_sql`` gives 0, 3, 4 or 6)."""
-_UNKNOWN, _MINOR, _FINE, _PROTECTED, _OPTED_OUT = 1, 2, 3, 1, 2
-"""Author states: unknown or inactive, minor, or ``_FINE`` plus the protected and opted-out bits."""
+"""Record codes are below this (``record_code_sql`` gives 0 or the code of a record condition)."""
 
 
-def _author_states(spec: CategorySpec, authors: pa.Table) -> np.ndarray:
-    """One state per author row (see ``_reason_table``)."""
-    blocked = np.asarray(authors["blocked"].to_numpy(zero_copy_only=False), dtype=np.int8)
-    ok = _flag(authors[f"ok_{spec.name}"], missing=False)
-    state = np.full(len(blocked), _FINE, dtype=np.int8)
-    if spec.has_audience:
-        state += _flag(authors["protected"], missing=True).astype(np.int8) * _PROTECTED
-    state += (~ok).astype(np.int8) * _OPTED_OUT
-    state[blocked == BLOCKED_MINOR] = _MINOR
-    state[blocked == BLOCKED_INACTIVE] = _UNKNOWN
+def _nulls(authors: pa.Table) -> pa.Table:
+    """One author row of nulls: how an author missing from the accounts reads."""
+    return pa.table({name: pa.nulls(1, authors.schema.field(name).type) for name in authors.column_names})
+
+
+def _author_states(parts: tuple[Part, ...], authors: pa.Table) -> np.ndarray:
+    """One state per author row: bit ``i`` set when the ``i``-th author condition of ``parts`` holds."""
+    conditions = [part.author for part in parts if part.author is not None]
+    names = sorted({name for c in conditions for side, name in columns_of(c) if side == "author"})
+    arrays = arrays_of(authors, "author", names)
+    n = authors.num_rows
+    state = np.zeros(n, dtype=np.int8)
+    for bit, author_condition in enumerate(conditions):
+        state |= holds_arrays(author_condition, arrays, size=n, now=_ANY_CUTOFF).astype(np.int8) << bit
     return state
 
 
-def _flag(column: pa.ChunkedArray, *, missing: bool) -> np.ndarray:
-    """A boolean column as NumPy, null as ``missing`` (whichever excludes the record)."""
-    filled = pc.fill_null(pc.cast(column, pa.bool_()), missing)
-    return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _reason_table(has_audience: bool) -> np.ndarray:
-    """Reason by ``state * _CODES + code``, in the precedence of ``combined_reason_sql``."""
-    table = np.zeros((_FINE + _PROTECTED + _OPTED_OUT + 1) * _CODES, dtype=np.int8)
-    for state in range(_FINE + _PROTECTED + _OPTED_OUT + 1):
-        flags = state - _FINE
+def _reason_table(parts: tuple[Part, ...]) -> np.ndarray:
+    """Reason by ``state * _CODES + code``: the first part whose author bit is set or whose record code
+    it is, in the order of ``rules.EXCLUSIONS``."""
+    bits: dict[int, int] = {}
+    for part in parts:
+        if part.author is not None:
+            bits[part.code] = 1 << len(bits)
+    table = np.zeros((1 << len(bits)) * _CODES, dtype=np.int8)
+    for state in range(1 << len(bits)):
         for code in range(_CODES):
-            if state in (0, _UNKNOWN):
-                reason = 1
-            elif state == _MINOR:
-                reason = 2
-            elif code == 3:
-                reason = 3
-            elif code == 4 or (has_audience and flags & _PROTECTED):
-                reason = 4
-            elif flags & _OPTED_OUT:
-                reason = 5
-            elif code == 6:
-                reason = 6
-            else:
-                reason = 0
-            table[state * _CODES + code] = reason
+            for part in parts:
+                if (part.record is not None and code == part.code) or state & bits.get(part.code, 0):
+                    table[state * _CODES + code] = part.code
+                    break
     return table
 
 
@@ -331,18 +357,17 @@ def eligible_sql(
     dialect: Dialect,
 ) -> str:
     """The same rule as ``reason_sql(...) = 0``, as a conjunction of simple predicates (for the inner
-    join of records to authors) that engines can push into their scans and joins."""
-    r, a = record, author
-    parts = [
-        f"{a}.blocked = 0",
-        f"({r}.deleted_at IS NULL OR {r}.deleted_at > {dialect.timestamp(as_of)})",
-    ]
-    if spec.has_audience:
-        parts += [f"{r}.visibility = 'public'", f"NOT coalesce({a}.protected, TRUE)"]
-    parts.append(f"coalesce({a}.ok_{spec.name}, FALSE)")
-    if cutoff is not None:
-        parts.append(f"{r}.created_at >= {dialect.timestamp(cutoff)}")
-    return " AND ".join(parts)
+    join of records to authors) that engines can push into their scans and joins: the negation of
+    every exclusion (``rules.negate``)."""
+    aliases = {"record": record, "author": author}
+    params = {"cutoff": cutoff}
+    predicates: list[str] = []
+    for part in _parts(spec, cutoff):
+        negated = negate(condition(part))
+        for piece in negated.parts if isinstance(negated, And) else (negated,):
+            text = to_sql(piece, aliases=aliases, now=as_of, dialect=dialect, params=params)
+            predicates.append(f"({text})" if isinstance(piece, Or) else text)
+    return " AND ".join(predicates)
 
 
 def window_sql(record: str, window: Window, dialect: Dialect) -> str:
