@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from consentry.cli import app
 from consentry.config import Settings, get_settings
 from consentry.db import Database
+from tests.conftest import reset
 
 runner = CliRunner()
 
@@ -177,3 +178,41 @@ def test_demo_on_a_busy_port_says_how_to_choose_another_before_seeding(
     assert "Admin token" not in out
     with database.read() as session:
         assert session.scalar(sa.text("SELECT count(*) FROM accounts")) == 0
+
+
+def test_after_a_lake_only_import_an_imported_accounts_settings_can_change(
+    env: Settings, database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19 item 12, and the way out for a ledger imported before imports created accounts."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from consentry.consent import importer
+    from consentry.lake.generate import generate_lake
+
+    lake = tmp_path / "lake"
+    generate_lake(lake, accounts=60, posts=60, seed=5)
+    accounts = ds.dataset(lake / "accounts").to_table(columns=["account_id", "status"])
+    [one, other] = accounts.filter(pc.equal(accounts["status"], "active"))["account_id"].to_pylist()[:2]
+
+    # as an import did before it created accounts: events and subjects, no account rows
+    creates_accounts = importer._create_accounts
+    monkeypatch.setattr(importer, "_create_accounts", lambda session, accounts: 0)
+    code, out = run("ledger", "import", str(lake))
+    assert code == 0, out
+    code, out = run("settings", "set", str(one), "assistant_realtime=deny")
+    assert code == 1
+    assert f"account {one} does not exist" in out
+    assert "consentry ledger import LAKE --accounts-only" in out
+    monkeypatch.setattr(importer, "_create_accounts", creates_accounts)
+    code, out = run("ledger", "import", str(lake), "--accounts-only")
+    assert code == 0 and "created 60 accounts; no events were imported" in out, out
+    code, out = run("settings", "set", str(one), "assistant_realtime=deny")
+    assert code == 0 and "assistant_realtime = deny" in out, out
+
+    # a fresh database: the import alone is enough
+    reset(database)
+    code, out = run("ledger", "import", str(lake))
+    assert code == 0 and "60 new accounts" in out, out
+    code, out = run("settings", "set", str(other), "assistant_training_posts=deny")
+    assert code == 0 and "assistant_training_posts = deny" in out, out

@@ -15,9 +15,11 @@ from consentry.consent import importer, ledger, service
 from consentry.consent.evaluate import evaluate_many
 from consentry.consent.service import ConsentContext
 from consentry.db import Database
-from consentry.errors import InvalidInput
+from consentry.errors import Conflict, InvalidInput
 from consentry.lake.generate import generate_lake
 from consentry.migrate import check
+from consentry.social.models import Account
+from consentry.social.service import create_account
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +83,53 @@ def test_a_bad_lake_writes_nothing(
     with database.read() as session:
         assert ledger.verify(session).events == 0
         assert session.execute(sa.text("SELECT count(*) FROM consent_subjects")).scalar_one() == 0
+
+
+def test_import_creates_the_lakes_accounts_so_their_settings_can_change(
+    database: Database, ctx: ConsentContext, lake: Path
+) -> None:
+    """Issue 19 item 12: after a lake-only import, an imported account's settings can change; accounts
+    already in the database keep their rows."""
+    accounts = ds.dataset(lake / "accounts").to_table()
+    first = accounts.slice(0, 1).to_pylist()[0]
+    with database.write() as session:  # an account the database already has, under the lake's id
+        session.add(
+            Account(id=first["account_id"], handle="kept", created_at=first["created_at"], country="FR")
+        )
+    with database.write() as session:
+        report = importer.import_events(session, lake, ctx=ctx)
+    assert report.new_accounts == accounts.num_rows - 1
+    with database.read() as session:
+        assert session.scalar(sa.text("SELECT count(*) FROM accounts")) == accounts.num_rows
+        kept = session.execute(
+            sa.text("SELECT handle, country FROM accounts WHERE id = :id"), {"id": first["account_id"]}
+        ).one()
+        assert tuple(kept) == ("kept", "FR")
+    active = accounts.filter(pa.compute.equal(accounts["status"], "active"))
+    account_id = active["account_id"][-1].as_py()
+    with database.write() as session:
+        [signed] = service.change_settings(
+            session, account_id=account_id, changes={"assistant_realtime": "deny"}, client="api", ctx=ctx
+        )
+    assert signed["receipt"]["event"]["value"] == "deny"
+    with database.write() as session:  # a second import appends events but creates no account twice
+        assert importer.import_events(session, lake, ctx=ctx).new_accounts == 0
+    with database.write() as session:  # an account created later gets the next free id
+        created = session.execute(sa.text("SELECT max(id) FROM accounts")).scalar_one()
+        assert create_account(session, handle="newcomer", country="US", birth_year=1990).id > created
+
+
+def test_a_handle_taken_by_another_account_fails_the_import_and_writes_nothing(
+    database: Database, ctx: ConsentContext, lake: Path
+) -> None:
+    handle = ds.dataset(lake / "accounts").to_table(columns=["handle"])["handle"][3].as_py()
+    with database.write() as session:
+        session.add(
+            Account(id=999_999, handle=handle, created_at=datetime(2026, 1, 1, tzinfo=UTC), country="FR")
+        )
+    with pytest.raises(Conflict) as error, database.write() as session:
+        importer.import_events(session, lake, ctx=ctx)
+    assert error.value.field == "accounts.handle" and handle in error.value.detail
+    with database.read() as session:
+        assert ledger.verify(session).events == 0
+        assert session.scalar(sa.text("SELECT count(*) FROM accounts")) == 1

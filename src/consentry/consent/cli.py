@@ -293,15 +293,28 @@ def receipt_verify(
 @cli_errors
 def ledger_import(
     lake: Annotated[Path, typer.Argument(help="A lake folder holding consent_events/ and accounts/.")],
+    accounts_only: Annotated[
+        bool,
+        typer.Option(
+            "--accounts-only",
+            help="Only create the lake's accounts the database lacks (after an import that did not).",
+        ),
+    ] = False,
 ) -> None:
-    """Append a lake's consent events to the ledger in one transaction (all or nothing)."""
+    """Append a lake's consent events to the ledger in one transaction (all or nothing), creating the
+    lake's accounts the database lacks."""
     from rich.progress import MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from consentry.consent import service
-    from consentry.consent.importer import import_events
+    from consentry.consent.importer import import_accounts, import_events
 
-    ctx = service.ConsentContext.from_settings(get_settings())
     database = open_database()
+    if accounts_only:
+        with database.write() as session:
+            created = import_accounts(session, lake)
+        console.print(f"[green]created[/] {created:,} accounts; no events were imported", soft_wrap=True)
+        return
+    ctx = service.ConsentContext.from_settings(get_settings())
     columns = (*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar, database.write() as session:
         task = bar.add_task("importing consent events", total=None)
@@ -310,7 +323,8 @@ def ledger_import(
         )
         bar.update(task, description="committing")
     console.print(
-        f"[green]imported[/] {report.events:,} events ({report.new_subjects:,} new subjects) in "
-        f"{report.seconds:.1f} s; head seq {report.head_seq}, hash {report.head_hash}",
+        f"[green]imported[/] {report.events:,} events ({report.new_subjects:,} new subjects, "
+        f"{report.new_accounts:,} new accounts) in {report.seconds:.1f} s; head seq {report.head_seq}, "
+        f"hash {report.head_hash}",
         soft_wrap=True,
     )

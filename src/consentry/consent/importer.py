@@ -6,6 +6,11 @@ at that moment. Lake sources map to the ledger's ``(source, client)``: ``web``/`
 are the holder's own choices from that client, ``gpc`` a Global Privacy Control signal (from the web),
 ``admin`` an operator's entry. Everything is validated before anything is written; the whole import is
 one transaction.
+
+The accounts of the lake that the database lacks are created as the lake describes them (id, handle,
+country, status, ...), so an imported account's settings can change afterwards (``consentry settings set``);
+accounts already in the database are never changed. ``import_accounts`` does only that, for a database
+whose events were imported before imports created accounts.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from consentry.consent.evaluate import to_micros
 from consentry.consent.models import Subject
 from consentry.consent.policy import ordered
 from consentry.consent.service import ConsentContext, load_policies
-from consentry.errors import InvalidInput
+from consentry.errors import Conflict, InvalidInput
 from consentry.partners.revocations import holders, revoke_accounts
 
 SOURCE_MAP = {
@@ -41,6 +46,16 @@ SOURCE_MAP = {
     "admin": ("admin", "admin"),
 }
 EVENT_COLUMNS = ("account_id", "setting", "value", "source", "recorded_at")
+ACCOUNT_COLUMNS = (
+    "account_id",
+    "handle",
+    "created_at",
+    "country",
+    "birth_year",
+    "protected",
+    "status",
+    "status_changed_at",
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,8 @@ class ImportReport:
 
     events: int
     new_subjects: int
+    new_accounts: int
+    """Accounts of the lake the database did not have, created by this import."""
     head_seq: int
     head_hash: str
     seconds: float
@@ -84,6 +101,64 @@ def _check(events: pa.Table, ctx: ConsentContext) -> None:
             raise InvalidInput(f"{nulls} events have no {column}", field=f"consent_events.{column}")
 
 
+def _in_database(session: Session, column: Any, values: list[Any], *, total: int) -> set[Any]:
+    """Which of ``values`` the database holds in ``column`` (one scan when the table is not much larger
+    than the list, else lookups in chunks)."""
+    if not total or not values:
+        return set()
+    if total <= 4 * len(values):
+        return set(session.scalars(select(column))) & set(values)
+    found: set[Any] = set()
+    for start in range(0, len(values), 20_000):
+        found.update(session.scalars(select(column).where(column.in_(values[start : start + 20_000]))))
+    return found
+
+
+def _create_accounts(session: Session, accounts: pa.Table) -> int:
+    """Create the lake's accounts the database lacks, as the lake describes them; existing rows stay as
+    they are. A handle another account holds, or a lake naming one account twice, fails the import."""
+    from consentry.social.models import ACCOUNT_STATUSES, Account
+    from consentry.social.seed import FOLDER_TABLES, insert_rows, restart_sequences
+
+    ids = accounts["account_id"].to_pylist()
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("accounts/ names an account_id twice", field="accounts.account_id")
+    total = session.scalar(select(func.count()).select_from(Account)) or 0
+    present = _in_database(session, Account.id, ids, total=total)
+    new = accounts.filter(pa.array([i not in present for i in ids], pa.bool_())) if present else accounts
+    if not new.num_rows:
+        return 0
+    for column in ("handle", "created_at", "status", "protected"):
+        if new[column].null_count:
+            raise InvalidInput(
+                f"{new[column].null_count} accounts have no {column}", field=f"accounts.{column}"
+            )
+    bad = pc.sum(pc.invert(pc.is_in(new["status"], value_set=pa.array(ACCOUNT_STATUSES)))).as_py() or 0
+    if bad:
+        raise InvalidInput(
+            f"{bad} accounts have a status outside {', '.join(ACCOUNT_STATUSES)}", field="accounts.status"
+        )
+    handles = new["handle"].to_pylist()
+    if len(set(handles)) != len(handles):
+        raise InvalidInput("accounts/ names a handle twice", field="accounts.handle")
+    taken = sorted(_in_database(session, Account.handle, handles, total=total))
+    if taken:
+        raise Conflict(
+            f"{len(taken)} handle(s) of accounts in the lake belong to other accounts of the database "
+            f"(e.g. {', '.join(taken[:5])}); nothing was imported",
+            field="accounts.handle",
+        )
+    table, names = FOLDER_TABLES["accounts"]
+    insert_rows(session, table, new.select(list(names)), names)
+    restart_sequences(session, ("accounts",))
+    return int(new.num_rows)
+
+
+def import_accounts(session: Session, lake: Path) -> int:
+    """Create the accounts of ``lake/accounts`` the database lacks (the caller commits); returns how many."""
+    return _create_accounts(session, _read(lake / "accounts", ACCOUNT_COLUMNS))
+
+
 def _revoke_opt_outs(session: Session, *, owners: np.ndarray, events: pa.Table, ctx: ConsentContext) -> None:
     """Revoke released records of accounts whose last imported event for a setting is a deny."""
     if not holders(session):
@@ -110,7 +185,7 @@ def import_events(
     events = _read(lake / "consent_events", EVENT_COLUMNS)
     _check(events, ctx)
     events = events.take(pc.sort_indices(events, sort_keys=[("recorded_at", "ascending")]))
-    accounts = _read(lake / "accounts", ("account_id", "created_at"))
+    accounts = _read(lake / "accounts", ACCOUNT_COLUMNS)
 
     # the account each event names, and when that account was created (for the policy in force)
     ids = np.asarray(accounts["account_id"].to_numpy(), dtype=np.int64)
@@ -133,6 +208,8 @@ def import_events(
         if policy.applies_to == "new_accounts":
             applies &= created >= effective
         version[applies] = policy.version
+
+    new_accounts = _create_accounts(session, accounts)
 
     # subject keys: existing ones, and new ones created for the others in one insert
     wanted = np.unique(owners)
@@ -184,4 +261,11 @@ def import_events(
     if progress is not None:
         progress(total, total)
     seconds = (datetime.now(UTC) - started).total_seconds()
-    return ImportReport(events=total, new_subjects=len(fresh), head_seq=seq, head_hash=head, seconds=seconds)
+    return ImportReport(
+        events=total,
+        new_subjects=len(fresh),
+        new_accounts=new_accounts,
+        head_seq=seq,
+        head_hash=head,
+        seconds=seconds,
+    )

@@ -392,7 +392,7 @@ def change_settings_many(
             continue
         row = found.get(request.account_id)
         if row is None:
-            outcome[index] = NotFound(f"account {request.account_id} does not exist", field="account_id")
+            outcome[index] = _no_account(session, request.account_id)
             continue
         created_at, country, status, subject = row
         if status != "active":
@@ -474,6 +474,18 @@ def gpc_applies(
         .order_by(ConsentEvent.recorded_at, ConsentEvent.seq)
     ).all()
     return not sources or "gpc" not in sources
+
+
+def _no_account(session: Session, account_id: int) -> NotFound:
+    """The error for a change to an account the database does not have; when the ledger knows the account
+    (events imported from a lake before imports created accounts), it says what to run."""
+    message = f"account {account_id} does not exist"
+    if ledger.subject_key_for(session, account_id, create=False) is not None:
+        message += (
+            "; the ledger holds its consent events, imported from a lake without the account: create the "
+            "lake's accounts with 'consentry ledger import LAKE --accounts-only', then try again"
+        )
+    return NotFound(message, field="account_id")
 
 
 def change_settings(

@@ -148,7 +148,7 @@ def _max_id(session: Session, table: Table) -> int:
     return int(session.scalar(select(func.max(table.c.id))) or 0)
 
 
-def _insert_rows(session: Session, table: Table, rows: pa.Table, names: dict[str, str]) -> None:
+def insert_rows(session: Session, table: Table, rows: pa.Table, names: dict[str, str]) -> None:
     """Bulk-insert Arrow rows (contract column names) into ``table`` through the driver: ``COPY`` on
     PostgreSQL, ``executemany`` on SQLite. Timestamps go in as UTC text, as ``UTCDateTime`` stores them."""
     rows = rows.rename_columns([names[name] for name in rows.column_names])
@@ -228,9 +228,9 @@ def seed_from_lake(database: Database, lake: Path, *, ctx: ConsentContext | None
                 data = data.sort_by("post_id")
             if name == "follows":  # the lake holds current, approved follows
                 data = data.append_column("pending", pa.repeat(pa.scalar(False), data.num_rows))
-            _insert_rows(session, table, data, {**names, "pending": "pending"})
+            insert_rows(session, table, data, {**names, "pending": "pending"})
             rows[name] = data.num_rows
-        _restart_sequences(session)
+        restart_sequences(session)
         rows["consent_events"] = _import_consent(session, lake, ctx, offsets["accounts"])
     return SeedReport(
         rows=rows,
@@ -254,11 +254,11 @@ def _check_handles(session: Session, handles: pa.ChunkedArray) -> None:
         )
 
 
-def _restart_sequences(session: Session) -> None:
-    """On PostgreSQL, move the id sequences past the ids inserted explicitly."""
+def restart_sequences(session: Session, tables: Sequence[str] = _SEQUENCED) -> None:
+    """On PostgreSQL, move the id sequences of ``tables`` past the ids inserted explicitly."""
     if session.get_bind().dialect.name != "postgresql":
         return
-    for name in _SEQUENCED:
+    for name in tables:
         session.execute(
             text(
                 f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
