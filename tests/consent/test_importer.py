@@ -85,27 +85,42 @@ def test_a_bad_lake_writes_nothing(
         assert session.execute(sa.text("SELECT count(*) FROM consent_subjects")).scalar_one() == 0
 
 
-def test_import_creates_the_lakes_accounts_so_their_settings_can_change(
+def named_accounts(lake: Path) -> pa.Table:
+    """The lake's accounts that its consent events name, in account_id order."""
+    owners = ds.dataset(lake / "consent_events").to_table(columns=["account_id"])["account_id"]
+    accounts = ds.dataset(lake / "accounts").to_table()
+    return accounts.filter(pa.compute.is_in(accounts["account_id"], value_set=owners.unique())).sort_by(
+        "account_id"
+    )
+
+
+def test_import_creates_the_accounts_it_names_so_their_settings_can_change(
     database: Database, ctx: ConsentContext, lake: Path
 ) -> None:
     """Issue 19 item 12: after a lake-only import, an imported account's settings can change; accounts
     already in the database keep their rows."""
-    accounts = ds.dataset(lake / "accounts").to_table()
-    first = accounts.slice(0, 1).to_pylist()[0]
+    named = named_accounts(lake)
+    first = named.slice(0, 1).to_pylist()[0]
     with database.write() as session:  # an account the database already has, under the lake's id
         session.add(
             Account(id=first["account_id"], handle="kept", created_at=first["created_at"], country="FR")
         )
     with database.write() as session:
         report = importer.import_events(session, lake, ctx=ctx)
-    assert report.new_accounts == accounts.num_rows - 1
+    assert report.new_accounts == named.num_rows - 1 > 100
     with database.read() as session:
-        assert session.scalar(sa.text("SELECT count(*) FROM accounts")) == accounts.num_rows
+        assert session.scalar(sa.text("SELECT count(*) FROM accounts")) == named.num_rows
         kept = session.execute(
             sa.text("SELECT handle, country FROM accounts WHERE id = :id"), {"id": first["account_id"]}
         ).one()
         assert tuple(kept) == ("kept", "FR")
-    active = accounts.filter(pa.compute.equal(accounts["status"], "active"))
+        copied = session.execute(
+            sa.text("SELECT handle, country, status FROM accounts WHERE id = :id"),
+            {"id": named["account_id"][-1].as_py()},
+        ).one()
+    last = named.slice(named.num_rows - 1).to_pylist()[0]
+    assert tuple(copied) == (last["handle"], last["country"], last["status"])  # as the lake says
+    active = named.filter(pa.compute.equal(named["status"], "active"))
     account_id = active["account_id"][-1].as_py()
     with database.write() as session:
         [signed] = service.change_settings(
@@ -122,7 +137,7 @@ def test_import_creates_the_lakes_accounts_so_their_settings_can_change(
 def test_a_handle_taken_by_another_account_fails_the_import_and_writes_nothing(
     database: Database, ctx: ConsentContext, lake: Path
 ) -> None:
-    handle = ds.dataset(lake / "accounts").to_table(columns=["handle"])["handle"][3].as_py()
+    handle = named_accounts(lake)["handle"][3].as_py()
     with database.write() as session:
         session.add(
             Account(id=999_999, handle=handle, created_at=datetime(2026, 1, 1, tzinfo=UTC), country="FR")

@@ -31,6 +31,7 @@ from consentry.consent.service import ConsentContext
 from consentry.datasets import snapshot
 from consentry.db import Database
 from consentry.lake import schema
+from consentry.social.models import Account
 from consentry.social.service import create_account, deactivate_account, delete_account
 from tests.datasets.conftest import CATEGORIES, build, released
 from tests.datasets.reference import expected
@@ -281,8 +282,11 @@ def test_ledger_events_match_the_consent_service(
 
 
 def frank_in_the_database(database: Database) -> None:
-    """Frank (6), as the platform's own accounts table holds him (the scenario's lake lists him too)."""
+    """Frank (6), as the platform's own accounts table holds him (the scenario's lake lists him too; the
+    ledger import created his row from it, since his events name him)."""
     with database.write() as session:
+        if session.get(Account, 6) is not None:
+            return
         create_account(
             session,
             handle="frank",

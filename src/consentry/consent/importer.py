@@ -7,10 +7,12 @@ are the holder's own choices from that client, ``gpc`` a Global Privacy Control 
 ``admin`` an operator's entry. Everything is validated before anything is written; the whole import is
 one transaction.
 
-The accounts of the lake that the database lacks are created as the lake describes them (id, handle,
-country, status, ...), so an imported account's settings can change afterwards (``consentry settings set``);
-accounts already in the database are never changed. ``import_accounts`` does only that, for a database
-whose events were imported before imports created accounts.
+The accounts the events name that the database lacks are created as the lake's ``accounts/`` describes
+them (id, handle, country, status, ...), so an imported account's settings can change afterwards
+(``consentry settings set``); accounts already in the database are never changed. Only accounts with
+events are created: each gets its subject mapping in the same import, so a closed one is judged by its
+own status time (``datasets.eligibility.with_database_status``), never as closed since always.
+``import_accounts`` does only this, for a ledger imported before imports created accounts.
 """
 
 from __future__ import annotations
@@ -114,12 +116,14 @@ def _in_database(session: Session, column: Any, values: list[Any], *, total: int
     return found
 
 
-def _create_accounts(session: Session, accounts: pa.Table) -> int:
-    """Create the lake's accounts the database lacks, as the lake describes them; existing rows stay as
-    they are. A handle another account holds, or a lake naming one account twice, fails the import."""
+def _create_accounts(session: Session, accounts: pa.Table, named: np.ndarray) -> int:
+    """Create the accounts ``named`` by events that the database lacks, as the lake's ``accounts``
+    describe them; existing rows stay as they are. A handle another account holds, or a lake naming one
+    account twice, fails the import."""
     from consentry.social.models import ACCOUNT_STATUSES, Account
     from consentry.social.seed import FOLDER_TABLES, insert_rows, restart_sequences
 
+    accounts = accounts.filter(pc.is_in(accounts["account_id"], value_set=pa.array(named, pa.int64())))
     ids = accounts["account_id"].to_pylist()
     if len(set(ids)) != len(ids):
         raise InvalidInput("accounts/ names an account_id twice", field="accounts.account_id")
@@ -155,8 +159,15 @@ def _create_accounts(session: Session, accounts: pa.Table) -> int:
 
 
 def import_accounts(session: Session, lake: Path) -> int:
-    """Create the accounts of ``lake/accounts`` the database lacks (the caller commits); returns how many."""
-    return _create_accounts(session, _read(lake / "accounts", ACCOUNT_COLUMNS))
+    """Create the accounts ``lake/consent_events`` name that the database lacks, from ``lake/accounts``
+    (the caller commits); returns how many."""
+    owners = _read(lake / "consent_events", ("account_id",))["account_id"]
+    if owners.null_count:
+        raise InvalidInput(
+            f"{owners.null_count} events have no account_id", field="consent_events.account_id"
+        )
+    named = np.unique(np.asarray(owners.to_numpy(), dtype=np.int64))
+    return _create_accounts(session, _read(lake / "accounts", ACCOUNT_COLUMNS), named)
 
 
 def _revoke_opt_outs(session: Session, *, owners: np.ndarray, events: pa.Table, ctx: ConsentContext) -> None:
@@ -209,7 +220,7 @@ def import_events(
             applies &= created >= effective
         version[applies] = policy.version
 
-    new_accounts = _create_accounts(session, accounts)
+    new_accounts = _create_accounts(session, accounts, np.unique(owners))
 
     # subject keys: existing ones, and new ones created for the others in one insert
     wanted = np.unique(owners)
