@@ -204,3 +204,44 @@ def test_operator_sees_the_change_in_the_dashboard(context: Any, live: Live) -> 
     overdue = page.locator("#partners-title + .table-scroll .pill-overdue")
     assert overdue.count() >= 1
     screenshot(page, "dashboard.png")
+
+
+WIDER_THAN_THE_PAGE = """() => {
+  const width = document.documentElement.clientWidth;
+  return [...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > width + 0.5 && !e.closest('.table-scroll'))
+    .map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
+              + (typeof e.className === 'string' && e.className ? '.' + e.className : ''))
+    .slice(0, 10);
+}"""
+
+
+def test_every_page_fits_a_phone_without_horizontal_scrolling(browser: Any, live: Live) -> None:
+    """Issue 19 item 11: at 390 px wide the dashboard, the policy page and the settings page scroll only
+    vertically; wide tables scroll inside their own box, and nothing touches the header's line."""
+    _, token = live.people["emi"]
+    pages = (
+        (live.admin, "/dashboard", "dashboard-phone.png"),
+        (token, "/settings", None),
+        (None, "/policies/1", None),  # public
+    )
+    for who, path, shot in pages:
+        context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+        page = context.new_page()
+        try:
+            if who is None:
+                page.goto(live.base + path)
+            else:
+                sign_in(page, live, who, start=path)
+            assert page.url == live.base + path
+            wider = page.evaluate(WIDER_THAN_THE_PAGE)
+            assert wider == [], f"{path}: {wider}"
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], path
+            header = page.locator("header.topbar").bounding_box()
+            first = page.locator("main > *:first-child").bounding_box()
+            assert header is not None and first is not None
+            assert first["y"] >= header["y"] + header["height"] + 8, path  # clear of the header's line
+            if shot:
+                screenshot(page, shot)
+        finally:
+            context.close()
