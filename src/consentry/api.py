@@ -15,24 +15,31 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consentry import __version__
+from consentry import __version__, problems
 from consentry.api_deps import refuse_nul
 from consentry.config import Settings, get_settings
 from consentry.consent.service import ConsentContext
 from consentry.consent.writer import ConsentWriter
 from consentry.db import Database, unreachable
-from consentry.errors import ConsentryError, InvalidInput, PayloadTooLarge, Unavailable
+from consentry.errors import (
+    ConsentryError,
+    FieldError,
+    InvalidInput,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    Unavailable,
+)
 from consentry.openapi import describe_errors
 from consentry.partners.revocations import warm as warm_lineage
 
 log = logging.getLogger(__name__)
-PROBLEM = "application/problem+json"
+PROBLEM = problems.PROBLEM
 METERED_PATHS = ("/v1/platform/",)
 """Content routes whose responses count posts served, per organisation (the scraping meter)."""
 
@@ -46,20 +53,17 @@ def problem(
     field: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    """An RFC 9457 problem response."""
-    body: dict[str, Any] = {
-        "type": f"urn:consentry:problem:{title.lower().replace(' ', '-')}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-    }
-    if field is not None:
-        body["field"] = field
-    if errors:
-        body["errors"] = errors
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+) -> Response:
+    """An RFC 9457 problem response of an error that has no class of its own (rendered by
+    ``consentry.problems`` like every other)."""
+    error = ConsentryError(
+        detail,
+        field=field,
+        errors=[FieldError(e["field"], e["message"]) for e in errors or ()],
+        headers=headers,
+    )
+    error.status, error.title = status, title
+    return problems.response(error, request.url.path)
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -69,25 +73,11 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts)
 
 
-async def _domain_error(request: Request, error: Exception) -> JSONResponse:
+async def _domain_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ConsentryError)
     if error.status >= 500:
         log.error("%s on %s: %s", error.__class__.__name__, request.url.path, error.detail)
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-    if isinstance(error, Unavailable):
-        headers = {"Retry-After": str(error.retry_after)}
-    errors = [{"field": e.field, "message": e.message} for e in error.errors]
-    if not errors and error.field is not None and isinstance(error, InvalidInput):
-        errors = [{"field": error.field, "message": error.detail}]
-    return problem(
-        request,
-        status=error.status,
-        title=error.title,
-        detail=error.detail,
-        field=error.field,
-        errors=errors,
-        headers=headers,
-    )
+    return problems.response(error, request.url.path)
 
 
 def _validation_problem(error: dict[str, Any]) -> dict[str, Any]:
@@ -101,35 +91,34 @@ def _validation_problem(error: dict[str, Any]) -> dict[str, Any]:
     return {"field": _field(error.get("loc", ())), "message": error.get("msg", "")}
 
 
-async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     errors = [_validation_problem(e) for e in error.errors()]
     first = errors[0] if errors else {"field": None, "message": "invalid request"}
-    return problem(
-        request,
-        status=422,
-        title="Invalid input",
-        detail=f"{first['field']}: {first['message']}" if first["field"] else str(first["message"]),
+    invalid = InvalidInput(
+        f"{first['field']}: {first['message']}" if first["field"] else str(first["message"]),
         field=first["field"],
-        errors=errors,
+        errors=[FieldError(e["field"], e["message"]) for e in errors],
     )
+    return problems.response(invalid, request.url.path)
 
 
-async def _http_error(request: Request, error: Exception) -> JSONResponse:
+async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     if error.status_code == 400 and error.__cause__ is not None:  # FastAPI could not read the body
         cause = "is not UTF-8 text" if isinstance(error.__cause__, UnicodeDecodeError) else "cannot be read"
         return await _domain_error(request, InvalidInput(f"the request body {cause}", field="body"))
-    title = {404: "Not found", 405: "Method not allowed"}.get(error.status_code, "HTTP error")
-    headers = dict(error.headers) if error.headers else {}
     if error.status_code == 405:  # every method of the path, not only those of the first route matched
-        headers["Allow"] = ", ".join(_allowed_methods(request))
+        return problems.response(
+            MethodNotAllowed(str(error.detail), allow=_allowed_methods(request)), request.url.path
+        )
+    title = {404: "Not found"}.get(error.status_code, "HTTP error")
     return problem(
         request,
         status=error.status_code,
         title=title,
         detail=str(error.detail),
-        headers=headers or None,
+        headers=dict(error.headers) if error.headers else None,
     )
 
 
@@ -141,7 +130,7 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
-async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+async def _unexpected(request: Request, error: Exception) -> Response:
     if unreachable(error):  # an outage, not a bug: say so, and when to try again
         log.warning("database unreachable on %s: %s", request.url.path, error.__class__.__name__)
         return await _domain_error(request, Unavailable("the database is unreachable; try again shortly"))
@@ -195,19 +184,7 @@ class BodyLimit:
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         error = PayloadTooLarge(f"request bodies are limited to {limit} bytes", field="body")
-        response = JSONResponse(
-            {
-                "type": "urn:consentry:problem:payload-too-large",
-                "title": error.title,
-                "status": error.status,
-                "detail": error.detail,
-                "instance": scope.get("path", ""),
-                "field": error.field,
-            },
-            status_code=error.status,
-            media_type=PROBLEM,
-        )
-        await response(scope, receive, send)
+        await problems.send(error, scope, receive, send)
 
 
 def create_app(

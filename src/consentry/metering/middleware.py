@@ -25,7 +25,6 @@ counted against ``unknown``, never served uncounted.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -37,9 +36,10 @@ from typing import Any, NamedTuple, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from consentry import problems
 from consentry.config import DAMAGES_THRESHOLD_POSTS
 from consentry.db import utcnow
-from consentry.errors import InvalidInput
+from consentry.errors import ConsentryError, Forbidden, InvalidInput, PaymentRequired, TooManyRequests
 from consentry.metering.attribution import KEY_PREFIX, UNATTRIBUTED, Attribution, Directory, Mode
 from consentry.metering.directory import DatabaseDirectory as DatabaseDirectory
 from consentry.metering.directory import DirectorySource, StaticDirectory
@@ -196,11 +196,6 @@ def parse_price(text: str | None) -> int | None:
     if not amount.is_finite() or amount < 0:
         return None
     return int((amount * 1_000_000).to_integral_value(rounding="ROUND_FLOOR"))
-
-
-def _problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> bytes:
-    body = {"type": PROBLEM + kind, "title": title, "status": status, "detail": detail, **extra}
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 class MeteringMiddleware:
@@ -525,7 +520,7 @@ class MeteringMiddleware:
         """Checks before the endpoint runs: block, pay, a full window. None when refused (answered)."""
         if decision.mode == "block":
             self.metrics.blocked += 1
-            await self._refuse(send, 403, [], self._blocked_body(decision))
+            await self._refuse(send, self._blocked(decision))
             return None
         extra: list[tuple[bytes, bytes]] = []
         if decision.mode == "pay":
@@ -535,7 +530,7 @@ class MeteringMiddleware:
             offer = parse_price(raw_offer.decode("latin-1") if raw_offer is not None else None)
             if offer is None or offer < price:
                 self.metrics.payment_required += 1
-                await self._refuse(send, 402, extra, self._payment_body(decision, offer))
+                await self._refuse(send, self._payment_required(decision, offer))
                 return None
         if decision.enforce and decision.limit is not None:
             full = self._full.get(decision.subject)
@@ -644,60 +639,68 @@ class MeteringMiddleware:
             detail = f"the quota of {limit} posts per 24 hours is used up"
         else:
             detail = f"serving {posts} more posts would exceed the quota of {limit} posts per 24 hours"
-        body = _problem(
-            429,
-            "quota-exceeded",
-            "Too Many Requests",
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in self._ratelimit_headers(decision, usage)
+        }
+        refused = TooManyRequests(
             detail,
-            subject=decision.attribution.subject,
-            limit=limit,
-            used=usage.total,
-            requested=posts,
-            window_seconds=WINDOW_SECONDS,
             retry_after=retry,
+            headers=headers,
+            problem_type="quota-exceeded",
+            extensions={
+                "subject": decision.attribution.subject,
+                "limit": limit,
+                "used": usage.total,
+                "requested": posts,
+                "window_seconds": WINDOW_SECONDS,
+                "retry_after": retry,
+            },
         )
-        headers = [(b"retry-after", str(retry).encode()), *self._ratelimit_headers(decision, usage)]
-        await self._refuse(send, 429, headers, body)
+        await self._refuse(send, refused)
 
     @staticmethod
-    def _blocked_body(decision: Decision) -> bytes:
-        return _problem(
-            403,
-            "blocked",
-            "Forbidden",
+    def _blocked(decision: Decision) -> Forbidden:
+        return Forbidden(
             f"access by {decision.attribution.label} is blocked; contact the operator for a licence",
-            subject=decision.attribution.subject,
+            problem_type="blocked",
+            extensions={"subject": decision.attribution.subject},
         )
 
     @staticmethod
-    def _payment_body(decision: Decision, offer: int | None) -> bytes:
+    def _payment_required(decision: Decision, offer: int | None) -> PaymentRequired:
         price = decision.price_micro_usd or 0
         detail = (
             f"this content costs USD {price_usd(price)} per post; send '{OFFER_HEADER}: USD <amount>' "
             "with a maximum at or above it to accept"
         )
-        return _problem(
-            402,
-            "payment-required",
-            "Payment Required",
+        return PaymentRequired(
             detail,
-            subject=decision.attribution.subject,
-            price_per_post_usd=price_usd(price),
-            price_per_post_micro_usd=price,
-            currency="USD",
-            offered_micro_usd=offer,
+            headers={PRICE_HEADER: f"USD {price_usd(price)}"},
+            extensions={
+                "subject": decision.attribution.subject,
+                "price_per_post_usd": price_usd(price),
+                "price_per_post_micro_usd": price,
+                "currency": "USD",
+                "offered_micro_usd": offer,
+            },
         )
 
     @staticmethod
-    async def _refuse(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    async def _refuse(send: Send, error: ConsentryError) -> None:
+        """Answer with ``error``, rendered as every error is (``consentry.problems``)."""
+        body = problems.encode(error, None)
         await send(
             {
                 "type": "http.response.start",
-                "status": status,
+                "status": error.status,
                 "headers": [
-                    (b"content-type", b"application/problem+json"),
+                    (b"content-type", problems.PROBLEM.encode()),
                     (b"content-length", str(len(body)).encode()),
-                    *headers,
+                    *(
+                        (name.lower().encode("latin-1"), value.encode("latin-1"))
+                        for name, value in error.headers.items()
+                    ),
                 ],
             }
         )

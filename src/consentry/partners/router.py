@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from consentry.api_deps import AdminDep, DatabaseDep
 from consentry.auth.credentials import header_token
 from consentry.db import Database, utcnow
-from consentry.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from consentry.errors import Conflict, Forbidden, NotFound, RangeNotSatisfiable, Unauthenticated
 from consentry.ids import Id64
 from consentry.openapi import raises
 from consentry.partners import service
@@ -371,17 +371,12 @@ def download(
         wanted = None  # the client's copy is another version: send the whole file
     try:
         byte_range = parse_range(wanted, served.size) if wanted is not None else None
-    except _Unsatisfiable:
-        from consentry.api import problem
-
-        return problem(
-            request,
-            status=416,
-            title="Range not satisfiable",
-            detail=f"{path} has {served.size} bytes; the range {wanted!r} selects none of them",
-            field="Range",
-            headers={**headers, "Content-Range": f"bytes */{served.size}"},
-        )
+    except _Unsatisfiable as error:
+        raise RangeNotSatisfiable(
+            f"{path} has {served.size} bytes; the range {wanted!r} selects none of them",
+            size=served.size,
+            headers=headers,
+        ) from error
     status, start, length = 200, 0, served.size
     if byte_range is not None:
         start, last = byte_range

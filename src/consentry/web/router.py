@@ -27,7 +27,7 @@ from consentry.auth.service import Principal, resolve_token
 from consentry.consent import service as consent
 from consentry.consent.service import ChangeRequest, ConsentContext, SettingState
 from consentry.db import Database
-from consentry.errors import ConsentryError, Unauthenticated
+from consentry.errors import ConsentryError, SignInRequired, Unauthenticated
 from consentry.ids import Id32, Id64
 from consentry.web import charts
 from consentry.web import service as web
@@ -83,14 +83,6 @@ MAX_FORM_BYTES = 8 * 1024
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
-
-
-class SignInRequired(Exception):
-    """The request has no valid session: send the browser to sign in."""
-
-    def __init__(self, reason: str = "") -> None:
-        super().__init__(reason or "sign in")
-        self.reason = reason
 
 
 @dataclass(frozen=True)

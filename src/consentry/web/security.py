@@ -29,13 +29,13 @@ import secrets
 from cryptography.hazmat.primitives import serialization
 from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from consentry import problems
 from consentry.auth.credentials import SESSION_COOKIE as SESSION_COOKIE
 from consentry.auth.credentials import header_token
 from consentry.consent.receipts import Signer
-from consentry.errors import Unauthenticated
+from consentry.errors import Forbidden, Unauthenticated
 
 SIGNIN_COOKIE = "consentry_signin"
 CSRF_FIELD = "csrf_token"
@@ -110,7 +110,8 @@ class CookieCSRFMiddleware:
         try:
             presented = header_token(headers.getlist("authorization"))
         except Unauthenticated as error:
-            await _problem(scope, receive, send, status=401, detail=error.detail, field="Authorization")
+            refused = Unauthenticated(error.detail, field="Authorization")
+            await problems.send(refused, scope, receive, send)
             return
         if presented is not None:  # authenticated by the header alone, which no other site can add
             await self.app(scope, receive, send)
@@ -124,32 +125,7 @@ class CookieCSRFMiddleware:
             "a request authenticated by the session cookie must carry the session's X-CSRF-Token header "
             "(or use 'Authorization: Bearer <token>')"
         )
-        await _problem(scope, receive, send, status=403, detail=detail, field="X-CSRF-Token")
-
-
-_TITLES = {401: "Unauthenticated", 403: "Forbidden"}
-
-
-async def _problem(
-    scope: Scope, receive: Receive, send: Send, *, status: int, detail: str, field: str
-) -> None:
-    """Answer with an RFC 9457 problem, as the application's error handler would (401 with
-    ``WWW-Authenticate: Bearer``)."""
-    title = _TITLES[status]
-    response = JSONResponse(
-        {
-            "type": f"urn:consentry:problem:{title.lower()}",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "instance": scope.get("path", ""),
-            "field": field,
-        },
-        status_code=status,
-        media_type="application/problem+json",
-        headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
-    )
-    await response(scope, receive, send)
+        await problems.send(Forbidden(detail, field="X-CSRF-Token"), scope, receive, send)
 
 
 def _cookie(header: str, name: str) -> str | None:
