@@ -1,5 +1,8 @@
 """FastAPI dependencies shared by every router: the database, the caller, the client kind, and the
-refusal of text no database can store."""
+refusal of text no database can store.
+
+They are ``async``: FastAPI runs a plain ``def`` dependency in the thread pool, a hand-off that costs more
+than what most of them do; the few that query the database send only that query to the pool."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
 
 from consentry.auth.credentials import SESSION_COOKIE, request_token
 from consentry.auth.service import Principal, RecentTokens, check_client, revocations, verify_token
@@ -19,13 +23,13 @@ from consentry.errors import FieldError, Forbidden, InvalidInput, Unauthenticate
 from consentry.openapi import raises
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     """The application's database."""
     database: Database = request.app.state.database
     return database
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     """The application's settings."""
     settings: Settings = request.app.state.settings
     return settings
@@ -123,8 +127,20 @@ def verified_principal(request: Request, database: Database, token: str) -> Prin
     return principal
 
 
+async def verified_principal_async(request: Request, database: Database, token: str) -> Principal:
+    """``verified_principal`` for the event loop: a cached verification is answered on the loop, a lookup
+    runs in the thread pool (dependencies that run in the thread pool cost a thread hand-off each)."""
+    settings: Settings = request.app.state.settings
+    if settings.token_cache_seconds > 0:
+        max_age = timedelta(seconds=settings.token_cache_seconds)
+        cached = recent_tokens(request).fresh(token, now=utcnow(), max_age=max_age)
+        if cached is not None:
+            return cached
+    return await run_in_threadpool(verified_principal, request, database, token)
+
+
 @raises(Unauthenticated)
-def get_principal(request: Request, database: DatabaseDep) -> Principal:
+async def get_principal(request: Request, database: DatabaseDep) -> Principal:
     """The authenticated caller; 401 without a valid bearer token, 503 (``Retry-After``) when the
     database that would verify it cannot be reached."""
     token = bearer_token(request)
@@ -133,14 +149,14 @@ def get_principal(request: Request, database: DatabaseDep) -> Principal:
             "send 'Authorization: Bearer <token>' (create one with 'consentry token create')",
             field="Authorization",
         )
-    return verified_principal(request, database, token)
+    return await verified_principal_async(request, database, token)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 @raises(Forbidden)
-def require_admin(principal: PrincipalDep) -> Principal:
+async def require_admin(principal: PrincipalDep) -> Principal:
     """The caller, who must be an operator."""
     if not principal.is_admin:
         raise Forbidden("this needs an admin token")
@@ -148,7 +164,7 @@ def require_admin(principal: PrincipalDep) -> Principal:
 
 
 @raises(Forbidden)
-def require_account(request: Request, principal: PrincipalDep) -> Principal:
+async def require_account(request: Request, principal: PrincipalDep) -> Principal:
     """The caller, who must be an account holder.
 
     A request carrying ``Sec-GPC: 1`` records the Global Privacy Control opt-out first, where the
@@ -162,7 +178,8 @@ def require_account(request: Request, principal: PrincipalDep) -> Principal:
         writer = request.app.state.consent_writer
         client = request.headers.get("x-consentry-client")
         kind = check_client(client, field="X-Consentry-Client") if client else principal.client
-        writer.change(gpc_request(principal.account_id, ctx=request.app.state.consent, client=kind or "web"))
+        change = gpc_request(principal.account_id, ctx=request.app.state.consent, client=kind or "web")
+        await run_in_threadpool(writer.change, change)
     return principal
 
 
@@ -170,12 +187,14 @@ AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
 @raises(Unauthenticated, Forbidden)
-def require_admin_in_outage(request: Request, database: DatabaseDep, settings: SettingsDep) -> Principal:
+async def require_admin_in_outage(
+    request: Request, database: DatabaseDep, settings: SettingsDep
+) -> Principal:
     """An operator, as ``AdminDep``; but while the database is unreachable, a token this process
     verified within ``token_grace_seconds`` still counts (503 for any other). Only for routes whose
     answer during an outage grants nothing (eligibility: ``allowed: []``)."""
     try:
-        principal = get_principal(request, database)
+        principal = await get_principal(request, database)
     except Unavailable:
         token = bearer_token(request)
         grace = timedelta(seconds=settings.token_grace_seconds)
@@ -183,14 +202,14 @@ def require_admin_in_outage(request: Request, database: DatabaseDep, settings: S
         if known is None:
             raise
         principal = known
-    return require_admin(principal)
+    return await require_admin(principal)
 
 
 AdminInOutageDep = Annotated[Principal, Depends(require_admin_in_outage)]
 AccountDep = Annotated[Principal, Depends(require_account)]
 
 
-def client_kind(
+async def client_kind(
     principal: PrincipalDep,
     x_consentry_client: Annotated[str | None, Header()] = None,
 ) -> str:

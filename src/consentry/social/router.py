@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from consentry.api_deps import AccountDep, AdminDep, DatabaseDep, bearer_token, verified_principal
+from consentry.api_deps import AccountDep, AdminDep, DatabaseDep, bearer_token, verified_principal_async
 from consentry.auth.service import Principal
 from consentry.config import Settings
 from consentry.consent.service import allowed_accounts
@@ -93,17 +93,17 @@ def delete_account(account_id: Id64, principal: AdminDep, database: DatabaseDep)
 
 
 @raises(Unauthenticated)
-def optional_viewer(request: Request, database: DatabaseDep) -> int | None:
+async def optional_viewer(request: Request, database: DatabaseDep) -> int | None:
     """The reading account: ``None`` without a token, with an admin token or with an organisation key
     (which names a reader for the meter, never an account); 401 for a bad token."""
     token = bearer_token(request)
     if not token or token.startswith(ORGANISATION_KEY_PREFIX):
         return None
-    principal: Principal = verified_principal(request, database, token)
+    principal: Principal = await verified_principal_async(request, database, token)
     return principal.account_id if principal.kind == "account" else None
 
 
-def blocked_can_read(request: Request) -> bool:
+async def blocked_can_read(request: Request) -> bool:
     """Whether blocked accounts may read the blocker's public posts: the ``blocked_can_read`` setting."""
     settings: Settings = request.app.state.settings
     return settings.blocked_can_read
