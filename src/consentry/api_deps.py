@@ -97,16 +97,16 @@ def recent_tokens(request: Request) -> RecentTokens:
     return recent
 
 
-def verified_principal(request: Request, database: Database, token: str) -> Principal:
-    """The principal of ``token``: from this process's short cache of verifications when it was
-    verified within ``token_cache_seconds``, has not expired and no token was revoked here since; else
-    looked up (``Unauthenticated`` when unknown, expired or revoked; 503 when the database that would
-    verify it cannot be reached)."""
+def verified_principal(request: Request, database: Database, token: str, *, cache: bool = True) -> Principal:
+    """The principal of ``token``: from this process's short cache of verifications when ``cache`` and it
+    was verified within ``token_cache_seconds``, has not expired and no token was revoked here since;
+    else looked up (``Unauthenticated`` when unknown, expired or revoked; 503 when the database that
+    would verify it cannot be reached)."""
     recent = recent_tokens(request)
     now = utcnow()
     settings: Settings = request.app.state.settings
     ttl = settings.token_cache_seconds
-    if ttl > 0:
+    if cache and ttl > 0:
         cached = recent.fresh(token, now=now, max_age=timedelta(seconds=ttl))
         if cached is not None:
             return cached
@@ -143,12 +143,18 @@ async def verified_principal_async(request: Request, database: Database, token: 
 async def get_principal(request: Request, database: DatabaseDep) -> Principal:
     """The authenticated caller; 401 without a valid bearer token, 503 (``Retry-After``) when the
     database that would verify it cannot be reached."""
+    return await _principal(request, database, cache=True)
+
+
+async def _principal(request: Request, database: Database, *, cache: bool) -> Principal:
     token = bearer_token(request)
     if not token:
         raise Unauthenticated(
             "send 'Authorization: Bearer <token>' (create one with 'consentry token create')",
             field="Authorization",
         )
+    if not cache:
+        return await run_in_threadpool(verified_principal, request, database, token, cache=False)
     return await verified_principal_async(request, database, token)
 
 
@@ -192,9 +198,11 @@ async def require_admin_in_outage(
 ) -> Principal:
     """An operator, as ``AdminDep``; but while the database is unreachable, a token this process
     verified within ``token_grace_seconds`` still counts (503 for any other). Only for routes whose
-    answer during an outage grants nothing (eligibility: ``allowed: []``)."""
+    answer during an outage grants nothing (eligibility: ``allowed: []``). Never from the short cache of
+    verifications: while the database answers, every call verifies the token again, and during an outage
+    only ``token_grace_seconds`` decides."""
     try:
-        principal = await get_principal(request, database)
+        principal = await _principal(request, database, cache=False)
     except Unavailable:
         token = bearer_token(request)
         grace = timedelta(seconds=settings.token_grace_seconds)
