@@ -165,7 +165,11 @@ class SignInRequired(Unauthenticated):
     answer it with a redirect to the sign-in page (``consentry.web``), the API like any 401."""
 
     def __init__(self, reason: str = "") -> None:
-        super().__init__("sign in to see this page" + (" (your session expired)" if reason else ""))
+        super().__init__(
+            "Your session has ended. Sign in again."
+            if reason
+            else "You are not signed in. Sign in to continue."
+        )
         self.reason = reason
 
 

@@ -49,6 +49,8 @@ def test_pages_without_a_session_go_to_sign_in(client: TestClient) -> None:
         "/settings", data={"setting": TRAINING, "value": "deny"}, headers={"Accept": "application/json"}
     )
     assert response.status_code == 401 and response.json()["signin"].startswith("/signin")
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == "You are not signed in. Sign in to continue."
 
 
 def test_a_wrong_or_expired_token_clears_the_cookie_and_says_why(
@@ -167,11 +169,9 @@ def test_bad_input_and_a_failed_save_leave_the_real_state(
     csrf = signed_in(client, token)
     headers = {"Accept": "application/json", "X-CSRF-Token": csrf}
     unknown = client.post("/settings", data={"setting": "nope", "value": "deny"}, headers=headers)
-    assert (
-        unknown.status_code == 422
-        and unknown.json()["ok"] is False
-        and "unknown setting" in unknown.json()["error"]
-    )
+    assert unknown.status_code == 422 and unknown.headers["content-type"] == "application/problem+json"
+    assert unknown.json()["ok"] is False and "unknown setting" in unknown.json()["detail"]
+    assert unknown.json()["title"] == "Invalid input" and unknown.json()["status"] == 422
     bad_value = client.post("/settings", data={"setting": TRAINING, "value": "maybe"}, headers=headers)
     assert bad_value.status_code == 422
 
@@ -180,7 +180,8 @@ def test_bad_input_and_a_failed_save_leave_the_real_state(
 
     monkeypatch.setattr(app.state.consent_writer, "change", broken)
     failed = client.post("/settings", data={"setting": TRAINING, "value": "deny"}, headers=headers)
-    assert failed.status_code == 503 and "not saved" in failed.json()["error"]
+    assert failed.status_code == 503 and "not saved" in failed.json()["detail"]
+    assert failed.headers["content-type"] == "application/problem+json"
     state = {s["key"]: s for s in failed.json()["settings"]}[TRAINING]
     assert state["checked"] is True and state["explicit"] is False
     plain = client.post(

@@ -22,12 +22,13 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
+from consentry import problems
 from consentry.api_deps import bearer_token
 from consentry.auth.service import Principal, resolve_token
 from consentry.consent import service as consent
 from consentry.consent.service import ChangeRequest, ConsentContext, SettingState
 from consentry.db import Database
-from consentry.errors import ConsentryError, SignInRequired, Unauthenticated
+from consentry.errors import ConsentryError, Forbidden, SignInRequired, Unauthenticated, Unavailable
 from consentry.ids import Id32, Id64
 from consentry.web import charts
 from consentry.web import service as web
@@ -175,13 +176,9 @@ async def _signin_redirect(request: Request, error: Exception) -> Response:
         target = "/settings" if request.url.path.startswith("/settings") else "/dashboard"
     url = f"/signin?next={quote(target, safe='/')}" + (f"&reason={error.reason}" if error.reason else "")
     response: Response
-    if _wants_json(request):
-        message = (
-            "Your session has ended. Sign in again."
-            if error.reason
-            else "You are not signed in. Sign in to continue."
-        )
-        response = JSONResponse({"ok": False, "error": message, "signin": url}, status_code=401)
+    if _wants_json(request):  # the page's script: a problem naming where to sign in
+        error.extensions["signin"] = url
+        response = problems.response(error, request.url.path)
     else:
         response = RedirectResponse(url, status_code=303)
     if error.reason:
@@ -450,10 +447,11 @@ async def change_setting(request: Request, session: SessionDep) -> Response:
     account_id = principal.account_id
     fields = await _form(request)
     error: str | None = None
-    status = 200
+    status, error_title, error_field = 200, "Internal error", None
     receipts: list[dict[str, Any]] = []
     if not _csrf_ok(request, session, fields):
         error, status = "Your change was not saved: this page has expired. Reload it and try again.", 403
+        error_title, error_field = Forbidden.title, CSRF_FIELD
     else:
         key, value = fields.get("setting", ""), fields.get("value", "")
         writer = request.app.state.consent_writer
@@ -462,11 +460,13 @@ async def change_setting(request: Request, session: SessionDep) -> Response:
             receipts = await run_in_threadpool(writer.change, change)
         except ConsentryError as failure:
             error, status = f"Your change was not saved: {failure.detail}", failure.status
+            error_title = failure.title  # its field names the API's input, not this form's
         except Exception:
             error, status = (
                 "Your change was not saved because of a problem on our side. Please try again.",
                 503,
             )
+            error_title = Unavailable.title
     try:
         page = await run_in_threadpool(_load_page, request, account_id)
     except Exception:
@@ -480,12 +480,14 @@ async def change_setting(request: Request, session: SessionDep) -> Response:
         context = _settings_context(request, session, page, error=error)
         return _page(request, "settings.html", context, status=status)
     body: dict[str, Any] = {"ok": error is None}
-    if error is not None:
-        body["error"] = error
     if page is not None:
         cards = _cards(page, _ctx(request))
         body["settings"] = _states_json(cards)
         body["history_html"] = _fragment("_history.html", page=page, sources=SOURCES)
+    if error is not None:  # a problem document, with the real state for the page to show
+        refused = ConsentryError(error, field=error_field, extensions=body)
+        refused.status, refused.title = status, error_title
+        return _secure(problems.response(refused, request.url.path))
     if receipts:
         view = _receipt_view(receipts[-1])
         body["receipt_html"] = _fragment("_receipt.html", receipt=view)

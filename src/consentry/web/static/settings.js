@@ -54,7 +54,8 @@
           receiptBox.hidden = false;
           statusBox.textContent = data.message || "Saved.";
         } else {
-          showError(data.error || "Your change was not saved. Please try again.");
+          // a refusal is a problem document (RFC 9457): its detail is the message
+          showError(data.detail || "Your change was not saved. Please try again.");
         }
       });
     }).catch(function () {
