@@ -631,6 +631,8 @@ class Part:
     record: Expr | None
     author: Expr | None
     """The author-level condition: the ``blocked`` fact for account exclusions, else the author part."""
+    account: bool = False
+    """Decided per author into ``blocked`` (which is 0 exactly when no such exclusion holds)."""
 
 
 def exclusion_parts(*, category: str, has_audience: bool, cutoff: datetime | None) -> tuple[Part, ...]:
@@ -648,13 +650,13 @@ def exclusion_parts(*, category: str, has_audience: bool, cutoff: datetime | Non
             if exclusion.unknown_author:
                 author = Or((IsNull(Col("author", "account_id")), author))
         record = exclusion.record and bind(exclusion.record, category=category)
-        parts.append(Part(code, record, author))
+        parts.append(Part(code, record, author, account=exclusion.account is not None))
     return tuple(parts)
 
 
 def condition(part: Part) -> Expr:
     """The whole condition of one exclusion part (record part or author part)."""
-    pieces = tuple(p for p in (part.author, part.record) if p is not None)
+    pieces = tuple(p for p in (part.record, part.author) if p is not None)
     return pieces[0] if len(pieces) == 1 else Or(pieces)
 
 

@@ -357,12 +357,22 @@ def eligible_sql(
     dialect: Dialect,
 ) -> str:
     """The same rule as ``reason_sql(...) = 0``, as a conjunction of simple predicates (for the inner
-    join of records to authors) that engines can push into their scans and joins: the negation of
-    every exclusion (``rules.negate``)."""
+    join of records to authors) that engines can push into their scans and joins: ``blocked = 0`` for
+    the exclusions decided per author (the fact holds the first one's code), and the negation of every
+    other exclusion (``rules.negate``)."""
     aliases = {"record": record, "author": author}
     params = {"cutoff": cutoff}
     predicates: list[str] = []
-    for part in _parts(spec, cutoff):
+    parts = _parts(spec, cutoff)
+    if any(part.account for part in parts):  # none of the account exclusions: one test of the fact
+        predicates.append(
+            to_sql(
+                Cmp("=", Col("author", "blocked"), Lit(ELIGIBLE)), aliases=aliases, now=as_of, dialect=dialect
+            )
+        )
+    for part in parts:
+        if part.account:
+            continue
         negated = negate(condition(part))
         for piece in negated.parts if isinstance(negated, And) else (negated,):
             text = to_sql(piece, aliases=aliases, now=as_of, dialect=dialect, params=params)
