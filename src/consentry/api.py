@@ -1,8 +1,9 @@
 """The FastAPI application: mounts each domain's router and renders every error as problem+json.
 
 Errors follow RFC 9457: ``{"type", "title", "status", "detail", "instance", "field", "errors"}`` with the
-media type ``application/problem+json``. Domain errors carry their status on their base class
-(``consentry.errors``); this module maps them once.
+media type ``application/problem+json``. Domain errors carry their status and headers
+(``consentry.errors``); the handlers here turn everything else (validation, routing, unexpected errors)
+into one of them, and ``consentry.problems`` renders every one.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from consentry.errors import (
     FieldError,
     InvalidInput,
     MethodNotAllowed,
+    NotFound,
     PayloadTooLarge,
     Unavailable,
 )
@@ -42,28 +44,6 @@ log = logging.getLogger(__name__)
 PROBLEM = problems.PROBLEM
 METERED_PATHS = ("/v1/platform/",)
 """Content routes whose responses count posts served, per organisation (the scraping meter)."""
-
-
-def problem(
-    request: Request,
-    *,
-    status: int,
-    title: str,
-    detail: str,
-    field: str | None = None,
-    errors: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """An RFC 9457 problem response of an error that has no class of its own (rendered by
-    ``consentry.problems`` like every other)."""
-    error = ConsentryError(
-        detail,
-        field=field,
-        errors=[FieldError(e["field"], e["message"]) for e in errors or ()],
-        headers=headers,
-    )
-    error.status, error.title = status, title
-    return problems.response(error, request.url.path)
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -112,14 +92,11 @@ async def _http_error(request: Request, error: Exception) -> Response:
         return problems.response(
             MethodNotAllowed(str(error.detail), allow=_allowed_methods(request)), request.url.path
         )
-    title = {404: "Not found"}.get(error.status_code, "HTTP error")
-    return problem(
-        request,
-        status=error.status_code,
-        title=title,
-        detail=str(error.detail),
-        headers=dict(error.headers) if error.headers else None,
-    )
+    if error.status_code == 404:
+        return problems.response(NotFound(str(error.detail)), request.url.path)
+    other = ConsentryError(str(error.detail), headers=dict(error.headers) if error.headers else None)
+    other.status, other.title = error.status_code, "HTTP error"
+    return problems.response(other, request.url.path)
 
 
 def _allowed_methods(request: Request) -> list[str]:
@@ -135,7 +112,7 @@ async def _unexpected(request: Request, error: Exception) -> Response:
         log.warning("database unreachable on %s: %s", request.url.path, error.__class__.__name__)
         return await _domain_error(request, Unavailable("the database is unreachable; try again shortly"))
     log.exception("unexpected error on %s", request.url.path)
-    return problem(request, status=500, title="Internal error", detail="an unexpected error occurred")
+    return problems.response(ConsentryError("an unexpected error occurred"), request.url.path)
 
 
 class BodyLimit:
