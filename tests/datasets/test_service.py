@@ -12,12 +12,15 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from consentry.consent import ledger
 from consentry.consent.service import ConsentContext
-from consentry.datasets import lineage, service
+from consentry.datasets import lineage, service, writer
 from consentry.datasets.eligibility import REASONS, Retention
 from consentry.datasets.models import Release
-from consentry.db import Database
+from consentry.db import Database, utcnow
 from consentry.errors import Conflict, ConsentryError, InvalidInput, NotFound
+from consentry.transparency import service as tlog
+from consentry.transparency.cite import LocalLog
 from tests.datasets.conftest import CATEGORIES, build, load, released, staging_folders
 from tests.datasets.reference import expected
 from tests.datasets.scenario import (
@@ -216,6 +219,58 @@ def test_dataset_card_manifest_and_verify(
     assert not report.ok
     assert any("SHA-256" in p for p in report.problems)
     assert any("extra.txt" in p for p in report.problems)
+
+
+def test_a_release_cites_a_checkpoint_and_verify_proves_it_against_the_log(
+    scenario: Database, ctx: ConsentContext, scenario_lake: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "release"
+    release = build(scenario, ctx, scenario_lake, out, categories=CATEGORIES)
+    manifest = json.loads((out / "manifest.json").read_text())
+    cited = manifest["consent"]["checkpoint"]
+    assert ctx.log is not None
+    with scenario.read() as session:
+        head = session.execute(sa.text("SELECT seq, hash FROM ledger_head")).one()
+        row = session.execute(sa.text("SELECT size, root, note FROM tlog_checkpoints")).one()
+    # the build signed a checkpoint of the ledger it read, and the manifest cites exactly that one
+    assert (cited["size"], cited["root"], cited["checkpoint"]) == tuple(row) and row[0] == head[0]
+    assert cited["origin"] == ctx.log.origin and cited["log_key"] == ctx.log.signer.vkey
+    assert manifest["consent"]["ledger_head"] == {"seq": head[0], "hash": head[1]}
+    assert f"checkpoint `{ctx.log.origin}` of size {head[0]}" in (out / "README.md").read_text()
+    with scenario.read() as session:
+        report = service.verify_release(session, release_id=release.id)
+    assert report.ok and report.history is not None
+    assert f"size {head[0]} is consistent with the log's current checkpoint size {head[0]}" in report.history
+
+    # the log grows (a checkpoint of the larger tree): still consistent
+    with scenario.write() as session:
+        ledger.append(
+            session, [ledger.NewEvent("s-new", "third_party_sharing", "deny", "user", 1, utcnow(), "web")]
+        )
+        tlog.make_checkpoint(session, log=ctx.log, force=True)
+    with scenario.read() as session:
+        report = service.verify_release(session, release_id=release.id)
+    assert report.ok and f"current checkpoint size {head[0] + 1}" in str(report.history)
+
+    # a manifest from before checkpoints (a bare head) still verifies its files, and says what it lacks
+    old = {**manifest, "consent": {k: v for k, v in manifest["consent"].items() if k != "checkpoint"}}
+    (out / "manifest.json").write_text(json.dumps(old))
+    with scenario.write() as session:
+        session.execute(
+            sa.text("UPDATE releases SET manifest_sha256 = :h WHERE id = :i"),
+            {"h": writer.sha256_file(out / "manifest.json"), "i": release.id},
+        )
+    with scenario.read() as session:
+        report = service.verify_release(session, release_id=release.id)
+    assert report.ok and "the manifest predates checkpoints" in str(report.history)
+
+    # a cited checkpoint not signed by the log's key fails
+    forged = {**cited, "checkpoint": cited["checkpoint"].replace(cited["origin"], "evil.example/log", 1)}
+    with scenario.read() as session:
+        problem = service.verify_history(
+            {"consent": {"checkpoint": forged}}, log=LocalLog(session), trust=None
+        )
+    assert problem[0] is None and "the cited checkpoint does not verify" in str(problem[1])
 
 
 def test_incremental_release_holds_new_records_and_lists_removals(

@@ -97,7 +97,8 @@ def once_the_head_is_read(database: Database, write: Callable[[Session], T]) -> 
 
     def after_execute(*args: Any) -> None:
         statement = str(args[2])
-        if fired.is_set() or "ledger_head" not in statement or "FOR UPDATE" in statement.upper():
+        # the snapshot's read of the head (seq and hash), not the checkpoint publisher's look at the size
+        if fired.is_set() or "ledger_head.hash" not in statement or "FOR UPDATE" in statement.upper():
             return
         fired.set()
         writer = threading.Thread(target=run, name="concurrent-write")

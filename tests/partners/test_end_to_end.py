@@ -22,6 +22,8 @@ from consentry.partners import revocations, service
 from consentry.partners.models import Delivery, OutboxMessage
 from consentry.partners.worker import start_in_thread
 from consentry.social.seed import seed_from_lake
+from consentry.transparency.note import parse_vkey
+from consentry.transparency.verify import Trust, verify_checkpoint
 from tests.datasets.conftest import CATEGORIES, build
 from tests.datasets.conftest import scenario_lake as scenario_lake
 from tests.partners.receiver import Receiver
@@ -147,6 +149,10 @@ def test_an_opt_out_reaches_the_partner_through_a_receiver_outage_and_is_acknowl
     by_category = {p["category"]: set(p["record_ids"]) for p in notices}
     assert by_category["posts"] == expected_posts
     feed = client.get("/v1/partner/revocations", headers=partner, params={"acknowledged": "false"}).json()
+    # the page cites the ledger's latest checkpoint, signed by the log (the opt-outs are in its tree)
+    log_key = client.get("/.well-known/consentry/checkpoint-key").text.strip()
+    cited = verify_checkpoint(feed["checkpoint"]["checkpoint"], Trust(parse_vkey(log_key)))
+    assert feed["checkpoint"]["log_key"] == log_key and cited.checkpoint.size == feed["checkpoint"]["size"]
     assert {item["id"]: set(item["record_ids"]) for item in feed["items"]} == {
         p["id"]: set(p["record_ids"]) for p in notices
     }

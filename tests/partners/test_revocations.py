@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from consentry.auth.service import create_token
 from consentry.consent.importer import import_events
@@ -238,6 +238,12 @@ def test_data_usage_lists_the_releases_holding_the_account_and_the_state_of_each
     third = next(r for r in body["releases"] if r["release_id"] == platform["third"].id)
     assert third["recipient"] == "partner" and third["recipient_kind"] == "third_party"
     assert {r["state"] for r in third["revocations"]} == {"acknowledged"}
+    with database.read() as session:  # the report cites the ledger's latest checkpoint
+        size, root = session.execute(
+            text("SELECT size, root FROM tlog_checkpoints ORDER BY size DESC")
+        ).first()
+    assert (body["checkpoint"]["size"], body["checkpoint"]["root"]) == (size, root)
+    assert body["checkpoint"]["log_key"] == client.get("/.well-known/consentry/checkpoint-key").text.strip()
     assert client.get("/v1/me/data-usage").status_code == 401
 
 

@@ -22,6 +22,7 @@ from consentry.config import Settings
 from consentry.consent import ledger
 from consentry.consent.models import ConsentEvent
 from consentry.db import Database
+from consentry.lake.generate import generate_lake
 from consentry.transparency import store
 from consentry.transparency.checkpoint import parse_checkpoint
 from consentry.transparency.publisher import add_checkpoint_body
@@ -165,6 +166,22 @@ def test_a_rewritten_history_is_caught(
         assert first.returncode == 0, first.stderr
         assert json.loads(state.read_text())["size"] == 12
 
+        # a release built now cites the checkpoint of size 12, and verifies against the log
+        generate_lake(tmp_path / "lake", accounts=40, posts=200, seed=3)
+        added = _cli("recipient", "add", "assistant", "--kind", "first_party", env=env)
+        assert added.returncode == 0, added.stderr
+        built = _cli("dataset", "build", "--recipient", "assistant", "--lake", str(tmp_path / "lake"),
+                     "--out", str(tmp_path / "release"), env=env)  # fmt: skip
+        assert built.returncode == 0, built.stderr
+        manifest = json.loads((tmp_path / "release" / "manifest.json").read_text())
+        assert manifest["consent"]["checkpoint"]["size"] == 12
+        assert manifest["consent"]["checkpoint"]["cosigned_by"] == [WITNESS]
+        release_id = manifest["release_id"]
+        for where in ([], ["--log", base]):
+            verified = _cli("dataset", "verify", release_id, *where, env=env)
+            assert verified.returncode == 0, verified.stdout + verified.stderr
+            assert "is consistent with the log's current checkpoint" in " ".join(verified.stdout.split())
+
         _tamper(database, mode)
         with database.read() as session:
             assert ledger.verify(session).ok  # the chain alone no longer tells
@@ -206,6 +223,15 @@ def test_a_rewritten_history_is_caught(
         # without the witness quorum nothing is accepted either
         quorum = _cli("monitor", base, *watch)
         assert quorum.returncode == 1 and "BAD-SIGNATURE" in quorum.stderr
+
+        # the release built before fails: locally and against the served log
+        for where in ([], ["--log", base]):
+            refused_release = _cli("dataset", "verify", release_id, *where, env=env)
+            said = " ".join((refused_release.stdout + refused_release.stderr).split())
+            assert refused_release.returncode == 1, said
+            assert (
+                "the log was truncated" if mode == "truncate" else "the history it covers was rewritten"
+            ) in said
 
         # the receipt issued before fails against the new tree
         fresh = _cli("monitor", base, "--receipt", str(tmp_path / "receipt.json"), *watch[:2])

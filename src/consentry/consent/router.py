@@ -30,6 +30,8 @@ from consentry.errors import Conflict
 from consentry.ids import Id32, Id64
 from consentry.openapi import raises
 from consentry.partners.usage import data_usage
+from consentry.transparency.cite import latest_citation
+from consentry.transparency.schemas import CheckpointCitation
 
 router = APIRouter()
 
@@ -112,14 +114,21 @@ def my_notifications(
 
 
 @router.get("/v1/me/data-usage", tags=["settings"])
-def my_data_usage(principal: AccountDep, database: DatabaseDep) -> DataUsageOut:
-    """Every release that delivered the caller's records (from lineage), and the state of each revocation."""
+def my_data_usage(request: Request, principal: AccountDep, database: DatabaseDep) -> DataUsageOut:
+    """Every release that delivered the caller's records (from lineage), and the state of each revocation,
+    citing the consent ledger's latest checkpoint."""
     assert principal.account_id is not None
     with database.read() as session:
         usage = data_usage(session, account_id=principal.account_id)
         releases = [ReleaseUsageOut.model_validate(item) for item in usage]
+        cited = latest_citation(session, log_key=request.app.state.tlog.signer.vkey)
     total = sum(sum(item.records.values()) for item in releases)
-    return DataUsageOut(account_id=principal.account_id, releases=releases, records=total)
+    return DataUsageOut(
+        account_id=principal.account_id,
+        releases=releases,
+        records=total,
+        checkpoint=CheckpointCitation.model_validate(cited) if cited is not None else None,
+    )
 
 
 @router.get("/.well-known/consentry/receipt-key", tags=["receipts"])

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from consentry.transparency.schemas import CheckpointCitation
+
 Value = Literal["allow", "deny"]
 
 
@@ -188,3 +190,6 @@ class DataUsageOut(BaseModel):
     account_id: int
     releases: list[ReleaseUsageOut]
     records: int = Field(description="records delivered, over every release")
+    checkpoint: CheckpointCitation | None = Field(
+        default=None, description="the consent ledger's latest checkpoint when the report was read"
+    )

@@ -36,6 +36,7 @@ from consentry.errors import Conflict, ConsentryError, FieldError, InvalidInput,
 from consentry.partners.revocations import revoke_accounts
 from consentry.social.models import Account
 from consentry.social.service import facts, get_account
+from consentry.transparency.service import LogContext
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,19 @@ class ConsentContext:
     signer: Signer
     operator_name: str
     operator_url: str
+    log: LogContext | None = None
+    """The transparency log (signs the checkpoints that releases and reports cite)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConsentContext:
-        """Build the context from configuration (creates the signing key on first use)."""
+        """Build the context from configuration (creates the signing keys on first use)."""
         return cls(
             catalog=load_catalog(settings.catalog_file),
             jurisdictions=load_jurisdictions(settings.jurisdictions_file),
             signer=load_or_create_signer(settings.home),
             operator_name=settings.operator_name,
             operator_url=settings.operator_url,
+            log=LogContext.from_settings(settings),
         )
 
 

@@ -298,15 +298,42 @@ def dataset_show(
 
 @dataset_app.command("verify")
 @cli_errors
-def dataset_verify(release_id: str) -> None:
-    """Recompute checksums and row counts against the manifest; exit 1 on any difference."""
+def dataset_verify(
+    release_id: str,
+    log: Annotated[
+        str | None,
+        typer.Option(
+            "--log", help="Check the cited checkpoint against the log at this URL, not the database."
+        ),
+    ] = None,
+    log_key: Annotated[
+        str | None,
+        typer.Option(
+            "--log-key", help="The log's verifier key (text, file or URL); default: the manifest's."
+        ),
+    ] = None,
+    witness_key: Annotated[
+        list[str] | None, typer.Option("--witness-key", help="A trusted witness's verifier key (repeatable).")
+    ] = None,
+    quorum: Annotated[
+        int, typer.Option(help="How many trusted witnesses must cosign the log's checkpoint.")
+    ] = 0,
+) -> None:
+    """Recompute checksums and row counts against the manifest, and prove the ledger checkpoint it cites
+    consistent with the log's current one; exit 1 on any difference or a rewritten history."""
     from consentry.datasets import service
+    from consentry.transparency.cli import make_trust
+    from consentry.transparency.monitor import LogClient
 
+    trust = make_trust(log_key, witness_key, quorum)
+    remote = LogClient(log) if log is not None else None
     with open_database().read() as session:
-        report = service.verify_release(session, release_id=release_id)
+        report = service.verify_release(session, release_id=release_id, log=remote, trust=trust)
     if not report.ok:
         for problem in report.problems:
             console.print(f"[red]✗[/] {problem}", highlight=False)
         raise fail(f"release {release_id} does not match its manifest ({len(report.problems)} problem(s))")
     rows = ", ".join(f"{c} {n:,}" for c, n in report.rows.items())
     console.print(f"[green]✓[/] {report.release_id}: {report.files} files match the manifest ({rows} rows)")
+    if report.history is not None:
+        console.print(f"[green]✓[/] ledger history: {report.history}", highlight=False, soft_wrap=True)

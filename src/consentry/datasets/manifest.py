@@ -166,11 +166,26 @@ def dataset_card(manifest: Mapping[str, Any]) -> str:
         "",
         "## Provenance",
         "",
-        f"- Consent ledger head at build time: seq {consent['ledger_head']['seq']}, "
-        f"hash `{consent['ledger_head']['hash']}`.",
+        *_ledger_lines(consent),
         f"- Policy versions in force: {', '.join(str(p['version']) for p in consent['policies']) or 'none'}.",
         f"- Built by Consentry {manifest['consentry_version']} with the {manifest['engine']} engine; "
         "`manifest.json` lists every file with its size and SHA-256.",
         "",
     ]
     return "\n".join([*header, "", *body])
+
+
+def _ledger_lines(consent: dict[str, Any]) -> list[str]:
+    """The card's statement of the ledger position the build read: a checkpoint when it cites one."""
+    head = consent["ledger_head"]
+    cited = consent.get("checkpoint")
+    if not cited:
+        return [f"- Consent ledger head at build time: seq {head['seq']}, hash `{head['hash']}`."]
+    witnesses = ", ".join(cited["cosigned_by"]) or "no witness yet"
+    return [
+        f"- Consent ledger at build time: checkpoint `{cited['origin']}` of size {cited['size']}, root "
+        f"`{cited['root']}` (signed by the log; cosigned by {witnesses}); events 1 to {head['seq']}, the "
+        f"last with hash `{head['hash']}`.",
+        "- Anyone can prove that history unchanged since: `consentry dataset verify` checks that the "
+        "log's current checkpoint extends this one (a consistency proof).",
+    ]

@@ -162,4 +162,5 @@ def verify_release(release_id: str, principal: AdminDep, database: DatabaseDep) 
         files=report.files,
         rows=report.rows,
         problems=list(report.problems),
+        history=report.history,
     )

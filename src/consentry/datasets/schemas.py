@@ -124,3 +124,6 @@ class VerifyOut(BaseModel):
     files: int
     rows: dict[str, int]
     problems: list[str]
+    history: str | None = Field(
+        default=None, description="what was proven about the ledger checkpoint the manifest cites"
+    )

@@ -69,6 +69,10 @@ from consentry.jobs import service as job_queue
 from consentry.jobs.runner import Lease
 from consentry.lake.source import Lake, LakeSpec, open_lake, parquet_spec
 from consentry.progress import throttled
+from consentry.transparency import cite
+from consentry.transparency.cite import LocalLog, LogView
+from consentry.transparency.publisher import publish
+from consentry.transparency.verify import Trust
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 REMOVALS = "removals.parquet"
@@ -414,7 +418,12 @@ def build_release(
     def consent() -> tuple[Authors, ConsentSnapshot]:
         """The author facts from one consent snapshot (whose head the manifest records); runs on a
         worker thread while the engine reads the records. The events are not kept."""
-        snapshot = read_snapshot(database, settings=keys, as_of=as_of)
+        if ctx.log is None:
+            raise IntegrityFailure("a release cites a checkpoint of the transparency log; none is configured")
+        publish(
+            database, ctx.log, force=True
+        )  # a checkpoint of the ledger as it is now, cosigned if it can be
+        snapshot = read_snapshot(database, settings=keys, as_of=as_of, log_key=ctx.log.signer.vkey)
         facts = author_facts(
             with_database_status(_accounts(source), snapshot.closed_accounts),
             snapshot.events,
@@ -485,6 +494,7 @@ def build_release(
                     if p.effective_at <= as_of
                 ],
                 head=snapshot.head,
+                checkpoint=snapshot.checkpoint,
                 events=snapshot.events_considered,
                 scrub=scrub,
                 retention=retention,
@@ -552,6 +562,7 @@ def _finish_folder(
     covering: Mapping[str, tuple[str, ...]],
     policies: list[dict[str, Any]],
     head: dict[str, Any],
+    checkpoint: dict[str, Any] | None,
     events: int,
     scrub: bool,
     retention: Retention,
@@ -643,6 +654,7 @@ def _finish_folder(
             "settings": {c: list(covering[c]) for c in categories},
             "policies": policies,
             "ledger_head": head,
+            "checkpoint": checkpoint,
             "events_considered": events,
         },
         "transforms": {
@@ -703,16 +715,54 @@ class VerifyReport:
     files: int
     rows: dict[str, int]
     problems: tuple[str, ...]
+    history: str | None = None
+    """What was established about the ledger history the release cites (its checkpoint)."""
 
     @property
     def ok(self) -> bool:
-        """True when every checksum and row count matches."""
+        """True when every checksum and row count matches and the cited history still holds."""
         return not self.problems
 
 
-def verify_release(session: Session, *, release_id: str) -> VerifyReport:
+def verify_release(
+    session: Session, *, release_id: str, log: LogView | None = None, trust: Trust | None = None
+) -> VerifyReport:
     """Recompute every file's size, SHA-256 and row count and compare with the manifest (and the
-    manifest's own SHA-256 with the one recorded at publication)."""
+    manifest's own SHA-256 with the one recorded at publication), then prove the checkpoint the
+    manifest cites consistent with the log's current one (``log``: default the database's own log;
+    ``trust``: default the log key the manifest names)."""
+    files = _verify_files(session, release_id=release_id)
+    manifest_path = Path(get_release(session, release_id).path) / writer.MANIFEST
+    if not manifest_path.exists():
+        return files
+    history, problem = verify_history(
+        read_manifest(get_release(session, release_id)), log=log or LocalLog(session), trust=trust
+    )
+    problems = files.problems if problem is None else (*files.problems, problem)
+    return replace(files, problems=problems, history=history)
+
+
+def verify_history(
+    manifest: Mapping[str, Any], *, log: LogView, trust: Trust | None
+) -> tuple[str | None, str | None]:
+    """``(what was established, problem)`` about the ledger history a manifest cites."""
+    consent = manifest.get("consent") or {}
+    cited = consent.get("checkpoint")
+    if not cited:
+        head = consent.get("ledger_head") or {}
+        return (
+            f"the manifest predates checkpoints: it names ledger head seq {head.get('seq')} hash "
+            f"{head.get('hash')}, which cannot be proven against the log (rebuild to cite a checkpoint)",
+            None,
+        )
+    try:
+        checked = cite.check(cited, log=log, trust=trust)
+    except ConsentryError as error:
+        return None, f"ledger history: {error.detail}"
+    return checked.summary, None
+
+
+def _verify_files(session: Session, *, release_id: str) -> VerifyReport:
     release = get_release(session, release_id)
     folder = Path(release.path)
     problems: list[str] = []

@@ -1,7 +1,8 @@
 """What a build reads from the database: the ledger head and, bounded by it, the consent events and
 subject mappings, with the policy versions, all in one snapshot.
 
-A release's manifest names the ledger head its build read. Every event the build considers has
+A release's manifest names the ledger position its build read: the latest signed checkpoint of the
+transparency log (the build signs one first), and the head of that size. Every event the build considers has
 ``seq <= head`` as well as ``recorded_at <= as_of``, and the head, the events, the subject mappings
 and the policies are read in one transaction at snapshot isolation (a read transaction of SQLite in
 WAL mode is one; on PostgreSQL it runs at ``REPEATABLE READ``). So a write that commits while the
@@ -30,11 +31,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consentry.consent.evaluate import EVENT_SCHEMA
-from consentry.consent.models import LedgerHead
+from consentry.consent.ledger import GENESIS
+from consentry.consent.models import ConsentEvent, LedgerHead
 from consentry.consent.policy import Policy
 from consentry.consent.service import load_policies
 from consentry.db import Database
 from consentry.errors import IntegrityFailure
+from consentry.transparency import service as tlog
+from consentry.transparency.cite import citation
 
 _MAX_SEQ = (1 << 63) - 1
 
@@ -54,6 +58,8 @@ class ConsentSnapshot:
 
     head_seq: int
     head_hash: str
+    checkpoint: dict[str, Any] | None
+    """The citation of the checkpoint whose size is ``head_seq`` (``cite.citation``), if bounded by one."""
     policies: tuple[Policy, ...]
     events: pa.Table
     """``ledger_events`` bounded by the head and ``as_of``."""
@@ -72,16 +78,36 @@ class ConsentSnapshot:
         return head
 
 
-def read_snapshot(database: Database, *, settings: Sequence[str], as_of: datetime) -> ConsentSnapshot:
+def read_snapshot(
+    database: Database, *, settings: Sequence[str], as_of: datetime, log_key: str | None = None
+) -> ConsentSnapshot:
     """The ledger head, the policy versions and the events of ``settings`` recorded at or before
-    ``as_of`` up to that head, read in one transaction at snapshot isolation."""
+    ``as_of`` up to that head, read in one transaction at snapshot isolation.
+
+    With ``log_key`` (the log's verifier key) the position read is the latest signed checkpoint
+    instead of the head: events up to its size, and its citation, so that what the build read is
+    exactly what the checkpoint commits to (with several partitions, whose seqs interleave, the latest
+    checkpoint is cited and the snapshot itself bounds the events)."""
     with database.read() as session:
         if session.get_bind().dialect.name == "postgresql":  # SQLite: the read transaction is a snapshot
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         heads = session.execute(select(LedgerHead.seq, LedgerHead.hash).order_by(LedgerHead.id)).all()
         if not heads:
             raise IntegrityFailure("the ledger head row is missing; run 'consentry db upgrade'")
-        head = max(heads, key=lambda h: int(h[0]))
+        head: tuple[int, str] = max(((int(h[0]), str(h[1])) for h in heads), key=lambda h: h[0])
+        cited = None
+        if log_key is not None:
+            row = tlog.latest_checkpoint(session)
+            if row is None:
+                raise IntegrityFailure("the transparency log has no checkpoint to cite; sign one first")
+            cited = citation(row, log_key=log_key)
+            if len(heads) == 1:  # one partition: its tree is the log's, read exactly up to the checkpoint
+                event_hash = session.scalar(select(ConsentEvent.hash).where(ConsentEvent.seq == row.size))
+                if event_hash is None and row.size > 0:
+                    raise IntegrityFailure(
+                        f"the ledger has no event {row.size}, which checkpoint {row.size} covers"
+                    )
+                head = (row.size, event_hash or GENESIS)
         policies = tuple(load_policies(session))
         # several partitions: their seqs interleave, so no single seq bounds them; the snapshot does
         # (every committed event is at or before its partition's head, read in the same snapshot)
@@ -92,6 +118,7 @@ def read_snapshot(database: Database, *, settings: Sequence[str], as_of: datetim
         partition_heads=tuple((int(s), str(h)) for s, h in heads) if len(heads) > 1 else (),
         head_seq=int(head[0]),
         head_hash=str(head[1]),
+        checkpoint=cited,
         policies=policies,
         events=events,
         events_considered=events.num_rows,

@@ -9,7 +9,8 @@ it and renames it into place: a reader sees the whole file or none.
 What the ZIP holds (``SECTIONS``; every timestamp is UTC ISO 8601, ``.jsonl`` files hold one JSON object
 per line, oldest first)::
 
-    manifest.json                 schema, schema_version, generated_at, account, ledger head, and per file
+    manifest.json                 schema, schema_version, generated_at, account, ledger head, the latest
+                                  checkpoint of the transparency log, and per file
                                   its record count, size and SHA-256
     README.txt                    what each file means
     account.json                  the profile: handle, created_at, country (and jurisdiction group),
@@ -63,6 +64,7 @@ from consentry.jobs.runner import Lease
 from consentry.progress import throttled
 from consentry.social.models import Account, AssistantInteraction, Block, Follow, Like, Post, Repost
 from consentry.social.service import get_account
+from consentry.transparency.cite import latest_citation
 
 log = logging.getLogger(__name__)
 
@@ -695,7 +697,8 @@ def _write_zip(
         writer.lines("reposts.jsonl", _marks(session, Repost, account_id))
         writer.lines("notifications.jsonl", _notifications(session, account_id))
         usage = _data_usage(session, account_id)
-        writer.document("data_usage.json", {"releases": usage}, records=len(usage))
+        cited = latest_citation(session, log_key=ctx.log.signer.vkey) if ctx.log is not None else None
+        writer.document("data_usage.json", {"releases": usage, "checkpoint": cited}, records=len(usage))
         operator = f"{ctx.operator_name} ({ctx.operator_url})"
         readme = README.format(
             schema=SCHEMA,
@@ -713,6 +716,7 @@ def _write_zip(
             "account_id": account_id,
             "operator": {"name": ctx.operator_name, "url": ctx.operator_url},
             "ledger_head": {"seq": head[0], "hash": head[1]} if head else None,
+            "checkpoint": cited,
             "files": [asdict(f) for f in writer.files],
         }
         writer.document("manifest.json", manifest)

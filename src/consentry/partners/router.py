@@ -395,6 +395,7 @@ def download(
 
 @router.get("/v1/partner/revocations", tags=PARTNER_TAGS)
 def revocation_feed(
+    request: Request,
     partner: PartnerAnyDep,
     database: DatabaseDep,
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
@@ -403,10 +404,16 @@ def revocation_feed(
         bool | None, Query(description="only acknowledged (true) or open (false)")
     ] = None,
 ) -> RevocationPage:
-    """The partner's revocations in id order after ``after``; poll with ``next_cursor``."""
+    """The partner's revocations in id order after ``after``; poll with ``next_cursor``. Each page
+    cites the consent ledger's latest checkpoint."""
     with database.read() as session:
         return service.revocation_feed(
-            session, recipient_id=partner.recipient_id, after=after, limit=limit, acknowledged=acknowledged
+            session,
+            recipient_id=partner.recipient_id,
+            after=after,
+            limit=limit,
+            acknowledged=acknowledged,
+            log_key=request.app.state.tlog.signer.vkey,
         )
 
 

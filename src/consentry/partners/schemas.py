@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from consentry.transparency.schemas import CheckpointCitation
+
 Kind = Literal["first_party", "third_party"]
 
 # --- registry (admin) ---------------------------------------------------------------------------------
@@ -194,6 +196,9 @@ class RevocationPage(BaseModel):
     items: list[RevocationOut]
     next_cursor: str | None
     has_more: bool
+    checkpoint: CheckpointCitation | None = Field(
+        default=None, description="the latest checkpoint of the consent ledger when the page was read"
+    )
 
 
 class AckCreate(BaseModel):

@@ -55,6 +55,8 @@ from consentry.partners.schemas import (
     RevocationOut,
     RevocationPage,
 )
+from consentry.transparency.cite import latest_citation
+from consentry.transparency.schemas import CheckpointCitation
 
 STATUSES = ("active", "suspended")
 MAX_DEADLINE_HOURS = 24 * 366
@@ -538,11 +540,13 @@ def revocation_feed(
     after: str | None = None,
     limit: int = 100,
     acknowledged: bool | None = None,
+    log_key: str | None = None,
 ) -> RevocationPage:
     """The partner's revocations with ids after the cursor, in id order.
 
     ``next_cursor`` continues the feed; at its end it repeats the cursor, so polling with it returns
-    only what is new. ``acknowledged`` narrows the feed to acknowledged (true) or open (false) ones."""
+    only what is new. ``acknowledged`` narrows the feed to acknowledged (true) or open (false) ones.
+    Given the log's verifier key, the page cites the ledger's latest checkpoint."""
     start = parse_cursor(after)
     if not 1 <= limit <= 1000:
         raise InvalidInput("limit must be between 1 and 1000", field="limit")
@@ -555,7 +559,13 @@ def revocation_feed(
     has_more = len(rows) > limit
     items = [revocation_out(r) for r in rows[:limit]]
     last = items[-1].id if items else start
-    return RevocationPage(items=items, next_cursor=str(last), has_more=has_more)
+    cited = latest_citation(session, log_key=log_key) if log_key is not None else None
+    return RevocationPage(
+        items=items,
+        next_cursor=str(last),
+        has_more=has_more,
+        checkpoint=CheckpointCitation.model_validate(cited) if cited is not None else None,
+    )
 
 
 def acknowledge(

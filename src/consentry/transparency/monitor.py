@@ -67,6 +67,10 @@ class LogClient:
             raise IntegrityFailure(f"GET {path} answered {response.status_code}: {response.text[:200]}")
         return response
 
+    def current(self) -> str:
+        """The log's latest signed checkpoint."""
+        return self.text("/.well-known/consentry/checkpoint")
+
     def consistency(self, old: int, new: int) -> list[bytes]:
         """The log's consistency proof between two sizes."""
         data = self._get("/v1/transparency/consistency", {"from": old, "to": new}).json()
