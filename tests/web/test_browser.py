@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ import httpx
 import pytest
 
 from consentry.consent.receipts import verify_receipt
+from consentry.transparency.checkpoint import parse_checkpoint
+from consentry.transparency.note import parse_vkey
+from consentry.transparency.verify import Trust, verify_receipt_with_proof
 from tests.web.conftest import Live, screenshot
 
 TRAINING = "assistant_training_posts"
@@ -80,6 +84,21 @@ def test_account_holder_switches_off_training_on_a_phone(browser: Any, live: Liv
         verified = verify_receipt(signed, key)
         assert verified["service"]["setting"] == TRAINING
         assert verified["event"]["value"] == "deny"
+        # beside the receipt, the proof that its event is in the public log (once a checkpoint covers it)
+        seq = verified["chain"]["seq"]
+        deadline = time.monotonic() + 60
+        while parse_checkpoint(httpx.get(f"{live.base}/.well-known/consentry/checkpoint").text)[0].size < seq:
+            assert time.monotonic() < deadline, "no checkpoint covers the receipt"
+            time.sleep(0.2)
+        proof_link = page.locator("#proof-download")
+        expect(proof_link).to_be_visible()
+        with page.expect_download() as proof_info:
+            proof_link.click()
+        proof_file = tmp_path / "receipt.tlog-proof"
+        proof_info.value.save_as(proof_file)
+        log_key = httpx.get(f"{live.base}/.well-known/consentry/checkpoint-key").text.strip()
+        proven = verify_receipt_with_proof(signed, key, proof_file.read_text(), Trust(parse_vkey(log_key)))
+        assert proven.checkpoint.checkpoint.size >= seq
         page.locator("#receipt").scroll_into_view_if_needed()
         screenshot(page, "settings-phone.png")
 

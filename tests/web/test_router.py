@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from consentry.auth.service import create_token
 from consentry.db import Database, utcnow
+from consentry.transparency.checkpoint import parse_proof
+from consentry.transparency.service import make_checkpoint
 from tests.conftest import make_account
 
 TRAINING = "assistant_training_posts"
@@ -212,6 +215,21 @@ def test_receipts_download_only_the_holders_own(client: TestClient, database: Da
     assert download.headers["content-disposition"] == f'attachment; filename="consentry-receipt-{seq}.json"'
     assert download.json()["receipt"]["chain"]["seq"] == seq
     assert client.get(f"/settings/receipts/{bruno_seq}.json").status_code == 404
+
+    # the proof beside it: not ready until a checkpoint covers the event, then a tlog-proof file
+    with database.write() as session:
+        session.execute(text("DELETE FROM tlog_checkpoints"))
+    early = client.get(f"/settings/receipts/{seq}.tlog-proof")
+    assert early.status_code == 409 and "Proof not ready yet" in early.text
+    with database.write() as session:
+        make_checkpoint(session, log=client.app.state.tlog, force=True)  # type: ignore[attr-defined]
+    proof = client.get(f"/settings/receipts/{seq}.tlog-proof")
+    assert proof.status_code == 200
+    assert (
+        proof.headers["content-disposition"] == f'attachment; filename="consentry-receipt-{seq}.tlog-proof"'
+    )
+    assert parse_proof(proof.text).index == seq - 1
+    assert client.get(f"/settings/receipts/{bruno_seq}.tlog-proof").status_code == 404
 
 
 def test_the_json_api_refuses_cookie_requests_without_the_csrf_header(

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from consentry.errors import IntegrityFailure, InvalidInput
 from consentry.transparency import merkle, service
-from consentry.transparency.checkpoint import parse_checkpoint
+from consentry.transparency.checkpoint import format_proof, parse_checkpoint
 from consentry.transparency.models import Checkpoint
 from consentry.transparency.note import parse_vkey
 from consentry.transparency.verify import Trust, VerifiedCheckpoint, verify_checkpoint
@@ -148,3 +148,34 @@ def check(cited: Mapping[str, Any], *, log: LogView, trust: Trust | None = None)
             f"{body.size}): the history it covers was rewritten ({error.detail})"
         ) from error
     return CitationCheck(old, new)
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """An event's inclusion proof against the latest checkpoint (with its cosignatures)."""
+
+    seq: int
+    size: int
+    root: str
+    proof: tuple[bytes, ...]
+    checkpoint: str
+
+    @property
+    def index(self) -> int:
+        """The event's leaf index."""
+        return self.seq - 1
+
+    @property
+    def text(self) -> str:
+        """The C2SP tlog-proof document."""
+        return format_proof(self.index, self.proof, self.checkpoint)
+
+
+def inclusion_of(session: Session, *, seq: int) -> InclusionProof | None:
+    """The proof that event ``seq`` is in the latest checkpoint's tree (``None``: no checkpoint covers it
+    yet). The caller checks that the event is the asker's."""
+    row = service.covering_checkpoint(session, seq=seq)
+    if row is None:
+        return None
+    proof = service.inclusion_proof(session, seq=seq, size=row.size)
+    return InclusionProof(seq, row.size, row.root, tuple(proof), service.signed_text(row))

@@ -14,7 +14,7 @@ from consentry.errors import Conflict
 from consentry.ids import Id64
 from consentry.openapi import raises
 from consentry.transparency import service
-from consentry.transparency.checkpoint import format_proof
+from consentry.transparency.cite import inclusion_of
 from consentry.transparency.note import b64
 from consentry.transparency.service import LogContext
 from consentry.transparency.tiles import ENTRIES
@@ -124,25 +124,21 @@ def receipt_proof(
     ctx = request.app.state.consent
     with database.read() as session:
         consent.receipt_for(session, account_id=principal.account_id, seq=seq, ctx=ctx)  # theirs, or 404
-        row = service.covering_checkpoint(session, seq=seq)
-        if row is None:
-            seconds = log_context(request).interval.total_seconds()
-            raise Conflict(
-                f"event {seq} is not in a checkpoint yet; one follows within {seconds:g} s, ask again then",
-                field="seq",
-            )
-        size, root = row.size, row.root
-        proof = service.inclusion_proof(session, seq=seq, size=size)
-        signed = service.signed_text(row)
-    text = format_proof(seq - 1, proof, signed)
+        found = inclusion_of(session, seq=seq)
+    if found is None:
+        seconds = log_context(request).interval.total_seconds()
+        raise Conflict(
+            f"event {seq} is not in a checkpoint yet; one follows within {seconds:g} s, ask again then",
+            field="seq",
+        )
     if format == "tlog-proof":
-        return PlainTextResponse(text, media_type=TEXT)
+        return PlainTextResponse(found.text, media_type=TEXT)
     return {
         "seq": seq,
-        "index": seq - 1,
-        "size": size,
-        "root": b64(bytes.fromhex(root)),
-        "proof": [b64(h) for h in proof],
-        "checkpoint": signed,
-        "tlog_proof": text,
+        "index": found.index,
+        "size": found.size,
+        "root": b64(bytes.fromhex(found.root)),
+        "proof": [b64(h) for h in found.proof],
+        "checkpoint": found.checkpoint,
+        "tlog_proof": found.text,
     }

@@ -30,6 +30,7 @@ from consentry.consent.service import ChangeRequest, ConsentContext, SettingStat
 from consentry.db import Database
 from consentry.errors import ConsentryError, Forbidden, SignInRequired, Unauthenticated, Unavailable
 from consentry.ids import Id32, Id64
+from consentry.transparency.cite import inclusion_of
 from consentry.web import charts
 from consentry.web import service as web
 from consentry.web.security import (
@@ -514,6 +515,36 @@ def download_receipt(request: Request, seq: Id64, session: SessionDep) -> Respon
         json.dumps(receipt, indent=2, sort_keys=True) + "\n",
         media_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="consentry-receipt-{seq}.json"'},
+    )
+    return _secure(response)
+
+
+@router.get("/settings/receipts/{seq}.tlog-proof")
+def download_proof(request: Request, seq: Id64, session: SessionDep) -> Response:
+    """The proof that one of the holder's own events is in the public transparency log (C2SP
+    tlog-proof against the latest checkpoint, with its cosignatures), as a file."""
+    principal = session.principal
+    if principal.account_id is None:
+        return _secure(RedirectResponse("/dashboard", status_code=303))
+    try:
+        _account_receipt(request, principal.account_id, seq)  # the holder's own event, or not found
+        with _database(request).read() as db:
+            found = inclusion_of(db, seq=seq)
+    except ConsentryError as error:
+        return _page(
+            request, "error.html", _error_context(error.detail, title="Proof not found"), status=error.status
+        )
+    if found is None:
+        seconds = request.app.state.tlog.interval.total_seconds()
+        detail = (
+            f"Your change #{seq} is saved, and it enters the public log within {seconds:g} seconds. "
+            "Go back and download the proof again in a moment."
+        )
+        return _page(request, "error.html", _error_context(detail, title="Proof not ready yet"), status=409)
+    response = Response(
+        found.text,
+        media_type="text/plain; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="consentry-receipt-{seq}.tlog-proof"'},
     )
     return _secure(response)
 
