@@ -16,19 +16,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from consentry.config import Settings
 from consentry.consent import ledger
-from consentry.consent.models import ConsentEvent
 from consentry.db import Database
 from consentry.lake.generate import generate_lake
-from consentry.transparency import store
 from consentry.transparency.checkpoint import parse_checkpoint
 from consentry.transparency.publisher import add_checkpoint_body
 from consentry.transparency.service import LogContext
 from tests.conftest import make_account
 from tests.test_serve import free_port
+from tests.transparency.dishonest import tamper
 
 WITNESS = "witness.test/w1"
 
@@ -50,50 +48,6 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     return subprocess.run(
         [sys.executable, "-m", "consentry.cli", *args], capture_output=True, text=True, env=env, timeout=120
     )
-
-
-def _rewrite_chain_and_tree(database: Database) -> None:
-    """What a dishonest operator with database access does after editing events: recompute every hash,
-    the head and the tree with the documented rules, and drop the checkpoints signed before."""
-    with database.write() as session:
-        rows = session.scalars(sa.select(ConsentEvent).order_by(ConsentEvent.seq)).all()
-        prev = ledger.GENESIS
-        leaves = []
-        for row in rows:
-            document = ledger.document_of(row)
-            digest = ledger.chain_hash(prev, document)
-            session.execute(
-                sa.update(ConsentEvent).where(ConsentEvent.seq == row.seq).values(prev_hash=prev, hash=digest)
-            )
-            leaves.append(store.merkle.leaf_hash(ledger.canonical_json(document)))
-            prev = digest
-        session.execute(sa.text("UPDATE ledger_head SET seq = :s, hash = :h"), {"s": len(rows), "h": prev})
-        session.execute(sa.text("DELETE FROM tlog_tiles"))
-        session.execute(sa.text("DELETE FROM tlog_checkpoints"))
-        store.append_leaves(session, 0, leaves)
-
-
-def _tamper(database: Database, mode: str) -> None:
-    with database.write() as session:
-        if mode == "rewrite":  # the holder's deny at seq 3 becomes an allow
-            session.execute(sa.text("UPDATE consent_events SET value = 'allow' WHERE seq = 3"))
-        elif mode == "truncate":
-            session.execute(sa.text("DELETE FROM consent_events WHERE seq > 8"))
-        else:  # reorder: events 4 and 5 swap places
-            columns = ("subject_key", "setting", "value", "source", "policy_version", "client")
-            four, five = (
-                session.execute(
-                    sa.text(f"SELECT {', '.join(columns)} FROM consent_events WHERE seq = :s"), {"s": s}
-                ).one()
-                for s in (4, 5)
-            )
-            assignments = ", ".join(f"{c} = :{c}" for c in columns)
-            for seq, values in ((4, five), (5, four)):
-                session.execute(
-                    sa.text(f"UPDATE consent_events SET {assignments} WHERE seq = :seq"),
-                    {**dict(zip(columns, values, strict=True)), "seq": seq},
-                )
-    _rewrite_chain_and_tree(database)
 
 
 @pytest.mark.parametrize("mode", ["rewrite", "truncate", "reorder"])
@@ -182,7 +136,7 @@ def test_a_rewritten_history_is_caught(
             assert verified.returncode == 0, verified.stdout + verified.stderr
             assert "is consistent with the log's current checkpoint" in " ".join(verified.stdout.split())
 
-        _tamper(database, mode)
+        tamper(database, mode, {"rewrite": 3, "truncate": 8, "reorder": 4}[mode])
         with database.read() as session:
             assert ledger.verify(session).ok  # the chain alone no longer tells
         response = httpx.put(  # one more write: the operator's software signs a checkpoint of the new tree
