@@ -190,7 +190,7 @@ def test_no_acknowledged_change_is_lost_when_every_server_process_is_killed(
 
     with database.read() as session:
         report = ledger.verify(session)
-        stored = dict(session.execute(select(ConsentEvent.seq, ConsentEvent.hash)).tuples().all())
+        stored = dict(session.execute(select(ConsentEvent.seq, ConsentEvent.hash)).all())
     assert report.ok
     lost = [r["chain"]["seq"] for r in acknowledged if stored.get(r["chain"]["seq"]) != r["chain"]["hash"]]
     assert lost == []
@@ -202,7 +202,7 @@ def test_no_acknowledged_change_is_lost_when_every_server_process_is_killed(
                 select(ConsentEvent.seq, ConsentEvent.subject_key, ConsentEvent.value).order_by(
                     ConsentEvent.seq
                 )
-            ).tuples()
+            )
         }
         expected = {
             account_id: last[str(ledger.subject_key_for(session, account_id, create=False))]

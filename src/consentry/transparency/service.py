@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from consentry.config import Settings
@@ -220,12 +220,24 @@ def signed_text(row: Checkpoint) -> str:
     return row.note + row.cosignatures
 
 
+_SIGNING_LOCK = 0x636F6E73656E7472  # "consentr": PostgreSQL's advisory lock of checkpoint signing
+
+
+def _lock_signing(session: Session) -> None:
+    """Let one signer at a time decide what to sign (API workers, CLI writes and the publisher thread
+    may all try at once); held until the transaction ends. SQLite's write transactions are already one
+    at a time."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SIGNING_LOCK})
+
+
 def make_checkpoint(
     session: Session, *, log: LogContext, force: bool = False, now: datetime | None = None
 ) -> Checkpoint | None:
     """Sign a checkpoint of the current tree if it grew and the last one is at least the log's interval
     old (``force`` ignores the interval). Returns the new row, or ``None`` when nothing was due."""
     now = now or utcnow()
+    _lock_signing(session)
     size = tree_size(session)
     latest = latest_checkpoint(session)
     if latest is not None:
