@@ -48,7 +48,7 @@ from consentry.eligibility import service
 from consentry.lake import schema
 from consentry.lake.generate import generate_lake
 from consentry.migrate import upgrade
-from consentry.social.seed import FOLDER_TABLES, _insert_rows, _read_folder
+from consentry.social.seed import FOLDER_TABLES, _read_folder, insert_rows
 
 SETTING = "assistant_realtime"
 
@@ -62,7 +62,7 @@ def seed(database: Database, lake: Path, ctx: ConsentContext, accounts: int) -> 
     table, names = FOLDER_TABLES["accounts"]
     rows = _read_folder(lake, schema.FOLDERS_BY_NAME["accounts"])
     with database.write() as session:
-        _insert_rows(session, table, rows, names)
+        insert_rows(session, table, rows, names)
         events = import_events(session, lake, ctx=ctx).events
     return {"generate_s": generated, "seed_s": time.perf_counter() - started - generated, "events": events}
 
