@@ -83,6 +83,22 @@ def test_account_settings_receipt_ledger(env: Settings, database: Database, tmp_
     assert code == 1 and "seq 1" in out
 
 
+def test_ledger_partitions_are_set_once(env: Settings, database: Database) -> None:
+    code, out = run("ledger", "partitions")
+    assert code == 0 and "1 partition(s)" in out
+    code, out = run("ledger", "partitions", "--set", "0")
+    assert code != 0 and "partitions" in out
+    code, out = run("ledger", "partitions", "--set", "4")
+    assert code == 0 and "4 partition(s)" in out and "partition 3: 0 events" in out
+    code, out = run("account", "create", "pat", "--country", "US", "--birth-year", "1990")
+    account_id = json.loads(out)["id"]
+    assert run("settings", "set", str(account_id), "third_party_sharing=deny")[0] == 0
+    code, out = run("ledger", "partitions", "--set", "2")
+    assert code != 0 and "fixed at creation" in " ".join(out.split())
+    code, out = run("ledger", "verify")
+    assert code == 0 and "intact" in out
+
+
 def test_bad_input_exits_non_zero_and_changes_nothing(
     env: Settings, database: Database, tmp_path: Path
 ) -> None:

@@ -328,3 +328,23 @@ def ledger_import(
         f"hash {report.head_hash}",
         soft_wrap=True,
     )
+
+
+@ledger_app.command("partitions")
+@cli_errors
+def ledger_partitions(
+    set_to: Annotated[
+        int | None,
+        typer.Option("--set", help="Give a new, empty ledger this many partitions (fixed from then on)."),
+    ] = None,
+) -> None:
+    """Show the ledger's number of partitions, or set it on a ledger that holds no event yet."""
+    from consentry.consent import ledger
+
+    with open_database().write() as session:
+        if set_to is not None:
+            ledger.set_partitions(session, set_to)
+        heads = ledger.heads(session)
+    console.print(f"{len(heads)} partition(s)")
+    for head in heads:
+        console.print(f"  partition {head.partition}: {head.size:,} events, head seq {head.seq}")

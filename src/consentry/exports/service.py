@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session, aliased
 
 from consentry import __version__
 from consentry.consent import ledger
-from consentry.consent.models import ConsentEvent, LedgerHead, Notification, PolicyVersion
+from consentry.consent.models import ConsentEvent, Notification, PolicyVersion
 from consentry.consent.receipts import build_receipt
 from consentry.consent.service import ConsentContext, settings_view
 from consentry.db import Database, utcnow
@@ -649,7 +649,9 @@ def _write_zip(
     generated_at = now or utcnow()
     account = get_account(session, account_id)
     subject_key = ledger.subject_key_for(session, account_id, create=False)
-    head = session.execute(select(LedgerHead.seq, LedgerHead.hash).where(LedgerHead.id == 1)).one_or_none()
+    heads = ledger.heads(session)
+    top = max(heads, key=lambda h: h.seq)
+    head: tuple[int, str] | None = (top.seq, top.hash)
     total = _counts(session, account_id, subject_key)
     done = 0
 

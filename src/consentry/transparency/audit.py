@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from consentry.consent import ledger
 from consentry.errors import IntegrityFailure, InvalidInput
-from consentry.transparency import merkle, store, tiles
+from consentry.transparency import merkle, partitions, store, tiles
 from consentry.transparency.merkle import HASH_SIZE
 from consentry.transparency.models import Checkpoint, TreeTile
 from consentry.transparency.note import Verifier
@@ -135,6 +135,8 @@ def audit(session: Session, *, log_key: Verifier | None, batch: int = 5_000) -> 
     ``log_key``, root against the events). ``log_key`` ``None`` with a checkpoint present is a problem:
     the audit fails closed."""
     latest = session.scalars(select(Checkpoint).order_by(Checkpoint.size.desc()).limit(1)).first()
+    if ledger.partition_count(session) > 1:
+        return _audit_partitions(session, latest=latest, log_key=log_key, batch=batch)
     rebuild = _Rebuild(session, latest.size if latest is not None else None)
     chain = ledger.verify(session, batch=batch, on_entry=rebuild.add)
     if not chain.ok:
@@ -194,4 +196,90 @@ def _fail(report: AuditReport, seq: int | None, problem: str) -> AuditReport:
     report.ok = False
     report.first_bad_seq = seq
     report.problem = problem
+    return report
+
+
+def _root_of(leaves: bytes, size: int) -> bytes:
+    """The RFC 9162 root of the first ``size`` leaf hashes (concatenated) of ``leaves``."""
+    built = tiles.append_hashes(0, leaves[: size * HASH_SIZE], {}).tiles
+    return merkle.tree_hash(
+        size,
+        tiles.tile_hash_reader(
+            size, lambda wanted: [built[(t.level, t.index)][: t.width * HASH_SIZE] for t in wanted]
+        ),
+    )
+
+
+def _audit_partitions(
+    session: Session, *, latest: Checkpoint | None, log_key: Verifier | None, batch: int
+) -> AuditReport:
+    """The audit of a partitioned ledger: every partition's chain, its tree against its events, and the
+    latest checkpoint against the log of partition states and the partitions' events."""
+    count = ledger.partition_count(session)
+    leaves = [bytearray() for _ in range(count)]
+
+    def add(seq: int, entry: bytes) -> None:
+        leaves[ledger.partition_of_seq(seq, count)] += merkle.leaf_hash(entry)
+
+    chain = ledger.verify(session, batch=batch, on_entry=add)
+    if not chain.ok:
+        return AuditReport(chain, False, chain.first_bad_seq, chain.problem)
+    report = AuditReport(chain, True)
+    for partition, data in enumerate(leaves):
+        size = len(data) // HASH_SIZE
+        try:
+            stored = store.root(session, size, partition=partition)
+        except IntegrityFailure as error:
+            return _fail(report, None, f"partition {partition}'s stored tree lacks tiles: {error}")
+        if stored != _root_of(bytes(data), size):
+            return _fail(
+                report, None, f"partition {partition}'s stored tree is not the tree of its {size} events"
+            )
+    report.notes.append(f"the trees of all {count} partitions match their events")
+    if latest is None:
+        report.notes.append("no checkpoint signed yet")
+        return report
+    report.checkpoint_size = latest.size
+    if log_key is None:
+        return _fail(
+            report, None, "the log's verifier key is unknown: the latest checkpoint cannot be checked"
+        )
+    try:
+        body = verify_checkpoint(latest.note + latest.cosignatures, Trust(log_key)).checkpoint
+    except (IntegrityFailure, InvalidInput) as error:
+        return _fail(report, None, f"the latest checkpoint (size {latest.size}) does not verify: {error}")
+    if body.size != latest.size or body.root.hex() != latest.root:
+        return _fail(report, None, f"the checkpoint stored as size {latest.size} signs a different tree")
+    try:
+        entries = partitions.entries(session, 0, body.size)
+    except IntegrityFailure as error:
+        return _fail(report, None, f"the log of partition states is incomplete: {error}")
+    states = b"".join(merkle.leaf_hash(e) for e in entries)
+    if _root_of(states, body.size) != body.root:
+        return _fail(
+            report,
+            None,
+            f"the partition states do not hash to the latest checkpoint's root (size {body.size})",
+        )
+    if body.size:
+        last = partitions.parse_states(entries[-1])
+        for partition, (size, root) in enumerate(last.trees):
+            held = len(leaves[partition]) // HASH_SIZE
+            if size > held:
+                return _fail(
+                    report,
+                    None,
+                    f"the latest checkpoint covers {size} events of partition {partition} but it holds "
+                    f"{held}: events were removed after it was signed",
+                )
+            if _root_of(bytes(leaves[partition]), size) != root:
+                return _fail(
+                    report,
+                    None,
+                    f"partition {partition}'s first {size} events do not hash to the root the latest "
+                    "checkpoint commits to: they were changed after it was signed",
+                )
+    report.notes.append(
+        f"latest checkpoint (size {body.size}) is signed by the log and matches every partition"
+    )
     return report

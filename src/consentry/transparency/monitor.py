@@ -9,6 +9,7 @@ moves forward only when every check passed.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,8 +23,9 @@ from consentry.consent.receipts import verify_receipt
 from consentry.errors import IntegrityFailure, InvalidInput
 from consentry.transparency import merkle, tiles
 from consentry.transparency.note import b64, parse_vkey, unb64
+from consentry.transparency.partitions import States, parse_states
 from consentry.transparency.tiles import ENTRIES, Tile
-from consentry.transparency.verify import Trust, VerifiedCheckpoint, verify_checkpoint
+from consentry.transparency.verify import Trust, VerifiedCheckpoint, partition_count, verify_checkpoint
 
 
 class MonitorAlarm(IntegrityFailure):
@@ -74,6 +76,12 @@ class LogClient:
     def consistency(self, old: int, new: int) -> list[bytes]:
         """The log's consistency proof between two sizes."""
         data = self._get("/v1/transparency/consistency", {"from": old, "to": new}).json()
+        return [unb64(h, what="proof") for h in data["proof"]]
+
+    def partition_consistency(self, partition: int, old: int, new: int) -> list[bytes]:
+        """The consistency proof between two sizes of one partition's tree."""
+        path = f"/v1/transparency/partitions/{partition}/consistency"
+        data = self._get(path, {"from": old, "to": new}).json()
         return [unb64(h, what="proof") for h in data["proof"]]
 
     def tiles(self, wanted: Sequence[Tile]) -> list[bytes]:
@@ -140,11 +148,75 @@ def _frontier_after(
     return out
 
 
+def state_entries(client: LogClient, checked: VerifiedCheckpoint, first: int) -> list[States]:
+    """The partition state entries ``[first, size)`` of a partitioned log, each proven to be the leaf
+    of the checkpoint's tree at its index."""
+    size, root = checked.checkpoint.size, checked.checkpoint.root
+    cache: dict[tuple[int, int, int], bytes] = {}
+
+    def read(wanted: Sequence[Tile]) -> list[bytes]:
+        missing = [t for t in wanted if (t.level, t.index, t.width) not in cache]
+        for tile, data in zip(missing, client.tiles(missing), strict=True):
+            cache[(tile.level, tile.index, tile.width)] = data
+        return [cache[(t.level, t.index, t.width)] for t in wanted]
+
+    reader = tiles.tile_hash_reader(size, read)
+    out: list[States] = []
+    for index in range(first // tiles.TILE_WIDTH, tiles.tiles_of(size, ENTRIES)):
+        width = tiles.tile_width(ENTRIES, index, size)
+        [bundle] = client.tiles([Tile(ENTRIES, index, width)])
+        for offset, entry in enumerate(tiles.split_bundle(bundle)):
+            at = index * tiles.TILE_WIDTH + offset
+            if at < first:
+                continue
+            try:
+                merkle.verify_inclusion(
+                    merkle.inclusion_proof(size, at, reader), size, root, at, merkle.leaf_hash(entry)
+                )
+                out.append(parse_states(entry))
+            except (IntegrityFailure, InvalidInput) as error:
+                raise MonitorAlarm(
+                    "tree-mismatch", f"state entry {at} is not the signed tree's: {error}"
+                ) from error
+    return out
+
+
+def check_partitions(client: LogClient, checked: VerifiedCheckpoint, previous_size: int) -> int:
+    """Every partition only grew from one state entry to the next, from the last one accepted before to
+    the newest (consistency proofs of the partitions' trees); returns how many steps were proven."""
+    states = state_entries(client, checked, max(previous_size - 1, 0))
+    proven = 0
+    for before, after in itertools.pairwise(states):
+        if len(before.trees) != len(after.trees):
+            raise MonitorAlarm("fork", "the number of partitions changed between two state entries")
+        for partition, ((old, old_root), (new, new_root)) in enumerate(
+            zip(before.trees, after.trees, strict=True)
+        ):
+            if new < old:
+                raise MonitorAlarm("rollback", f"partition {partition} shrank from {old} to {new} events")
+            try:
+                proof = client.partition_consistency(partition, old, new) if new > old else []
+                merkle.verify_consistency(proof, old, old_root, new, new_root)
+            except IntegrityFailure as error:
+                raise MonitorAlarm(
+                    "fork",
+                    f"partition {partition}'s tree of size {new} does not extend its tree of size {old}: "
+                    f"its history was rewritten ({error.detail})",
+                ) from error
+            proven += 1
+    return proven
+
+
 def check_receipt(
     client: LogClient, checked: VerifiedCheckpoint, signed: Any, receipt_key: dict[str, Any]
 ) -> None:
     """The receipt's signature and chain link, and its event's inclusion in the checkpoint's tree."""
     receipt = verify_receipt(signed, receipt_key)
+    if partition_count(checked.checkpoint) > 1:
+        raise InvalidInput(
+            "the log is partitioned: check a receipt with its proof (consentry receipt verify --proof)",
+            field="receipt",
+        )
     seq = receipt["event"]["seq"]
     size = checked.checkpoint.size
     if not isinstance(seq, int) or not 1 <= seq <= size:
@@ -207,6 +279,9 @@ def run(
                 f"accepted before ({error.detail}): the log's history was rewritten",
             ) from error
         notes.append(f"consistent with the checkpoint of size {previous_size} accepted before")
+        if partition_count(new) > 1 and new.size > previous_size:
+            steps = check_partitions(client, checked, previous_size)
+            notes.append(f"every partition's tree extends its earlier one ({steps} steps proven)")
     if full:
         recomputed = full_root(client, new.size)
         if recomputed != new.root:

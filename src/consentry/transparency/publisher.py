@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy.exc import IntegrityError
 
 from consentry.db import Database
 from consentry.errors import ConsentryError
@@ -90,14 +91,15 @@ def publish(
     Returns the size of the checkpoint signed now (``None`` if none was due) and each witness's answer.
     """
     with database.read() as session:
-        latest = service.latest_checkpoint(session)
-        latest_size = latest.size if latest is not None else None
-        size = service.tree_size(session)
+        due = service.unsigned_growth(session)
     signed: int | None = None
-    if latest_size != size:
-        with database.write() as session:
-            row = service.make_checkpoint(session, log=log_ctx, force=force)
-            signed = row.size if row is not None else None
+    if due:
+        try:
+            with database.write() as session:
+                row = service.make_checkpoint(session, log=log_ctx, force=force)
+                signed = row.size if row is not None else None
+        except IntegrityError:  # another publisher (thread, process, node) signed this tree first
+            signed = None
     outcomes: list[WitnessOutcome] = []
     if log_ctx.witnesses:
         with database.read() as session:
@@ -158,8 +160,7 @@ class Publisher:
                 signed, _ = publish(self.database, self.log, known=self._known)
                 if signed is None:
                     with self.database.read() as session:
-                        row = service.latest_checkpoint(session)
-                        behind = service.tree_size(session) != (row.size if row is not None else -1)
+                        behind = service.unsigned_growth(session)
                     if behind:  # written since, but too early: try again when the interval has passed
                         self._stop.wait(interval / 2)
                         self._wake.set()

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from consentry.api_deps import AccountDep, DatabaseDep
 from consentry.consent import service as consent
-from consentry.errors import Conflict
+from consentry.errors import Conflict, NotFound
 from consentry.ids import Id64
 from consentry.openapi import raises
 from consentry.transparency import service
-from consentry.transparency.cite import inclusion_of
 from consentry.transparency.note import b64
 from consentry.transparency.service import LogContext
 from consentry.transparency.tiles import ENTRIES
@@ -98,6 +97,21 @@ def consistency(
         }
 
 
+@router.get("/v1/transparency/partitions/{partition}/consistency", tags=["transparency"])
+@raises(NotFound)  # a ledger of one partition, or no such partition
+def partition_consistency(
+    partition: Annotated[int, Path(ge=0, le=1023)],
+    database: DatabaseDep,
+    old: Annotated[Id64, Query(alias="from", ge=0)],
+    new: Annotated[Id64, Query(alias="to", ge=0)],
+) -> dict[str, Any]:
+    """An RFC 9162 consistency proof between two sizes of one partition's tree (a ledger of several
+    partitions; monitors check that every partition only grows between two state entries)."""
+    with database.read() as session:
+        proof = service.partition_consistency_proof(session, partition=partition, old=old, new=new)
+    return {"partition": partition, "from": old, "to": new, "proof": [b64(h) for h in proof]}
+
+
 @router.get("/v1/transparency/checkpoints/{size}", tags=["transparency"])
 def checkpoint_of_size(size: Id64, database: DatabaseDep) -> dict[str, Any]:
     """A checkpoint signed earlier, by tree size (every checkpoint is kept)."""
@@ -124,21 +138,34 @@ def receipt_proof(
     ctx = request.app.state.consent
     with database.read() as session:
         consent.receipt_for(session, account_id=principal.account_id, seq=seq, ctx=ctx)  # theirs, or 404
-        found = inclusion_of(session, seq=seq)
-    if found is None:
-        seconds = log_context(request).interval.total_seconds()
-        raise Conflict(
-            f"event {seq} is not in a checkpoint yet; one follows within {seconds:g} s, ask again then",
-            field="seq",
-        )
-    if format == "tlog-proof":
-        return PlainTextResponse(found.text, media_type=TEXT)
-    return {
-        "seq": seq,
-        "index": found.index,
-        "size": found.size,
-        "root": b64(bytes.fromhex(found.root)),
-        "proof": [b64(h) for h in found.proof],
-        "checkpoint": found.checkpoint,
-        "tlog_proof": found.text,
-    }
+        found = service.event_proof(session, seq=seq)
+        if found is None:
+            seconds = log_context(request).interval.total_seconds()
+            raise Conflict(
+                f"event {seq} is not in a checkpoint yet; one follows within {seconds:g} s, ask again then",
+                field="seq",
+            )
+        text = found.tlog_proof
+        if format == "tlog-proof":
+            return PlainTextResponse(text, media_type=TEXT)
+        body: dict[str, Any] = {
+            "seq": seq,
+            "index": found.index,
+            "size": found.checkpoint.size,
+            "root": b64(bytes.fromhex(found.checkpoint.root)),
+            "proof": [b64(h) for h in found.proof],
+            "checkpoint": service.signed_text(found.checkpoint),
+            "tlog_proof": text,
+        }
+        if found.partition is not None:  # a partitioned ledger: the event's step in its partition first
+            step = found.partition
+            size, root = step.states.trees[step.partition]
+            body["partition"] = {
+                "partition": step.partition,
+                "index": step.index,
+                "size": size,
+                "root": b64(root),
+                "proof": [b64(h) for h in step.proof],
+                "state": step.states.text,
+            }
+    return body

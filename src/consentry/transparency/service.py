@@ -20,13 +20,14 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from consentry.config import Settings
+from consentry.consent import ledger
 from consentry.consent.ledger import canonical_json, document_of
 from consentry.consent.models import ConsentEvent, LedgerHead
 from consentry.db import utcnow
 from consentry.errors import IntegrityFailure, InvalidInput, NotFound
-from consentry.transparency import merkle, store, tiles
+from consentry.transparency import merkle, partitions, store, tiles
 from consentry.transparency.checkpoint import Checkpoint as Body
-from consentry.transparency.checkpoint import parse_checkpoint
+from consentry.transparency.checkpoint import format_proof, parse_checkpoint
 from consentry.transparency.models import Checkpoint
 from consentry.transparency.note import (
     COSIGNATURE_V1,
@@ -127,11 +128,17 @@ def load_witnesses(path: Path | None) -> list[Witness]:
 
 
 def tree_size(session: Session) -> int:
-    """The number of leaves: the ledger head's seq."""
-    size = session.scalar(select(LedgerHead.seq).where(LedgerHead.id == 1))
-    if size is None:
+    """The number of leaves of the signed tree: the ledger head's seq, or with several partitions the
+    number of partition state entries (``partitions``)."""
+    sizes = session.scalars(select(LedgerHead.seq).order_by(LedgerHead.id).limit(2)).all()
+    if not sizes:
         raise IntegrityFailure("the ledger head row is missing; run 'consentry db upgrade'")
-    return int(size)
+    return int(sizes[0]) if len(sizes) == 1 else partitions.log_size(session)
+
+
+def partition_count(session: Session) -> int:
+    """The ledger's number of partitions (one: the signed tree is the ledger's own)."""
+    return ledger.partition_count(session)
 
 
 def entry_of(event: ConsentEvent) -> bytes:
@@ -162,6 +169,19 @@ def consistency_proof(session: Session, *, old: int, new: int) -> list[bytes]:
     return merkle.consistency_proof(old, new, store.hash_reader(session, new))
 
 
+def partition_consistency_proof(session: Session, *, partition: int, old: int, new: int) -> list[bytes]:
+    """The consistency proof between two sizes of one partition's tree (ledgers of several partitions)."""
+    heads = ledger.heads(session)
+    if len(heads) == 1 or not 0 <= partition < len(heads):
+        raise NotFound(f"the ledger has no partition {partition} of its own tree", field="partition")
+    current = heads[partition].size
+    if not 0 <= new <= current:
+        raise InvalidInput(f"to must be between 0 and the partition's size {current}", field="to")
+    if not 0 <= old <= new:
+        raise InvalidInput(f"from ({old}) must be between 0 and to ({new})", field="from")
+    return merkle.consistency_proof(old, new, store.hash_reader(session, new, partition=partition))
+
+
 def root(session: Session, *, size: int) -> bytes:
     """The root of the tree of ``size`` leaves."""
     _check_size(session, size, field_name="size")
@@ -181,7 +201,10 @@ def tile_bytes(session: Session, *, path: str) -> tuple[Tile, bytes]:
 
 
 def entry_bundle(session: Session, tile: Tile) -> bytes:
-    """The entries of events ``[start + 1, start + width]`` as a tlog-tiles entry bundle."""
+    """The entries of events ``[start + 1, start + width]`` as a tlog-tiles entry bundle (with several
+    partitions: the partition state entries ``[start, start + width)``)."""
+    if partition_count(session) > 1:
+        return tiles.entry_bundle(partitions.entries(session, tile.index * tiles.TILE_WIDTH, tile.width))
     first = tile.index * tiles.TILE_WIDTH + 1
     rows = session.scalars(
         select(ConsentEvent)
@@ -194,6 +217,21 @@ def entry_bundle(session: Session, tile: Tile) -> bytes:
 
 
 # --- checkpoints -------------------------------------------------------------------------------------
+
+
+def unsigned_growth(session: Session) -> bool:
+    """Whether the ledger holds events no checkpoint covers yet."""
+    latest = latest_checkpoint(session)
+    if partition_count(session) == 1:
+        return tree_size(session) != (latest.size if latest is not None else -1)
+    size = partitions.log_size(session)
+    if size == 0:
+        return latest is None or any(grown for grown, _ in partitions.current_states(session).trees)
+    return (
+        latest is None
+        or latest.size != size
+        or partitions.state_at(session, size - 1) != (partitions.current_states(session))
+    )
 
 
 def latest_checkpoint(session: Session) -> Checkpoint | None:
@@ -213,6 +251,40 @@ def covering_checkpoint(session: Session, *, seq: int) -> Checkpoint | None:
     """The latest checkpoint, if it covers event ``seq`` (``None``: not checkpointed yet)."""
     latest = latest_checkpoint(session)
     return latest if latest is not None and latest.size >= seq else None
+
+
+@dataclass(frozen=True)
+class EventProof:
+    """An event's inclusion proof against the latest checkpoint: its leaf in the signed tree, or with
+    several partitions its leaf in its partition's tree (``partition``) then the state entry that names
+    that tree in the signed tree."""
+
+    index: int
+    proof: list[bytes]
+    checkpoint: Checkpoint
+    partition: partitions.PartitionProof | None = None
+
+    @property
+    def tlog_proof(self) -> str:
+        """The C2SP tlog-proof (the partition step as its extra data)."""
+        extra = self.partition.extra if self.partition is not None else None
+        return format_proof(self.index, self.proof, signed_text(self.checkpoint), extra)
+
+
+def event_proof(session: Session, *, seq: int) -> EventProof | None:
+    """The proof of event ``seq`` in the latest checkpoint; ``None`` while no checkpoint covers it."""
+    row = latest_checkpoint(session)
+    if row is None or row.size == 0:
+        return None
+    if partition_count(session) == 1:
+        if row.size < seq:
+            return None
+        return EventProof(seq - 1, inclusion_proof(session, seq=seq, size=row.size), row)
+    step = partitions.partition_proof(session, seq=seq, log_size=row.size)
+    if step is None:
+        return None
+    top = merkle.inclusion_proof(row.size, row.size - 1, store.hash_reader(session, row.size))
+    return EventProof(row.size - 1, top, row, step)
 
 
 def signed_text(row: Checkpoint) -> str:
@@ -238,8 +310,11 @@ def make_checkpoint(
     old (``force`` ignores the interval). Returns the new row, or ``None`` when nothing was due."""
     now = now or utcnow()
     _lock_signing(session)
-    size = tree_size(session)
+    count = partition_count(session)
     latest = latest_checkpoint(session)
+    if count > 1 and (latest is None or force or latest.created_at + log.interval <= now):
+        partitions.record_states(session)  # the partitions' trees now, as the next leaf (if they grew)
+    size = tree_size(session)
     if latest is not None:
         if latest.size > size:
             raise IntegrityFailure(
@@ -253,7 +328,8 @@ def make_checkpoint(
             proof, latest.size, bytes.fromhex(latest.root), size, store.root(session, size)
         )
     tree_root = store.root(session, size)
-    text = Body(log.origin, size, tree_root).text
+    extensions = (partitions.extension(count),) if count > 1 else ()
+    text = Body(log.origin, size, tree_root, extensions).text
     row = Checkpoint(
         size=size, root=tree_root.hex(), note=log.signer.sign(text), cosignatures="", created_at=now
     )

@@ -15,8 +15,9 @@ from consentry.consent.ledger import canonical_json
 from consentry.consent.receipts import verify_receipt
 from consentry.errors import IntegrityFailure, InvalidInput
 from consentry.transparency import merkle
-from consentry.transparency.checkpoint import Checkpoint, parse_checkpoint, parse_proof
+from consentry.transparency.checkpoint import Checkpoint, decimal, parse_checkpoint, parse_proof
 from consentry.transparency.note import COSIGNATURE_V1, Verifier, verify_note
+from consentry.transparency.partitions import EXTENSION, parse_partition_proof, verify_partition_proof
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,39 @@ def verify_receipt_with_proof(
     receipt = verify_receipt(signed_receipt, receipt_key)
     proof = parse_proof(tlog_proof)
     seq = receipt["event"].get("seq")
-    if not isinstance(seq, int) or proof.index != seq - 1:
-        raise IntegrityFailure(f"the proof is for leaf {proof.index}, the receipt's event is seq {seq}")
     checkpoint = verify_checkpoint(proof.checkpoint, trust)
     leaf = merkle.leaf_hash(canonical_json(receipt["event"]))
+    if not isinstance(seq, int):
+        raise IntegrityFailure(f"the receipt's event has no seq ({seq!r})")
+    count = partition_count(checkpoint.checkpoint)
+    if count > 1 or proof.extra is not None:
+        # a partitioned ledger: the event in its partition's tree, that tree in a state entry, the
+        # entry in the signed tree
+        if proof.extra is None:
+            raise IntegrityFailure(
+                "the checkpoint is of a partitioned log, but the proof has no partition step"
+            )
+        step = parse_partition_proof(proof.extra)
+        if len(step.states.trees) != count:
+            raise IntegrityFailure(
+                f"the proof's state lists {len(step.states.trees)} partitions, the checkpoint names {count}"
+            )
+        leaf = merkle.leaf_hash(verify_partition_proof(step, seq=seq, leaf=leaf))
+    elif proof.index != seq - 1:
+        raise IntegrityFailure(f"the proof is for leaf {proof.index}, the receipt's event is seq {seq}")
     merkle.verify_inclusion(
         list(proof.proof), checkpoint.checkpoint.size, checkpoint.checkpoint.root, proof.index, leaf
     )
     return ReceiptProof(receipt, checkpoint)
+
+
+def partition_count(checkpoint: Checkpoint) -> int:
+    """The number of partitions a checkpoint's extension line names (one without it)."""
+    for line in checkpoint.extensions:
+        name, _, value = line.partition(" ")
+        if name == EXTENSION:
+            return decimal(value, what="checkpoint")
+    return 1
 
 
 def verify_consistent(old: Checkpoint, new: Checkpoint, proof: Sequence[bytes]) -> None:

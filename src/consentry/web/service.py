@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from consentry.consent.catalog import Jurisdictions
 from consentry.consent.evaluate import group_index, to_micros
+from consentry.consent.ledger import partition_count as ledger_partitions
 from consentry.consent.policy import Policy, ordered
 from consentry.consent.rules import INACTIVE, MINOR, STATUS_ACTIVE, Values, holds_arrays
 from consentry.consent.service import ConsentContext, load_accounts, load_policies
@@ -319,6 +320,8 @@ class ConsentStateCache:
         """The state as of now: read in full the first time, then only what changed."""
         with self._lock:
             snapshot = self._snapshot
+            if snapshot is not None and ledger_partitions(session) > 1:
+                snapshot = None  # several partitions' seqs interleave: no seq cursor, read in full
             now = time.monotonic()
             if snapshot is None or now - self._accounts_read > self.accounts_ttl:
                 accounts = Accounts.from_table(load_accounts(session), self.jurisdictions)
