@@ -137,6 +137,11 @@ def main() -> None:
                 rate, ok = one_run(admin, Path(tmp), partitions, args)
                 rates[partitions].append(rate)
                 intact = intact and ok
+                print(
+                    f"P = {partitions}: {rate:,.1f} writes/s, chains intact: {ok}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     admin.dispose()
     base = statistics.median(rates[counts[0]])
     figures: dict[str, object] = {
