@@ -22,6 +22,7 @@ from consentry.errors import IntegrityFailure
 from consentry.transparency import merkle, monitor, partitions, service, tiles
 from consentry.transparency.audit import audit
 from consentry.transparency.checkpoint import parse_checkpoint
+from consentry.transparency.cite import inclusion_of
 from consentry.transparency.note import COSIGNATURE_V1, NoteSigner, parse_vkey
 from consentry.transparency.publisher import add_checkpoint_body, publish
 from consentry.transparency.verify import Trust, verify_checkpoint, verify_receipt_with_proof
@@ -109,6 +110,10 @@ def test_one_checkpoint_commits_to_every_partition_and_proofs_take_two_steps(
         checked_receipt = verify_receipt_with_proof(receipt, key, body["tlog_proof"], trust)
         assert checked_receipt.receipt["event"]["seq"] == seq
         proofs.append(body["tlog_proof"])
+    with database.read() as session:  # the settings page's download is the same proof
+        cited = inclusion_of(session, seq=receipts[2]["receipt"]["chain"]["seq"])  # type: ignore[index]
+    assert cited is not None
+    verify_receipt_with_proof(receipts[2], key, cited.text, trust)
     with pytest.raises(IntegrityFailure):  # a proof is about its own event only
         verify_receipt_with_proof(receipts[0], key, proofs[1], trust)
 

@@ -159,23 +159,30 @@ class InclusionProof:
     root: str
     proof: tuple[bytes, ...]
     checkpoint: str
+    leaf: int | None = None
+    """The proven leaf of the signed tree when it is not the event's own (a partitioned ledger)."""
+    extra: bytes | None = None
+    """A partitioned ledger's first step: the event in its partition's tree (``partitions``)."""
 
     @property
     def index(self) -> int:
-        """The event's leaf index."""
-        return self.seq - 1
+        """The proven leaf index of the signed tree (the event's, with one partition)."""
+        return self.seq - 1 if self.leaf is None else self.leaf
 
     @property
     def text(self) -> str:
         """The C2SP tlog-proof document."""
-        return format_proof(self.index, self.proof, self.checkpoint)
+        return format_proof(self.index, self.proof, self.checkpoint, self.extra)
 
 
 def inclusion_of(session: Session, *, seq: int) -> InclusionProof | None:
     """The proof that event ``seq`` is in the latest checkpoint's tree (``None``: no checkpoint covers it
     yet). The caller checks that the event is the asker's."""
-    row = service.covering_checkpoint(session, seq=seq)
-    if row is None:
+    found = service.event_proof(session, seq=seq)
+    if found is None:
         return None
-    proof = service.inclusion_proof(session, seq=seq, size=row.size)
-    return InclusionProof(seq, row.size, row.root, tuple(proof), service.signed_text(row))
+    row = found.checkpoint
+    extra = found.partition.extra if found.partition is not None else None
+    return InclusionProof(
+        seq, row.size, row.root, tuple(found.proof), service.signed_text(row), found.index, extra
+    )
