@@ -174,6 +174,7 @@ def create_app(
     from consentry.eligibility.router import router as eligibility_router
     from consentry.eligibility.service import warm as warm_eligibility
     from consentry.exports.router import router as exports_router
+    from consentry.links.router import router as links_router
     from consentry.metering.meter import MemoryMeter, Meter, RedisMeter
     from consentry.metering.middleware import DatabaseDirectory, MeteringMiddleware
     from consentry.metering.router import router as metering_router
@@ -253,6 +254,7 @@ def create_app(
     app.include_router(datasets_router)
     app.include_router(eligibility_router)
     app.include_router(exports_router)
+    app.include_router(links_router)
     app.include_router(retention_router)
     app.include_router(partners_router)
     app.include_router(transparency_router)

@@ -19,6 +19,7 @@ from consentry.consent.cli import ledger_app, policy_app, receipt_app, settings_
 from consentry.datasets.cli import dataset_app, recipient_app
 from consentry.exports.cli import export as export_account
 from consentry.lake import cli as lake_cli
+from consentry.links.cli import import_links, show_links
 from consentry.metering.cli import damages_app, org_app
 from consentry.partners.cli import partner_app
 from consentry.partners.worker_cli import webhook_app, worker_command
@@ -37,6 +38,8 @@ demo_app = typer.Typer(help="Run the demo service, or generate demo data (demo g
 
 app.add_typer(db_app, name="db")
 account_app.command("export")(export_account)
+account_app.command("link-import")(import_links)
+account_app.command("links")(show_links)
 app.add_typer(account_app, name="account")
 app.add_typer(settings_app, name="settings")
 app.add_typer(policy_app, name="policy")

@@ -7,6 +7,7 @@ from consentry.db import Base
 from consentry.eligibility import models as eligibility_models
 from consentry.exports import models as exports_models
 from consentry.jobs import models as jobs_models
+from consentry.links import models as links_models
 from consentry.metering import models as metering_models
 from consentry.partners import models as partners_models
 from consentry.retention import models as retention_models
@@ -21,6 +22,7 @@ __all__ = [
     "eligibility_models",
     "exports_models",
     "jobs_models",
+    "links_models",
     "metering_models",
     "partners_models",
     "retention_models",

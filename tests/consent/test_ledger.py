@@ -213,13 +213,22 @@ texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_si
     version=st.one_of(st.none(), st.integers(0, 10**6)),
     micros=st.integers(0, 10**15),
     value=st.sampled_from(ledger.VALUES),
+    chosen_by=st.one_of(st.none(), texts),
 )
 def test_fast_canonical_form_equals_json(
-    subject: str, setting: str, source: str, client: str, version: int | None, micros: int, value: str
+    subject: str,
+    setting: str,
+    source: str,
+    client: str,
+    version: int | None,
+    micros: int,
+    value: str,
+    chosen_by: str | None,
 ) -> None:
-    """The hand-written canonical JSON of the ledger is byte-identical to the generic one."""
+    """The hand-written canonical JSON of the ledger is byte-identical to the generic one, with and
+    without the account that chose for linked accounts."""
     at = datetime(1990, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
-    new = NewEvent(subject, setting, value, source, version, at, client)
+    new = NewEvent(subject, setting, value, source, version, at, client, chosen_by)
     [row] = ledger.link_events([new], 0, ledger.GENESIS)
     document = event_document(
         seq=1,
@@ -230,6 +239,7 @@ def test_fast_canonical_form_equals_json(
         policy_version=version,
         recorded_at=at,
         client=client,
+        chosen_by=chosen_by,
     )
     assert row["hash"] == chain_hash(ledger.GENESIS, document)
     assert json.loads(canonical_json(document)) == document

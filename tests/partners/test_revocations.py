@@ -18,6 +18,7 @@ from consentry.datasets import lineage
 from consentry.datasets import service as datasets
 from consentry.datasets.models import Recipient, Release
 from consentry.db import Database
+from consentry.links.service import import_links, request_link
 from consentry.partners import revocations
 from consentry.partners.models import OutboxMessage, Revocation
 from consentry.partners.usage import data_usage
@@ -245,6 +246,38 @@ def test_data_usage_lists_the_releases_holding_the_account_and_the_state_of_each
     assert (body["checkpoint"]["size"], body["checkpoint"]["root"]) == (size, root)
     assert body["checkpoint"]["log_key"] == client.get("/.well-known/consentry/checkpoint-key").text.strip()
     assert client.get("/v1/me/data-usage").status_code == 401
+
+
+def test_data_usage_of_linked_accounts_is_each_accounts_own_report(
+    database: Database, platform: dict[str, Release], client: TestClient
+) -> None:
+    """``scope=linked`` adds, per confirmed linked account, exactly the report that account would get."""
+    with database.write() as session:
+        token = create_token(session, kind="account", account_id=1)
+        active = session.scalars(
+            select(social.Account.id).where(social.Account.status == "active", social.Account.id != 1)
+        ).all()
+        used = [a for a in active if data_usage(session, account_id=a)]
+        unused = [a for a in active if a not in used]
+        chosen = sorted([*used[:2], *unused[:1]])
+        import_links(session, [(1, a) for a in chosen])
+        asked = next(a for a in active if a not in chosen)
+        request_link(session, account_id=1, other_id=asked)  # asked, never confirmed: not covered
+        expected = {a: {u.release_id: u.records for u in data_usage(session, account_id=a)} for a in chosen}
+    assert any(expected.values())  # some linked account has released records
+    headers = {"Authorization": f"Bearer {token}"}
+    alone = client.get("/v1/me/data-usage", headers=headers).json()
+    assert alone["linked"] == []
+    body = client.get("/v1/me/data-usage", headers=headers, params={"scope": "linked"}).json()
+    assert {k: v for k, v in body.items() if k != "linked"} == {
+        k: v for k, v in alone.items() if k != "linked"
+    }
+    assert [item["account_id"] for item in body["linked"]] == chosen
+    for item in body["linked"]:
+        assert {r["release_id"]: r["records"] for r in item["releases"]} == expected[item["account_id"]]
+        assert item["records"] == sum(sum(c.values()) for c in expected[item["account_id"]].values())
+    bad = client.get("/v1/me/data-usage", headers=headers, params={"scope": "everyone"})
+    assert bad.status_code == 422 and bad.json()["field"] == "scope"
 
 
 def test_a_bulk_import_revokes_where_an_accounts_last_imported_choice_is_a_deny(

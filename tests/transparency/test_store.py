@@ -118,6 +118,7 @@ texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_si
     micros=st.integers(0, 10**15),
     value=st.sampled_from(ledger.VALUES),
     seq=st.integers(1, 2**53 - 1),
+    chosen_by=st.one_of(st.none(), texts),
 )
 def test_the_leaf_entry_is_the_rfc_8785_form_of_the_event(
     subject: str,
@@ -128,6 +129,7 @@ def test_the_leaf_entry_is_the_rfc_8785_form_of_the_event(
     micros: int,
     value: str,
     seq: int,
+    chosen_by: str | None,
 ) -> None:
     """The ledger's canonical JSON of an event is the JSON Canonicalization Scheme's, byte for byte, so
     any RFC 8785 library rebuilds a receipt's leaf from the event it carries."""
@@ -141,6 +143,7 @@ def test_the_leaf_entry_is_the_rfc_8785_form_of_the_event(
         policy_version=version,
         recorded_at=at,
         client=client,
+        chosen_by=chosen_by,
     )
     assert canonical_json(document) == rfc8785.dumps(document)
 

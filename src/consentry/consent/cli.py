@@ -63,6 +63,9 @@ def settings_set(
     changes: Annotated[list[str], typer.Argument(help="SETTING=allow|deny, one or more.")],
     client: Annotated[str, typer.Option(help="Client kind to record: web, ios, android, api.")] = "api",
     receipt_dir: Annotated[Path | None, typer.Option(help="Write each signed receipt here as JSON.")] = None,
+    scope: Annotated[
+        str, typer.Option(help="account, or linked: also every account with a confirmed link to it.")
+    ] = "account",
 ) -> None:
     """Record explicit choices for an account (as an operator acting on the holder's request)."""
     from consentry.auth.service import check_client
@@ -78,13 +81,14 @@ def settings_set(
     ctx = service.ConsentContext.from_settings(get_settings())
     with open_database().write() as session:
         receipts = service.change_settings(
-            session, account_id=account, changes=parsed, client=client, ctx=ctx
+            session, account_id=account, changes=parsed, client=client, ctx=ctx, scope=scope
         )
     for signed in receipts:
         chain = signed["receipt"]["chain"]
         event = signed["receipt"]["event"]
         console.print(
-            f"seq {chain['seq']}: {event['setting']} = {event['value']}  hash {chain['hash'][:16]}…"
+            f"seq {chain['seq']}: {event['setting']} = {event['value']}  subject {event['subject'][:8]}…  "
+            f"hash {chain['hash'][:16]}…"
         )
         if receipt_dir:
             receipt_dir.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,9 @@ class NewEvent:
     policy_version: int | None
     recorded_at: datetime
     client: str
+    chosen_by: str | None = None
+    """The subject key of the account that made the choice, when it is not the event's own subject's
+    alone (a change applied to every linked account); absent from the hashed form when ``None``."""
 
 
 def format_time(at: datetime) -> str:
@@ -81,9 +84,14 @@ def event_document(
     policy_version: int | None,
     recorded_at: datetime | str,
     client: str,
+    chosen_by: str | None = None,
 ) -> dict[str, Any]:
-    """The hashed form of an event, exactly as it appears in receipts."""
-    return {
+    """The hashed form of an event, exactly as it appears in receipts.
+
+    ``chosen_by`` appears only when set (events of a change made for linked accounts), so every event
+    without it keeps the form, and the hash, it always had.
+    """
+    document: dict[str, Any] = {
         "seq": seq,
         "subject": subject,
         "setting": setting,
@@ -93,6 +101,9 @@ def event_document(
         "recorded_at": recorded_at if isinstance(recorded_at, str) else format_time(recorded_at),
         "client": client,
     }
+    if chosen_by is not None:
+        document["chosen_by"] = chosen_by
+    return document
 
 
 def canonical_json(document: Any) -> bytes:
@@ -116,6 +127,7 @@ def document_of(event: ConsentEvent) -> dict[str, Any]:
         policy_version=event.policy_version,
         recorded_at=event.recorded_at,
         client=event.client,
+        chosen_by=event.chosen_by,
     )
 
 
@@ -303,8 +315,9 @@ def _link(
         seq += step
         stamp = format_time(event.recorded_at)
         version = "null" if event.policy_version is None else int(event.policy_version)
+        chosen = "" if event.chosen_by is None else f'"chosen_by":{dumps(event.chosen_by)},'
         document = (  # canonical JSON written out: avoids building and sorting a dict per event
-            f'{{"client":{dumps(event.client)},"policy_version":{version},"recorded_at":"{stamp}",'
+            f'{{{chosen}"client":{dumps(event.client)},"policy_version":{version},"recorded_at":"{stamp}",'
             f'"seq":{seq},"setting":{dumps(event.setting)},"source":{dumps(event.source)},'
             f'"subject":{dumps(event.subject_key)},"value":"{event.value}"}}'
         ).encode()
@@ -319,6 +332,7 @@ def _link(
                 "policy_version": event.policy_version,
                 "recorded_at": event.recorded_at,
                 "client": event.client,
+                "chosen_by": event.chosen_by,
                 "prev_hash": prev,
                 "hash": digest,
             },

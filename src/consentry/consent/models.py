@@ -58,6 +58,8 @@ class ConsentEvent(Base):
     policy_version: Mapped[int | None] = mapped_column(Integer)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
     client: Mapped[str] = mapped_column(String(16))
+    chosen_by: Mapped[str | None] = mapped_column(String(32))
+    """Subject key of the account that chose, on events of a change made for linked accounts."""
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
 from consentry.api_deps import AccountDep, AdminDep, ClientDep, DatabaseDep
 from consentry.consent import service
 from consentry.consent.schemas import (
+    AccountUsageOut,
     ChangeOut,
     DataUsageOut,
     EventOut,
     HistoryOut,
     ImpactOut,
+    LinkedChangeOut,
     NotificationOut,
     PolicyIn,
     PolicyOut,
@@ -28,6 +30,7 @@ from consentry.consent.writer import ConsentWriter
 from consentry.db import utcnow
 from consentry.errors import Conflict
 from consentry.ids import Id32, Id64
+from consentry.links.service import linked_ids, subject_keys
 from consentry.openapi import raises
 from consentry.partners.usage import data_usage
 from consentry.transparency.cite import latest_citation
@@ -67,16 +70,41 @@ def my_settings(request: Request, principal: AccountDep, database: DatabaseDep) 
 def change_my_settings(
     request: Request, body: SettingsUpdate, principal: AccountDep, client: ClientDep, database: DatabaseDep
 ) -> ChangeOut:
-    """Record one or many choices; returns a signed receipt per change (the client kind is recorded)."""
+    """Record one or many choices; returns a signed receipt per change (the client kind is recorded).
+
+    With ``"scope": "linked"`` the same choices are recorded for every account the caller has a
+    confirmed link with, in the same transaction: one event and one receipt per account and setting,
+    each naming the caller's subject key as ``chosen_by``; ``accounts`` says what each account got."""
     assert principal.account_id is not None
     ctx = context(request)
     writer: ConsentWriter = request.app.state.consent_writer
     receipts = writer.change(
-        service.ChangeRequest(account_id=principal.account_id, changes=body.settings, client=client)
+        service.ChangeRequest(
+            account_id=principal.account_id, changes=body.settings, client=client, scope=body.scope
+        )
     )
     with database.read() as session:
         states = service.settings_view(session, account_id=principal.account_id, ctx=ctx)
-    return ChangeOut(receipts=receipts, settings=_settings_out(states))
+        accounts: list[LinkedChangeOut] = []
+        if body.scope == "linked":
+            covered = [principal.account_id, *linked_ids(session, account_id=principal.account_id)]
+            keys = subject_keys(session, covered)
+            for account_id in covered:
+                seqs = [
+                    int(item["receipt"]["chain"]["seq"])
+                    for item in receipts
+                    if item["receipt"]["subject"] == keys.get(account_id)
+                ]
+                view = service.settings_view(session, account_id=account_id, ctx=ctx)
+                accounts.append(
+                    LinkedChangeOut(
+                        account_id=account_id,
+                        changed=bool(seqs),
+                        receipt_seqs=seqs,
+                        settings=_settings_out(view),
+                    )
+                )
+    return ChangeOut(receipts=receipts, settings=_settings_out(states), scope=body.scope, accounts=accounts)
 
 
 @router.get("/v1/me/consent-history", tags=["settings"])
@@ -113,21 +141,37 @@ def my_notifications(
         return [NotificationOut.model_validate(row) for row in rows]
 
 
+def _usage(session: Any, account_id: int) -> AccountUsageOut:
+    releases = [ReleaseUsageOut.model_validate(item) for item in data_usage(session, account_id=account_id)]
+    total = sum(sum(item.records.values()) for item in releases)
+    return AccountUsageOut(account_id=account_id, releases=releases, records=total)
+
+
 @router.get("/v1/me/data-usage", tags=["settings"])
-def my_data_usage(request: Request, principal: AccountDep, database: DatabaseDep) -> DataUsageOut:
+def my_data_usage(
+    request: Request,
+    principal: AccountDep,
+    database: DatabaseDep,
+    scope: Annotated[
+        Literal["account", "linked"],
+        Query(description="linked: add the same report for every account with a confirmed link"),
+    ] = "account",
+) -> DataUsageOut:
     """Every release that delivered the caller's records (from lineage), and the state of each revocation,
     citing the consent ledger's latest checkpoint."""
     assert principal.account_id is not None
     with database.read() as session:
-        usage = data_usage(session, account_id=principal.account_id)
-        releases = [ReleaseUsageOut.model_validate(item) for item in usage]
+        own = _usage(session, principal.account_id)
+        linked = (
+            [_usage(session, other) for other in linked_ids(session, account_id=principal.account_id)]
+            if scope == "linked"
+            else []
+        )
         cited = latest_citation(session, log_key=request.app.state.tlog.signer.vkey)
-    total = sum(sum(item.records.values()) for item in releases)
     return DataUsageOut(
-        account_id=principal.account_id,
-        releases=releases,
-        records=total,
+        **own.model_dump(),
         checkpoint=CheckpointCitation.model_validate(cited) if cited is not None else None,
+        linked=linked,
     )
 
 

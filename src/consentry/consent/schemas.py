@@ -44,6 +44,21 @@ class SettingsUpdate(BaseModel):
         examples=[{"assistant_training_posts": "deny"}],
         json_schema_extra={"additionalProperties": {"type": "string", "enum": ["allow", "deny"]}},
     )
+    scope: Literal["account", "linked"] = Field(
+        default="account",
+        description="account: this account only; linked: this account and every account it has a "
+        "confirmed link with, in one transaction (one event and receipt per account, each naming the "
+        "account that chose as chosen_by).",
+    )
+
+
+class LinkedChangeOut(BaseModel):
+    """What a change of scope ``linked`` did to one account."""
+
+    account_id: int
+    changed: bool = Field(description="false for an inactive linked account, which was left as it is")
+    receipt_seqs: list[int] = Field(description="ledger seqs of this account's events in the change")
+    settings: list[SettingOut] = Field(description="the account's effective settings after the change")
 
 
 class ChangeOut(BaseModel):
@@ -51,6 +66,11 @@ class ChangeOut(BaseModel):
 
     receipts: list[dict[str, Any]]
     settings: list[SettingOut]
+    scope: Literal["account", "linked"] = "account"
+    accounts: list[LinkedChangeOut] = Field(
+        default_factory=list,
+        description="scope linked: every account the change covered, the caller's first",
+    )
 
 
 class EventOut(BaseModel):
@@ -64,6 +84,9 @@ class EventOut(BaseModel):
     policy_version: int | None
     recorded_at: datetime
     hash: str
+    chosen_by: str | None = Field(
+        default=None, description="subject key of the account that made the choice, when a linked one did"
+    )
 
 
 class HistoryOut(BaseModel):
@@ -184,12 +207,20 @@ class ReleaseUsageOut(BaseModel):
     revocations: list[RevocationStateOut]
 
 
-class DataUsageOut(BaseModel):
-    """Where the caller's data went, from release lineage."""
+class AccountUsageOut(BaseModel):
+    """Where one account's data went."""
 
     account_id: int
     releases: list[ReleaseUsageOut]
     records: int = Field(description="records delivered, over every release")
+
+
+class DataUsageOut(AccountUsageOut):
+    """Where the caller's data went, from release lineage (and, for scope linked, each linked account's)."""
+
     checkpoint: CheckpointCitation | None = Field(
         default=None, description="the consent ledger's latest checkpoint when the report was read"
+    )
+    linked: list[AccountUsageOut] = Field(
+        default_factory=list, description="scope linked: the same report for every confirmed linked account"
     )

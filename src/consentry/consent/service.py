@@ -310,14 +310,23 @@ def settings_view(
     return states
 
 
+SCOPES = ("account", "linked")
+
+
 @dataclass(frozen=True)
 class ChangeRequest:
-    """One account holder's explicit choices, as submitted by a client."""
+    """One account holder's explicit choices, as submitted by a client.
+
+    ``scope`` ``linked`` applies them to the account and to every account it has a confirmed link with:
+    one event per account and setting, each naming the account that chose (``chosen_by``), all or
+    nothing.
+    """
 
     account_id: int
     changes: Mapping[str, str]
     client: str
     source: str = "user"
+    scope: str = "account"
 
 
 def _check_request(request: ChangeRequest, ctx: ConsentContext) -> None:
@@ -333,6 +342,10 @@ def _check_request(request: ChangeRequest, ctx: ConsentContext) -> None:
             problems.append(FieldError(field, error.detail))
         if value not in ledger.VALUES:
             problems.append(FieldError(field, f"value must be allow or deny, not {value!r}"))
+    if request.scope not in SCOPES:
+        problems.append(FieldError("scope", f"scope must be one of {', '.join(SCOPES)}"))
+    elif request.scope == "linked" and request.source != "user":
+        problems.append(FieldError("scope", "only the account holder's own choice can cover linked accounts"))
     if problems:
         raise InvalidInput.of(problems)
 
@@ -346,12 +359,20 @@ def change_settings_many(
     without failing the others. Accounts, subject keys and policies are read once for the whole batch and
     every event is appended in one ledger write.
 
+    A request of scope ``linked`` covers its account and every active account it has a confirmed link
+    with (a deactivated one is left as it is: it is denied anyway). Each account gets its own event per
+    setting, under the policy version and jurisdiction that apply to it, naming the chooser's subject
+    key as ``chosen_by``; the request's receipts are the chooser's first, then each linked account's in
+    id order. Rules that deny (a minor, an inactive account) still decide effective consent per account.
+
     The ledger head is locked first and a live write (``at`` not given) takes its time while holding
     it, never earlier than the chain's latest time: seq order and time order agree, so the state is the
     last event (DESIGN.md, "Order of events"). ``at`` is for replaying history (tests, tools). In a
     ledger of several partitions the subject keys are read (and created) first, then the heads of the
     partitions they fall in are locked, in partition order, and the time is taken under them.
     """
+    from consentry.links.service import linked_ids_many
+
     partitions = ledger.partition_count(session)
     heads = {0: ledger.lock_head(session)} if partitions == 1 else {}
     at = at or (ledger.live_time(heads.values()) if heads else None)
@@ -361,7 +382,12 @@ def change_settings_many(
             _check_request(request, ctx)
         except ConsentryError as error:
             outcome[index] = error
-    wanted = sorted({r.account_id for i, r in enumerate(requests) if outcome[i] is None})
+    valid = [i for i, r in enumerate(requests) if outcome[i] is None]
+    links = linked_ids_many(session, {requests[i].account_id for i in valid if requests[i].scope == "linked"})
+    targets = {  # request index -> the accounts it changes, the chooser first
+        i: [requests[i].account_id, *links.get(requests[i].account_id, [])] for i in valid
+    }
+    wanted = sorted({account_id for ids in targets.values() for account_id in ids})
     found = (
         {
             row[0]: row[1:]
@@ -398,16 +424,15 @@ def change_settings_many(
         if row is None:
             outcome[index] = _no_account(session, request.account_id)
             continue
-        created_at, country, status, subject = row
+        status = row[2]
         if status != "active":
             outcome[index] = Conflict(
                 f"account {request.account_id} is {status}; its settings cannot change", field="account_id"
             )
             continue
-        if subject is None:
-            subject = ledger.subject_key_for(session, request.account_id)
-            found[request.account_id] = (created_at, country, status, subject)
-        policy = applicable(policies, created_at=created_at, at=at)
+        accounts = [
+            a for a in targets[index] if a == request.account_id or (a in found and found[a][2] == "active")
+        ]
         changes = dict(request.changes)
         if request.source == "gpc":
             changes = {
@@ -420,29 +445,42 @@ def change_settings_many(
             if not changes:
                 outcome[index] = []
                 continue
-        for key, value in changes.items():
-            if value == "deny":
-                denied[key].append(request.account_id)
-            events.append(
-                ledger.NewEvent(
-                    subject_key=str(subject),
-                    setting=key,
-                    value=value,
-                    source=request.source,
-                    policy_version=policy.version if policy else None,
-                    recorded_at=at,
-                    client=request.client,
+        subjects: dict[int, str] = {}
+        for account_id in accounts:
+            created_at, country, status, subject = found[account_id]
+            if subject is None:
+                subject = ledger.subject_key_for(session, account_id)
+                found[account_id] = (created_at, country, status, subject)
+            subjects[account_id] = str(subject)
+        chosen_by = subjects[request.account_id] if request.scope == "linked" else None
+        for account_id in accounts:
+            created_at, country, _, _ = found[account_id]
+            policy = applicable(policies, created_at=created_at, at=at)
+            for key, value in changes.items():
+                if value == "deny":
+                    denied[key].append(account_id)
+                events.append(
+                    ledger.NewEvent(
+                        subject_key=subjects[account_id],
+                        setting=key,
+                        value=value,
+                        source=request.source,
+                        policy_version=policy.version if policy else None,
+                        recorded_at=at,
+                        client=request.client,
+                        chosen_by=chosen_by,
+                    )
                 )
-            )
-        plans.append((index, ctx.jurisdictions.group_of(country), policy, len(changes)))
+            plans.append((index, ctx.jurisdictions.group_of(country), policy, len(changes)))
+        outcome[index] = []
     rows = iter(ledger.append(session, events, heads=heads)) if events else iter(())
     for key, accounts in denied.items():
         revoke_accounts(session, account_ids=accounts, reason="opt_out", setting=ctx.catalog.get(key), at=at)
     for index, group, policy, count in plans:
         title = policy.title if policy else None
-        outcome[index] = [
-            _sign(next(rows), ctx=ctx, jurisdiction=group, policy_title=title) for _ in range(count)
-        ]
+        receipts = outcome[index]
+        assert isinstance(receipts, list)
+        receipts += [_sign(next(rows), ctx=ctx, jurisdiction=group, policy_title=title) for _ in range(count)]
     return [item if item is not None else ConsentryError("request was not processed") for item in outcome]
 
 
@@ -501,10 +539,12 @@ def change_settings(
     ctx: ConsentContext,
     source: str = "user",
     at: datetime | None = None,
+    scope: str = "account",
 ) -> list[dict[str, Any]]:
-    """Record explicit choices (all or none) and return one signed receipt per change."""
+    """Record explicit choices (all or none) and return one signed receipt per change (per account and
+    change for scope ``linked``)."""
     [result] = change_settings_many(
-        session, [ChangeRequest(account_id, dict(changes), client, source)], ctx=ctx, at=at
+        session, [ChangeRequest(account_id, dict(changes), client, source, scope)], ctx=ctx, at=at
     )
     if isinstance(result, ConsentryError):
         raise result

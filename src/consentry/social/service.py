@@ -50,6 +50,7 @@ from consentry.consent.models import Subject
 from consentry.db import Base, utcnow
 from consentry.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
 from consentry.lake.schema import COUNTRY_CODES
+from consentry.links.service import drop_links
 from consentry.partners.revocations import revoke_accounts, revoke_records
 from consentry.retention.models import LegalHold
 from consentry.social.models import (
@@ -159,6 +160,7 @@ def delete_account(session: Session, *, account_id: int, at: datetime | None = N
     if not _on_legal_hold(session, account_id):
         session.execute(delete(Subject).where(Subject.account_id == account_id))
     revoke_tokens(session, account_id=account_id)
+    drop_links(session, account_id=account_id)
     session.execute(
         update(Post).where(Post.author_id == account_id, Post.deleted_at.is_(None)).values(deleted_at=when)
     )

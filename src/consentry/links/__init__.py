@@ -1,0 +1,1 @@
+"""Linked accounts: accounts one person controls, linked with the confirmation of both."""
