@@ -24,6 +24,7 @@ from consentry.db import Database, utcnow
 from consentry.errors import Conflict, Forbidden, Gone, NotFound
 from consentry.exports import service
 from consentry.exports.models import ExportJob
+from consentry.links.service import import_links, request_link
 from consentry.social import service as social
 from tests.conftest import make_account
 
@@ -371,3 +372,64 @@ def test_cli_export(
         assert missing.exit_code == 1 and not (tmp_path / "n.zip").exists()
     finally:
         get_settings.cache_clear()
+
+
+def test_a_linked_export_holds_each_linked_accounts_own_export(
+    database: Database,
+    ctx: ConsentContext,
+    tmp_path: Path,
+    client: TestClient,
+    run_jobs: Callable[[], int],
+) -> None:
+    """Under linked/<id>/ each linked account's files are byte for byte those of its own export."""
+    world = build_world(database, ctx)
+    ada, bob, eve = world["ada"], world["bob"], world["eve"]
+    with database.write() as session:
+        import_links(session, [(ada, bob)])
+        request_link(session, account_id=ada, other_id=eve)  # never confirmed: not exported
+        change_settings(
+            session,
+            account_id=ada,
+            changes={"assistant_training_posts": "deny"},
+            client="web",
+            ctx=ctx,
+            scope="linked",
+        )
+    now = utcnow()
+    service.write_export(database, account_id=ada, ctx=ctx, out=tmp_path / "ada.zip", now=now, scope="linked")
+    service.write_export(database, account_id=ada, ctx=ctx, out=tmp_path / "alone.zip", now=now)
+    service.write_export(database, account_id=bob, ctx=ctx, out=tmp_path / "bob.zip", now=now)
+    linked = read_zip((tmp_path / "ada.zip").read_bytes())
+    alone = read_zip((tmp_path / "alone.zip").read_bytes())
+    own = read_zip((tmp_path / "bob.zip").read_bytes())
+    prefix = f"linked/{bob}/"
+    assert set(linked) - {"_raw"} == FILES | {
+        prefix + name for name in FILES - {"manifest.json", "README.txt", "receipt-key.json"}
+    }
+    assert set(alone) - {"_raw"} == FILES and alone["manifest.json"]["linked_accounts"] == []
+    assert linked["manifest.json"]["scope"] == "linked" and linked["manifest.json"]["linked_accounts"] == [
+        bob
+    ]
+    for name in FILES - {"manifest.json", "README.txt", "receipt-key.json"}:
+        assert linked[prefix + name] == own[name], name
+        assert linked[name] == alone[name], name
+    assert "linked/<account id>/" in linked["README.txt"]
+    chooser = next(e for e in linked["consent_history.jsonl"] if e["chosen_by"])["chosen_by"]
+    assert chooser == next(e["subject_key"] for e in linked["consent_history.jsonl"])
+    assert [e["chosen_by"] for e in linked[prefix + "consent_history.jsonl"]][-1] == chooser
+    key = linked["receipt-key.json"]["keys"][0]
+    for signed in linked[prefix + "receipts.jsonl"]:
+        verify_receipt(signed, key)
+
+    # through the API: the scope is part of the job; an account export and a linked one can queue side by side
+    started = client.post("/v1/me/export", headers=auth(world["ada_token"]), json={"scope": "linked"})
+    assert started.status_code == 202 and started.json()["scope"] == "linked"
+    plain = client.post("/v1/me/export", headers=auth(world["ada_token"]))
+    assert plain.json()["id"] != started.json()["id"] and plain.json()["scope"] == "account"
+    assert run_jobs() == 2
+    job = client.get(started.headers["Location"], headers=auth(world["ada_token"])).json()
+    assert job["status"] == "succeeded", job
+    download = client.get(job["download_url"], headers=auth(world["ada_token"]))
+    assert read_zip(download.content)["manifest.json"]["linked_accounts"] == [bob]
+    bad = client.post("/v1/me/export", headers=auth(world["ada_token"]), json={"scope": "everyone"})
+    assert bad.status_code == 422 and bad.json()["field"] == "scope"

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from consentry.consent.receipts import verify_receipt
+from consentry.db import utcnow
 from consentry.transparency.checkpoint import parse_checkpoint
 from consentry.transparency.note import parse_vkey
 from consentry.transparency.verify import Trust, verify_receipt_with_proof
@@ -264,3 +265,116 @@ def test_every_page_fits_a_phone_without_horizontal_scrolling(browser: Any, live
                 screenshot(page, shot)
         finally:
             context.close()
+
+
+def test_linked_accounts_and_one_choice_for_all_of_them_on_a_phone(browser: Any, live: Live) -> None:
+    """Link two accounts from the page (asked from one, confirmed from the other), see a third's request,
+    then switch a setting off for every linked account at once; a minor's account stays off."""
+    from consentry.auth.service import create_token
+    from consentry.links.service import import_links
+    from consentry.social.service import create_account
+
+    with live.database.write() as session:
+        accounts = {
+            handle: create_account(session, handle=handle, country=country, birth_year=year).id
+            for handle, country, year in (
+                ("gwen", "US", 1988),
+                ("gwen_shop", "DE", 1988),
+                ("gwen_teen", "US", utcnow().year - 15),
+                ("gwen_old", "US", 1988),
+            )
+        }
+        tokens = {
+            handle: create_token(session, kind="account", account_id=account_id, client="web")
+            for handle, account_id in accounts.items()
+        }
+        import_links(session, [(accounts["gwen"], accounts["gwen_teen"])])
+    old = httpx.post(
+        f"{live.base}/v1/me/links",
+        headers={"Authorization": f"Bearer {tokens['gwen_old']}"},
+        json={"account_id": accounts["gwen"]},
+    )
+    assert old.status_code == 201
+
+    def phone() -> Any:
+        return browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+
+    first = phone()
+    try:
+        page = first.new_page()
+        sign_in(page, live, tokens["gwen"])
+        links = page.locator("#links")
+        expect(links.locator(f"#link-{accounts['gwen_teen']}")).to_contain_text("Linked")
+        expect(links.locator(f"#link-{accounts['gwen_old']}")).to_contain_text("Asks to link with you")
+        # bad input: oneself, nobody; the page says why and nothing is stored
+        page.get_by_label("Link another account you hold").fill("gwen")
+        page.get_by_role("button", name="Ask to link").tap()
+        expect(page.locator("#link-error")).to_contain_text("cannot be linked with itself")
+        page.get_by_label("Link another account you hold").fill("nobody_at_all")
+        page.get_by_role("button", name="Ask to link").tap()
+        expect(page.locator("#link-error")).to_contain_text("no account @nobody_at_all")
+        page.get_by_label("Link another account you hold").fill("@gwen_shop")
+        page.get_by_role("button", name="Ask to link").tap()
+        page.wait_for_url(live.base + "/settings#links")
+        expect(page.locator(f"#link-{accounts['gwen_shop']}")).to_contain_text(
+            "Waiting for @gwen_shop to confirm"
+        )
+        # the old account's request is declined
+        page.get_by_role("button", name="Decline @gwen_old").tap()
+        page.wait_for_url(live.base + "/settings#links")
+        expect(page.locator(f"#link-{accounts['gwen_old']}")).to_have_count(0)
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    finally:
+        first.close()
+
+    second = phone()
+    try:
+        page = second.new_page()
+        sign_in(page, live, tokens["gwen_shop"])
+        page.get_by_role("button", name="Confirm the link with @gwen").tap()
+        page.wait_for_url(live.base + "/settings#links")
+        expect(page.locator(f"#link-{accounts['gwen']}")).to_contain_text("Linked")
+    finally:
+        second.close()
+
+    third = phone()
+    try:
+        page = third.new_page()
+        sign_in(page, live, tokens["gwen"])
+        scope = page.locator("#scope")
+        expect(scope).to_contain_text("@gwen_shop")
+        expect(scope).to_contain_text("@gwen_teen")
+        assert page.get_by_label("This account only").is_checked()
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        assert page.evaluate(WIDER_THAN_THE_PAGE) == []
+        page.get_by_label("This account and my 2 linked accounts").check()
+        switch = page.get_by_role("switch", name=REALTIME_LABEL)
+        assert switch.get_attribute("aria-checked") == "true"
+        switch.tap()
+        expect(switch).to_have_attribute("aria-checked", "false", timeout=20_000)
+        expect(page.locator("#status")).to_contain_text("Recorded for 3 accounts", timeout=20_000)
+        page.locator("#scope").scroll_into_view_if_needed()
+        screenshot(page, "settings-linked-phone.png")
+    finally:
+        third.close()
+
+    assert api_settings(live, tokens["gwen"])["assistant_realtime"]["value"] == "deny"
+    shop = api_settings(live, tokens["gwen_shop"])
+    assert (shop["assistant_realtime"]["value"], shop["assistant_realtime"]["basis"]) == ("deny", "explicit")
+    assert shop["assistant_training_posts"]["value"] == "deny"  # EEA default, untouched
+    teen = api_settings(live, tokens["gwen_teen"])
+    assert teen["assistant_realtime"]["basis"] == "minor"
+    assert api_settings(live, tokens["gwen_old"])["assistant_realtime"]["value"] == "allow"  # never linked
+    history = httpx.get(
+        f"{live.base}/v1/me/consent-history", headers={"Authorization": f"Bearer {tokens['gwen_shop']}"}
+    ).json()["events"]
+    assert len(history) == 1 and history[0]["chosen_by"]
+
+    # the linked account's page says where the choice came from
+    fourth = phone()
+    try:
+        page = fourth.new_page()
+        sign_in(page, live, tokens["gwen_shop"])
+        expect(page.locator("#history-list")).to_contain_text("From your linked account @gwen")
+    finally:
+        fourth.close()

@@ -15,6 +15,9 @@ def export(
     account_id: Annotated[int, typer.Argument(help="The account to export.")],
     out: Annotated[Path, typer.Option("--out", help="The ZIP file to write (must not exist).")],
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    linked: Annotated[
+        bool, typer.Option("--linked", help="Add every linked account's files, under linked/<id>/.")
+    ] = False,
 ) -> None:
     """Write ACCOUNT_ID's data export (the same ZIP as GET /v1/me/export) to OUT, atomically."""
     from consentry.config import get_settings
@@ -24,7 +27,11 @@ def export(
     if out.exists() and not force:
         raise fail(f"{out} exists; choose another file or pass --force", 2)
     summary = write_export(
-        open_database(), account_id=account_id, ctx=ConsentContext.from_settings(get_settings()), out=out
+        open_database(),
+        account_id=account_id,
+        ctx=ConsentContext.from_settings(get_settings()),
+        out=out,
+        scope="linked" if linked else "account",
     )
     console.print(
         f"wrote {summary.path} ({summary.bytes:,} bytes, {summary.records:,} records, "

@@ -36,6 +36,8 @@ class ExportJob(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     requested_by: Mapped[str] = mapped_column(String(200), default="")
+    scope: Mapped[str] = mapped_column(String(16), default="account", server_default="account")
+    """``account``, or ``linked``: the files of every account linked with it too."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -51,6 +51,7 @@ def start_export(
             account_id=principal.account_id,
             requested_by=f"account token {principal.token_id}",
             max_attempts=settings.job_max_attempts,
+            scope=body.scope if body else "account",
         )
         out = job_out(job)
     response.headers["Location"] = f"/v1/me/exports/{out.id}"

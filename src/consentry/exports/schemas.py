@@ -18,6 +18,10 @@ class ExportIn(BaseModel):
     account_id: Id64 | None = Field(
         default=None, description="Optional; an export is always of the caller's own account."
     )
+    scope: Literal["account", "linked"] = Field(
+        default="account",
+        description="linked: also the files of every account with a confirmed link, under linked/<id>/",
+    )
 
 
 class ExportJobOut(BaseModel):
@@ -27,6 +31,7 @@ class ExportJobOut(BaseModel):
 
     id: str
     account_id: int
+    scope: Literal["account", "linked"] = "account"
     status: Literal["queued", "running", "succeeded", "failed"]
     stage: str
     done: int

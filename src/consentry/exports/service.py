@@ -77,6 +77,7 @@ STALE_AFTER = timedelta(hours=1)
 PAGE = 2_000
 ACTIVE = ("queued", "running")
 JOB_KIND = "account_export"
+SCOPES = ("account", "linked")
 Progress = Callable[[str, int, int], None]
 
 
@@ -105,16 +106,20 @@ def request_export(
     requested_by: str,
     now: datetime | None = None,
     max_attempts: int = 3,
+    scope: str = "account",
 ) -> tuple[ExportJob, bool]:
     """Queue an export of ``account_id`` for the worker (the caller commits); returns the job and
-    whether it is new. An account has at most one export in progress: asking again returns it."""
+    whether it is new. An account has at most one export of each scope (``account``, or ``linked``: with
+    every linked account's files) in progress: asking again returns it."""
+    if scope not in SCOPES:
+        raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}", field="scope")
     now = now or utcnow()
     account = get_account(session, account_id)
     if account.status == "deleted":
         raise Gone(f"account {account_id} is deleted", field="account_id")
     active = session.scalars(
         select(ExportJob)
-        .where(ExportJob.account_id == account_id, ExportJob.status.in_(ACTIVE))
+        .where(ExportJob.account_id == account_id, ExportJob.scope == scope, ExportJob.status.in_(ACTIVE))
         .order_by(ExportJob.created_at.desc())
     ).all()
     for job in active:
@@ -131,6 +136,7 @@ def request_export(
         total=0,
         requested_by=requested_by,
         created_at=now,
+        scope=scope,
     )
     session.add(job)
     session.flush()
@@ -210,7 +216,7 @@ def run_job(
             status = "failed" if job is None else job.status
             lease.finish(session, status=status, error=None if job else f"no export {job_id}")
             return
-        account_id = job.account_id
+        account_id, scope = job.account_id, job.scope
         job.status, job.stage, job.started_at = "running", "starting", utcnow()
 
     def update(**values: Any) -> None:
@@ -235,6 +241,7 @@ def run_job(
             ctx=ctx,
             out=target,
             progress=throttled(record, min_interval=min_interval),
+            scope=scope,
         )
     except ConsentryError as error:
         update(status="failed", error=error.detail, finished_at=utcnow())
@@ -509,6 +516,7 @@ def _history(events: list[ConsentEvent]) -> Iterator[dict[str, Any]]:
             "policy_version": event.policy_version,
             "recorded_at": event.recorded_at,
             "subject_key": event.subject_key,
+            "chosen_by": event.chosen_by,
             "prev_hash": event.prev_hash,
             "hash": event.hash,
         }
@@ -588,6 +596,11 @@ notifications.jsonl           messages to you, such as policy changes
 data_usage.json               releases of data that included your records, and their revocations
 """
 
+LINKED_README = """
+linked/<account id>/          the same files (all but receipt-key.json) for each account linked with
+                              yours when the export was made: {ids}
+"""
+
 
 def write_export(
     database: Database,
@@ -597,8 +610,12 @@ def write_export(
     out: Path,
     progress: Progress | None = None,
     now: datetime | None = None,
+    scope: str = "account",
 ) -> ExportSummary:
-    """Write the export of ``account_id`` to ``out`` (a ZIP), atomically; returns what was written."""
+    """Write the export of ``account_id`` to ``out`` (a ZIP), atomically; returns what was written.
+
+    ``scope`` ``linked`` adds, under ``linked/<id>/``, the files of every account with a confirmed link
+    to it, read in the same snapshot."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.parent / f".{out.name}.{secrets.token_hex(4)}.partial"
@@ -606,7 +623,9 @@ def write_export(
         with database.read() as session:
             if session.get_bind().dialect.name == "postgresql":  # one snapshot for every section
                 session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            files = _write_zip(session, partial, account_id=account_id, ctx=ctx, progress=progress, now=now)
+            files = _write_zip(
+                session, partial, account_id=account_id, ctx=ctx, progress=progress, now=now, scope=scope
+            )
         with partial.open("rb") as handle:
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
             os.fsync(handle.fileno())
@@ -637,6 +656,57 @@ def _fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+def _sections(
+    writer: _Writer,
+    session: Session,
+    *,
+    account: Account,
+    subject_key: str | None,
+    ctx: ConsentContext,
+    generated_at: datetime,
+    cited: Any,
+    prefix: str = "",
+) -> None:
+    """Write the files of one account (everything but the key, README and manifest) under ``prefix``."""
+    account_id = account.id
+    jurisdiction = ctx.jurisdictions.group_of(account.country)
+    writer.document(prefix + "account.json", _profile(account, ctx))
+    states = settings_view(session, account_id=account_id, ctx=ctx, at=generated_at)
+    writer.document(
+        prefix + "settings.json",
+        {
+            "as_of": generated_at,
+            "settings": [
+                {
+                    "key": s.key,
+                    "label": s.label,
+                    "value": s.value,
+                    "basis": s.basis,
+                    "source": "explicit" if s.explicit else "default",
+                    "policy_version": s.policy_version,
+                    "seq": s.seq,
+                }
+                for s in states
+            ],
+        },
+        records=len(states),
+    )
+    events = _events(session, subject_key)
+    writer.lines(prefix + "consent_history.jsonl", _history(events))
+    writer.lines(prefix + "receipts.jsonl", _receipts(session, events, jurisdiction=jurisdiction, ctx=ctx))
+    if not prefix:
+        writer.document("receipt-key.json", {"keys": [ctx.signer.jwk]})
+    writer.lines(prefix + "posts.jsonl", _posts(session, account_id))
+    writer.lines(prefix + "assistant_interactions.jsonl", _interactions(session, account_id))
+    writer.lines(prefix + "follows.jsonl", _follows(session, account_id))
+    writer.lines(prefix + "blocks.jsonl", _blocks(session, account_id))
+    writer.lines(prefix + "likes.jsonl", _marks(session, Like, account_id))
+    writer.lines(prefix + "reposts.jsonl", _marks(session, Repost, account_id))
+    writer.lines(prefix + "notifications.jsonl", _notifications(session, account_id))
+    usage = _data_usage(session, account_id)
+    writer.document(prefix + "data_usage.json", {"releases": usage, "checkpoint": cited}, records=len(usage))
+
+
 def _write_zip(
     session: Session,
     path: Path,
@@ -645,14 +715,24 @@ def _write_zip(
     ctx: ConsentContext,
     progress: Progress | None,
     now: datetime | None,
+    scope: str = "account",
 ) -> list[FileEntry]:
+    from consentry.links.service import linked_ids
+
     generated_at = now or utcnow()
     account = get_account(session, account_id)
     subject_key = ledger.subject_key_for(session, account_id, create=False)
     heads = ledger.heads(session)
     top = max(heads, key=lambda h: h.seq)
     head: tuple[int, str] | None = (top.seq, top.hash)
-    total = _counts(session, account_id, subject_key)
+    cited = latest_citation(session, log_key=ctx.log.signer.vkey) if ctx.log is not None else None
+    linked = [
+        (get_account(session, other), ledger.subject_key_for(session, other, create=False))
+        for other in (linked_ids(session, account_id=account_id) if scope == "linked" else [])
+    ]
+    total = _counts(session, account_id, subject_key) + sum(
+        _counts(session, other.id, key) - 2 for other, key in linked
+    )
     done = 0
 
     def tick(stage: str, records: int) -> None:
@@ -663,44 +743,28 @@ def _write_zip(
 
     if progress is not None:
         progress("counting", 0, total)
-    jurisdiction = ctx.jurisdictions.group_of(account.country)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
         writer = _Writer(archive, tick=tick, generated_at=generated_at)
-        writer.document("account.json", _profile(account, ctx))
-        states = settings_view(session, account_id=account_id, ctx=ctx, at=generated_at)
-        writer.document(
-            "settings.json",
-            {
-                "as_of": generated_at,
-                "settings": [
-                    {
-                        "key": s.key,
-                        "label": s.label,
-                        "value": s.value,
-                        "basis": s.basis,
-                        "source": "explicit" if s.explicit else "default",
-                        "policy_version": s.policy_version,
-                        "seq": s.seq,
-                    }
-                    for s in states
-                ],
-            },
-            records=len(states),
+        _sections(
+            writer,
+            session,
+            account=account,
+            subject_key=subject_key,
+            ctx=ctx,
+            generated_at=generated_at,
+            cited=cited,
         )
-        events = _events(session, subject_key)
-        writer.lines("consent_history.jsonl", _history(events))
-        writer.lines("receipts.jsonl", _receipts(session, events, jurisdiction=jurisdiction, ctx=ctx))
-        writer.document("receipt-key.json", {"keys": [ctx.signer.jwk]})
-        writer.lines("posts.jsonl", _posts(session, account_id))
-        writer.lines("assistant_interactions.jsonl", _interactions(session, account_id))
-        writer.lines("follows.jsonl", _follows(session, account_id))
-        writer.lines("blocks.jsonl", _blocks(session, account_id))
-        writer.lines("likes.jsonl", _marks(session, Like, account_id))
-        writer.lines("reposts.jsonl", _marks(session, Repost, account_id))
-        writer.lines("notifications.jsonl", _notifications(session, account_id))
-        usage = _data_usage(session, account_id)
-        cited = latest_citation(session, log_key=ctx.log.signer.vkey) if ctx.log is not None else None
-        writer.document("data_usage.json", {"releases": usage, "checkpoint": cited}, records=len(usage))
+        for other, key in linked:
+            _sections(
+                writer,
+                session,
+                account=other,
+                subject_key=key,
+                ctx=ctx,
+                generated_at=generated_at,
+                cited=cited,
+                prefix=f"linked/{other.id}/",
+            )
         operator = f"{ctx.operator_name} ({ctx.operator_url})"
         readme = README.format(
             schema=SCHEMA,
@@ -708,14 +772,18 @@ def _write_zip(
             generated_at=_iso(generated_at),
             account_id=account_id,
             operator=operator,
-        ).encode()
-        writer.raw("README.txt", readme)
+        )
+        if linked:
+            readme += LINKED_README.format(ids=", ".join(str(other.id) for other, _ in linked))
+        writer.raw("README.txt", readme.encode())
         manifest = {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "generated_at": generated_at,
             "generator": f"consentry {__version__}",
             "account_id": account_id,
+            "scope": scope,
+            "linked_accounts": [other.id for other, _ in linked],
             "operator": {"name": ctx.operator_name, "url": ctx.operator_url},
             "ledger_head": {"seq": head[0], "hash": head[1]} if head else None,
             "checkpoint": cited,

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from consentry import problems
@@ -28,7 +29,14 @@ from consentry.auth.service import Principal, resolve_token
 from consentry.consent import service as consent
 from consentry.consent.service import ChangeRequest, ConsentContext, SettingState
 from consentry.db import Database
-from consentry.errors import ConsentryError, Forbidden, SignInRequired, Unauthenticated, Unavailable
+from consentry.errors import (
+    ConsentryError,
+    Forbidden,
+    NotFound,
+    SignInRequired,
+    Unauthenticated,
+    Unavailable,
+)
 from consentry.ids import Id32, Id64
 from consentry.transparency.cite import inclusion_of
 from consentry.web import charts
@@ -455,8 +463,9 @@ async def change_setting(request: Request, session: SessionDep) -> Response:
         error_title, error_field = Forbidden.title, CSRF_FIELD
     else:
         key, value = fields.get("setting", ""), fields.get("value", "")
+        scope = fields.get("scope", "account")
         writer = request.app.state.consent_writer
-        change = ChangeRequest(account_id=account_id, changes={key: value}, client="web")
+        change = ChangeRequest(account_id=account_id, changes={key: value}, client="web", scope=scope)
         try:
             receipts = await run_in_threadpool(writer.change, change)
         except ConsentryError as failure:
@@ -474,7 +483,7 @@ async def change_setting(request: Request, session: SessionDep) -> Response:
         page = None
     if not as_json:
         if error is None and receipts:
-            seq = receipts[-1]["receipt"]["chain"]["seq"]
+            seq = receipts[0]["receipt"]["chain"]["seq"]
             return _secure(RedirectResponse(f"/settings?receipt={seq}#receipt", status_code=303))
         if page is None:
             return _page(request, "error.html", _error_context(error or "Please try again."), status=status)
@@ -490,10 +499,67 @@ async def change_setting(request: Request, session: SessionDep) -> Response:
         refused.status, refused.title = status, error_title
         return _secure(problems.response(refused, request.url.path))
     if receipts:
-        view = _receipt_view(receipts[-1])
+        view = _receipt_view(receipts[0])  # the holder's own: the chooser's receipts come first
         body["receipt_html"] = _fragment("_receipt.html", receipt=view)
         body["message"] = f"Saved. {view['description']}: {'On' if view['value'] == 'allow' else 'Off'}."
+        if len(receipts) > 1:
+            body["message"] += f" Recorded for {len(receipts)} accounts, each with its own receipt."
     return _secure(JSONResponse(body, status_code=status))
+
+
+async def _link_action(request: Request, session: WebSession, action: str, other: int | None) -> Response:
+    """Ask for, confirm or remove a link from the settings page; back to the page, or the page with
+    the error when refused (nothing stored)."""
+    from consentry.links import service as links
+    from consentry.social.models import Account
+
+    principal = session.principal
+    if principal.is_admin or principal.account_id is None:
+        return _secure(RedirectResponse("/dashboard", status_code=303))
+    account_id = principal.account_id
+    fields = await _form(request)
+    error: str | None = None
+    status = 200
+    if not _csrf_ok(request, session, fields):
+        error, status = "Nothing was changed: this page has expired. Reload it and try again.", 403
+    else:
+        try:
+            with _database(request).write() as db:
+                if action == "request":
+                    handle = fields.get("handle", "").strip().lstrip("@")
+                    found = db.scalar(select(Account.id).where(Account.handle == handle)) if handle else None
+                    if found is None:
+                        raise NotFound(f"there is no account @{handle}" if handle else "enter a handle")
+                    links.request_link(db, account_id=account_id, other_id=found)
+                elif action == "confirm" and other is not None:
+                    links.confirm_link(db, account_id=account_id, other_id=other)
+                elif other is not None:
+                    links.remove_link(db, account_id=account_id, other_id=other)
+        except ConsentryError as failure:
+            error, status = f"Nothing was changed: {failure.detail}", failure.status
+    if error is None:
+        return _secure(RedirectResponse("/settings#links", status_code=303))
+    page = await run_in_threadpool(_load_page, request, account_id)
+    context = _settings_context(request, session, page, link_error=error)
+    return _page(request, "settings.html", context, status=status)
+
+
+@router.post("/settings/links")
+async def ask_link(request: Request, session: SessionDep) -> Response:
+    """Ask to link the signed-in account with another one, named by handle."""
+    return await _link_action(request, session, "request", None)
+
+
+@router.post("/settings/links/{account_id}/confirm")
+async def confirm_link(request: Request, account_id: Id64, session: SessionDep) -> Response:
+    """Confirm a link another account asked for."""
+    return await _link_action(request, session, "confirm", account_id)
+
+
+@router.post("/settings/links/{account_id}/remove")
+async def remove_link(request: Request, account_id: Id64, session: SessionDep) -> Response:
+    """Unlink, withdraw or decline."""
+    return await _link_action(request, session, "remove", account_id)
 
 
 @router.get("/settings/receipts/{seq}.json")

@@ -36,6 +36,8 @@
     body.set("csrf_token", form.elements.csrf_token.value);
     body.set("setting", form.elements.setting.value);
     body.set("value", button.value);
+    var scope = document.querySelector('input[name="scope"][type="radio"]:checked');
+    body.set("scope", scope ? scope.value : "account");
     button.setAttribute("aria-busy", "true");
     errorBox.hidden = true;
     statusBox.textContent = "Saving…";
