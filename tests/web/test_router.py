@@ -321,3 +321,52 @@ def test_static_assets_are_served_locally(client: TestClient) -> None:
     for path, kind in (("/static/consentry.css", "text/css"), ("/static/settings.js", "javascript")):
         response = client.get(path)
         assert response.status_code == 200 and kind in response.headers["content-type"]
+
+
+def test_link_forms_need_the_csrf_token_and_refuse_bad_links(client: TestClient, database: Database) -> None:
+    """Asking, confirming and removing links from the page: a forged form or a bad link stores nothing;
+    a linked-scope toggle reaches the linked account."""
+    me, token = make_account(database, handle="me")
+    other, other_token = make_account(database, handle="other")
+
+    def links() -> list[Any]:
+        response = client.get("/v1/me/links", headers={"Authorization": f"Bearer {token}"})
+        return list(response.json())
+
+    csrf = signed_in(client, token)
+    forged = client.post("/settings/links", data={"handle": "other", "csrf_token": "guess"})
+    assert forged.status_code == 403 and "page has expired" in forged.text
+    assert links() == []
+    for handle, reason in (("me", "cannot be linked with itself"), ("ghost", "there is no account @ghost")):
+        refused = client.post("/settings/links", data={"handle": handle, "csrf_token": csrf})
+        assert refused.status_code in (404, 422) and reason in refused.text
+    assert links() == []
+    asked = client.post(
+        "/settings/links", data={"handle": "@other", "csrf_token": csrf}, follow_redirects=False
+    )
+    assert asked.status_code == 303 and asked.headers["location"] == "/settings#links"
+    own = client.post(f"/settings/links/{other}/confirm", data={"csrf_token": csrf})
+    assert own.status_code == 409 and "only account" in own.text  # the asking side cannot confirm
+    assert [link["status"] for link in links()] == ["pending"]
+
+    other_csrf = signed_in(client, other_token)
+    assert client.post(f"/settings/links/{me}/confirm", data={"csrf_token": "guess"}).status_code == 403
+    done = client.post(
+        f"/settings/links/{me}/confirm", data={"csrf_token": other_csrf}, follow_redirects=False
+    )
+    assert done.status_code == 303
+    page = client.get("/settings")
+    assert 'name="scope" value="linked"' in page.text and "@me" in page.text
+
+    saved = client.post(
+        "/settings",
+        data={"setting": TRAINING, "value": "deny", "scope": "linked"},
+        headers={"Accept": "application/json", "X-CSRF-Token": other_csrf},
+    )
+    assert saved.status_code == 200 and "Recorded for 2 accounts" in saved.json()["message"]
+    assert settings_of(client, token)[TRAINING]["value"] == "deny"
+    removed = client.post(
+        f"/settings/links/{me}/remove", data={"csrf_token": other_csrf}, follow_redirects=False
+    )
+    assert removed.status_code == 303 and links() == []
+    assert settings_of(client, token)[TRAINING]["value"] == "deny"  # unlinking keeps the choice
