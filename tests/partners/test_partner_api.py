@@ -460,6 +460,8 @@ def test_the_feed_pages_through_the_partners_own_revocations_in_id_order(
     assert "account_id" not in item and "setting" not in item
     # at the end, the cursor stays put and only new revocations appear
     end = client.get("/v1/partner/revocations", params={"after": cursor}, headers=world.auth(A)).json()
+    # (each page also cites the latest checkpoint once the publisher has signed one: not asserted here)
+    end.pop("checkpoint", None)
     assert end == {"items": [], "next_cursor": cursor, "has_more": False}
     new = add_revocation(world.database, world.releases[A])
     later = client.get("/v1/partner/revocations", params={"after": cursor}, headers=world.auth(A)).json()
