@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from consentry.consent import ledger
 from consentry.errors import IntegrityFailure, InvalidInput
 from consentry.transparency import merkle, partitions, store, tiles
+from consentry.transparency.checkpoint import Checkpoint as CheckpointBody
 from consentry.transparency.merkle import HASH_SIZE
 from consentry.transparency.models import Checkpoint, TreeTile
 from consentry.transparency.note import Verifier
@@ -162,18 +163,9 @@ def audit(session: Session, *, log_key: Verifier | None, batch: int = 5_000) -> 
     if latest is None:
         report.notes.append("no checkpoint signed yet")
         return report
-    report.checkpoint_size = latest.size
-    if log_key is None:
-        return _fail(
-            report, None, "the log's verifier key is unknown: the latest checkpoint cannot be checked"
-        )
-    try:
-        checked = verify_checkpoint(latest.note + latest.cosignatures, Trust(log_key))
-    except (IntegrityFailure, InvalidInput) as error:
-        return _fail(report, None, f"the latest checkpoint (size {latest.size}) does not verify: {error}")
-    body = checked.checkpoint
-    if body.size != latest.size or body.root.hex() != latest.root:
-        return _fail(report, None, f"the checkpoint stored as size {latest.size} signs a different tree")
+    body = _signed_latest(report, latest, log_key)
+    if body is None:
+        return report
     if body.size > chain.head_seq:
         return _fail(
             report,
@@ -190,6 +182,26 @@ def audit(session: Session, *, log_key: Verifier | None, batch: int = 5_000) -> 
         )
     report.notes.append(f"latest checkpoint (size {body.size}) is signed by the log and matches the events")
     return report
+
+
+def _signed_latest(
+    report: AuditReport, latest: Checkpoint, log_key: Verifier | None
+) -> CheckpointBody | None:
+    """The body of the latest checkpoint once its signature by the log and its stored size and root
+    check out; otherwise ``None``, with ``report`` failed naming why."""
+    report.checkpoint_size = latest.size
+    if log_key is None:
+        _fail(report, None, "the log's verifier key is unknown: the latest checkpoint cannot be checked")
+        return None
+    try:
+        body = verify_checkpoint(latest.note + latest.cosignatures, Trust(log_key)).checkpoint
+    except (IntegrityFailure, InvalidInput) as error:
+        _fail(report, None, f"the latest checkpoint (size {latest.size}) does not verify: {error}")
+        return None
+    if body.size != latest.size or body.root.hex() != latest.root:
+        _fail(report, None, f"the checkpoint stored as size {latest.size} signs a different tree")
+        return None
+    return body
 
 
 def _fail(report: AuditReport, seq: int | None, problem: str) -> AuditReport:
@@ -239,17 +251,9 @@ def _audit_partitions(
     if latest is None:
         report.notes.append("no checkpoint signed yet")
         return report
-    report.checkpoint_size = latest.size
-    if log_key is None:
-        return _fail(
-            report, None, "the log's verifier key is unknown: the latest checkpoint cannot be checked"
-        )
-    try:
-        body = verify_checkpoint(latest.note + latest.cosignatures, Trust(log_key)).checkpoint
-    except (IntegrityFailure, InvalidInput) as error:
-        return _fail(report, None, f"the latest checkpoint (size {latest.size}) does not verify: {error}")
-    if body.size != latest.size or body.root.hex() != latest.root:
-        return _fail(report, None, f"the checkpoint stored as size {latest.size} signs a different tree")
+    body = _signed_latest(report, latest, log_key)
+    if body is None:
+        return report
     try:
         entries = partitions.entries(session, 0, body.size)
     except IntegrityFailure as error:
