@@ -5,30 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
-from consentry.cli import app
-from consentry.config import Settings, get_settings
+from consentry.config import Settings
 from consentry.db import Database
 from tests.conftest import make_account
+from tests.test_cli import env, run
 
-runner = CliRunner()
-
-
-@pytest.fixture
-def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("CONSENTRY_HOME", str(settings.home))
-    monkeypatch.setenv("CONSENTRY_DATABASE_URL", settings.database_url or "")
-    get_settings.cache_clear()
-    yield settings  # type: ignore[misc]
-    get_settings.cache_clear()
-
-
-def run(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
+__all__ = ["env"]  # the fixture, shared with the CLI's own tests
 
 
 def links(database: Database) -> int:
