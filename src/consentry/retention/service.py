@@ -851,7 +851,7 @@ def plan_lake(
     import duckdb
 
     from consentry.datasets.eligibility import DUCKDB
-    from consentry.lake.check import _parquet_files
+    from consentry.lake.source import parquet_files
 
     started = time.perf_counter()
     at = check_at(at, apply=False)
@@ -864,7 +864,7 @@ def plan_lake(
         connection.execute("SET preserve_insertion_order = false")
         present: set[str] = set()
         for folder in ("accounts", "posts", "assistant_interactions", "follows", "blocks", "consent_events"):
-            files = _parquet_files(lake / folder)
+            files = parquet_files(lake / folder)
             if files:
                 listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
                 connection.execute(
