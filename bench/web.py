@@ -49,7 +49,8 @@ from consentry.consent.service import ConsentContext, accounts_table, events_tab
 from consentry.db import Database
 from consentry.demo import seed_demo
 from consentry.migrate import upgrade
-from consentry.web import service as web
+from consentry.web import dashboard as web
+from consentry.web.snapshot import ConsentStateCache
 
 CHROMIUM = os.environ.get("CONSENTRY_CHROMIUM", "/usr/bin/chromium")
 
@@ -216,7 +217,7 @@ def dashboard(accounts: int, runs: int) -> dict[str, Any]:
         events = _write_world(path, accounts)
         seed_s = time.perf_counter() - started
         ctx = ConsentContext.from_settings(Settings(home=Path(tmp), database_url=database.url))
-        cache = web.ConsentStateCache(settings=ctx.catalog.keys, jurisdictions=ctx.jurisdictions)
+        cache = ConsentStateCache(settings=ctx.catalog.keys, jurisdictions=ctx.jurisdictions)
 
         def overview(range_key: str = "12m") -> web.ConsentOverview:
             with database.read() as session:

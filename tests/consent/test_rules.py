@@ -1,7 +1,7 @@
 """Every form of the rule tables in consentry.consent.rules agrees, over the same generated histories.
 
 Consent forms: ``effective_consent`` (Python, the reference), ``evaluate_many`` (NumPy over Arrow), the
-dashboard's cohort counts (``web.Evaluator``), the author facts of a release (``author_facts``) and the
+dashboard's cohort counts (``cohorts.Evaluator``), the author facts of a release (``author_facts``) and the
 eligibility cache's ``valid_until`` (the answer is the same at every instant before it). Exclusion forms:
 ``reason_of`` (Python), ``reason_sql``, ``record_code_sql`` + ``combined_reason_sql`` and ``eligible_sql``
 in DuckDB, the same three written for Spark (their SQL run in DuckDB with the session in UTC: a Spark
@@ -47,7 +47,8 @@ from consentry.datasets.eligibility import (
     record_code_sql,
 )
 from consentry.eligibility.service import valid_until
-from consentry.web import service as web
+from consentry.web import cohorts
+from consentry.web import snapshot as web
 
 CATALOG = load_catalog()
 JURISDICTIONS = load_jurisdictions()
@@ -159,7 +160,7 @@ def cohort_counts(history: History, at: datetime) -> dict[str, list[Any]]:
     held = web.Accounts.from_table(history.account_table, JURISDICTIONS)
     events = web.Events.build(history.event_table, KEYS, held)
     snapshot = web.Snapshot(KEYS, held, events, web.empty_events(KEYS, held), 0, START)
-    state = web.state_at(snapshot, at=at, policies=history.policies, jurisdictions=JURISDICTIONS)
+    state = cohorts.state_at(snapshot, at=at, policies=history.policies, jurisdictions=JURISDICTIONS)
     return {"population": state.population.tolist(), "allow": state.allow.tolist()}
 
 
@@ -259,7 +260,7 @@ def test_every_form_of_the_consent_rule_agrees(
 
     counts = reference_counts(history, when)
     if cohort_counts(history, when) != counts:
-        problems.append("dashboard cohorts (web.Evaluator)")
+        problems.append("dashboard cohorts (cohorts.Evaluator)")
     if release_facts(history, when, *release) != reference_release_facts(history, when, *release):
         problems.append("release author facts (author_facts)")
     assert not problems, f"forms disagreeing with effective_consent at {when}: {problems}"

@@ -1,8 +1,7 @@
-"""The dashboard's counts agree with the single-check evaluation, and the cache follows the database."""
+"""The dashboard's cohort counts agree with the single-check evaluation, at every time and in every figure."""
 
 from __future__ import annotations
 
-import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +11,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from consentry.config import Settings
 from consentry.consent.catalog import load_catalog, load_jurisdictions
 from consentry.consent.evaluate import (
     ACCOUNT_SCHEMA,
@@ -26,12 +24,8 @@ from consentry.consent.evaluate import (
     to_micros,
 )
 from consentry.consent.policy import Policy, applicable, ordered
-from consentry.consent.service import ConsentContext, change_settings
-from consentry.db import Database
-from consentry.errors import InvalidInput
-from consentry.social.service import create_account, deactivate_account
-from consentry.web import service as web
-from tests.conftest import make_account
+from consentry.web import cohorts
+from consentry.web import snapshot as state
 
 KEYS = list(load_catalog().keys)
 JURISDICTIONS = load_jurisdictions()
@@ -97,7 +91,7 @@ def build(
     *,
     start: datetime = START,
     strangers: int = 0,
-) -> tuple[web.Snapshot, list[AccountFacts], dict[int, list[ExplicitEvent]], list[Policy]]:
+) -> tuple[state.Snapshot, list[AccountFacts], dict[int, list[ExplicitEvent]], list[Policy]]:
     """A snapshot of the given accounts, events (the first ``split`` in the base, the rest in the delta)
     and policies, with days counted from ``start``; every ``strangers``-th event belongs to an account
     that is not held (its mapping was deleted), which every count must leave out."""
@@ -140,15 +134,15 @@ def build(
         },
         schema=ACCOUNT_SCHEMA,
     )
-    held = web.Accounts.from_table(table, JURISDICTIONS)
+    held = state.Accounts.from_table(table, JURISDICTIONS)
 
     def events_table(part: list[Any]) -> pa.Table:
         columns = list(zip(*part, strict=True)) if part else [[], [], [], [], []]
         return pa.table(dict(zip(EVENT_SCHEMA.names, columns, strict=True)), schema=EVENT_SCHEMA)
 
-    base = web.Events.build(events_table(rows[:split]), KEYS, held)
-    delta = web.Events.build(events_table(rows[split:]), KEYS, held)
-    snapshot = web.Snapshot(tuple(KEYS), held, base, delta, len(rows), START)
+    base = state.Events.build(events_table(rows[:split]), KEYS, held)
+    delta = state.Events.build(events_table(rows[split:]), KEYS, held)
+    snapshot = state.Snapshot(tuple(KEYS), held, base, delta, len(rows), START)
     return snapshot, facts, grouped, policy_list
 
 
@@ -165,7 +159,7 @@ def test_counts_agree_with_single_checks(
 ) -> None:
     snapshot, facts, grouped, policy_list = build(accounts, events, policies, split)
     when = day(at) + timedelta(hours=12)
-    state = web.state_at(snapshot, at=when, policies=policy_list, jurisdictions=JURISDICTIONS)
+    state = cohorts.state_at(snapshot, at=when, policies=policy_list, jurisdictions=JURISDICTIONS)
     groups, n = len(JURISDICTIONS.names), len(KEYS)
     population = np.zeros(groups, dtype=np.int64)
     minors = np.zeros(groups, dtype=np.int64)
@@ -204,7 +198,9 @@ def test_policy_effects_agree_with_single_checks(
     accounts: list[Any], events: list[Any], policies: list[Any], split: int
 ) -> None:
     snapshot, facts, grouped, policy_list = build(accounts, events, policies, split)
-    effects = web.policy_effects(snapshot, policies=policy_list, jurisdictions=JURISDICTIONS, now=day(100))
+    effects = cohorts.policy_effects(
+        snapshot, policies=policy_list, jurisdictions=JURISDICTIONS, now=day(100)
+    )
     for policy in policy_list:
         others = [p for p in policy_list if p.version != policy.version]
         at = policy.effective_at
@@ -253,7 +249,7 @@ def single_check_state(
     policies: list[Policy],
     when: datetime,
 ) -> dict[str, list[Any]]:
-    """The counts of ``web.StateAt`` at ``when``, one account and setting at a time."""
+    """The counts of ``cohorts.StateAt`` at ``when``, one account and setting at a time."""
     groups, n = len(JURISDICTIONS.names), len(KEYS)
     population = [0] * groups
     minors = [0] * groups
@@ -315,7 +311,7 @@ def test_every_chart_time_agrees_with_single_checks(
         accounts, events, policies, split, start=YEAR_END, strangers=strangers
     )
     moments = sorted(YEAR_END + n * DAY + timedelta(hours=h) for n, h in times)
-    evaluator = web.Evaluator(snapshot, policies=policy_list, jurisdictions=JURISDICTIONS, times=moments)
+    evaluator = cohorts.Evaluator(snapshot, policies=policy_list, jurisdictions=JURISDICTIONS, times=moments)
     for when in moments:
         state = evaluator.state(when)
         expected = single_check_state(facts, grouped, policy_list, when)
@@ -335,7 +331,7 @@ def test_times_over_decades_agree_with_single_checks(
     split = max(len(events) - in_delta, 0)
     snapshot, facts, grouped, policy_list = build(accounts, events, policies, split, start=start)
     moments = [datetime(year, 1, 1, tzinfo=UTC) for year in range(1950, 2031)]
-    evaluator = web.Evaluator(snapshot, policies=policy_list, jurisdictions=JURISDICTIONS, times=moments)
+    evaluator = cohorts.Evaluator(snapshot, policies=policy_list, jurisdictions=JURISDICTIONS, times=moments)
     for when in moments:
         state = evaluator.state(when)
         expected = single_check_state(facts, grouped, policy_list, when)
@@ -409,7 +405,7 @@ def test_policy_effects_agree_with_single_checks_in_every_figure(
         for v, (at, applies, base, some, eea) in enumerate(policies)
     ]
     now = YEAR_END + 12 * DAY
-    effects = web.policy_effects(snapshot, policies=policy_list, jurisdictions=JURISDICTIONS, now=now)
+    effects = cohorts.policy_effects(snapshot, policies=policy_list, jurisdictions=JURISDICTIONS, now=now)
     assert sorted(effects) == sorted(p.version for p in policy_list)
     for policy in policy_list:
         others = [p for p in policy_list if p.version != policy.version]
@@ -439,66 +435,3 @@ def test_policy_effects_agree_with_single_checks_in_every_figure(
         effect = effects[policy.version]
         assert (effect.changed_accounts, effect.to_allow, effect.to_deny) == (changed, to_allow, to_deny)
         assert effect.governs_now == governs
-
-
-def test_timeline_ends_now_and_refuses_unknown_ranges() -> None:
-    now = datetime(2026, 11, 22, 5, 30, tzinfo=UTC)
-    months = web.timeline(now, "12m")
-    assert months[-1] == now and months[0] == datetime(2025, 12, 1, tzinfo=UTC) and len(months) == 13
-    assert all(a < b for a, b in itertools.pairwise(months))
-    assert len(web.timeline(now, "90d")) == 14
-    quarters = web.timeline(now, "5y")
-    assert quarters[0] == datetime(2022, 1, 1, tzinfo=UTC) and len(quarters) == 21
-    with pytest.raises(InvalidInput) as error:
-        web.timeline(now, "forever")
-    assert error.value.field == "range"
-
-
-def test_cache_follows_new_events_accounts_and_status_changes(
-    database: Database, settings: Settings, ctx: ConsentContext
-) -> None:
-    ada, _ = make_account(database, handle="ada", country="US")
-    make_account(database, handle="bruno", country="DE")
-    cache = web.ConsentStateCache(settings=KEYS, jurisdictions=ctx.jurisdictions, accounts_ttl=3600)
-
-    def explicit_denies() -> int:
-        with database.read() as session:
-            overview = web.consent_overview(session, cache=cache, ctx=ctx)
-        return sum(s.total.explicit_deny for s in overview.shares)
-
-    def population() -> int:
-        with database.read() as session:
-            return web.consent_overview(session, cache=cache, ctx=ctx).population
-
-    assert explicit_denies() == 0 and population() == 2
-    with database.write() as session:
-        change_settings(
-            session, account_id=ada, changes={"assistant_realtime": "deny"}, client="web", ctx=ctx
-        )
-        chloe = create_account(session, handle="chloe", country="US", birth_year=1980)
-        session.flush()
-        change_settings(
-            session,
-            account_id=chloe.id,
-            changes={"assistant_realtime": "deny", "third_party_sharing": "deny"},
-            client="ios",
-            ctx=ctx,
-        )
-    assert explicit_denies() == 3 and population() == 3
-    with database.write() as session:
-        change_settings(
-            session, account_id=ada, changes={"assistant_realtime": "allow"}, client="web", ctx=ctx
-        )
-        deactivate_account(session, account_id=chloe.id)
-    assert explicit_denies() == 2  # the new event is seen at once ...
-    assert population() == 3  # ... a status change when the accounts are read again
-    cache.accounts_ttl = 0
-    assert population() == 2 and explicit_denies() == 0
-    with database.read() as session:
-        fresh = web.ConsentStateCache(settings=KEYS, jurisdictions=ctx.jurisdictions).current(session)
-        kept = cache.current(session)
-    at = datetime.now(UTC)
-    policies = [Policy(1, datetime(2000, 1, 1, tzinfo=UTC), "all", {"default": {"*": "allow"}})]
-    a = web.state_at(fresh, at=at, policies=policies, jurisdictions=ctx.jurisdictions)
-    b = web.state_at(kept, at=at, policies=policies, jurisdictions=ctx.jurisdictions)
-    assert a.allow.tolist() == b.allow.tolist() and a.population.tolist() == b.population.tolist()
