@@ -19,7 +19,7 @@ from consentry.consent.models import ConsentEvent, Notification, Subject
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, InvalidInput, NotFound
 from consentry.metering.models import AccessRecord
-from consentry.retention import service
+from consentry.retention import purge, service
 from consentry.retention.models import LegalHold, RetentionRun
 from consentry.retention.rules import DEFAULT_RULES, Rules
 from consentry.retention.schemas import RetentionPlan, RetentionReport
@@ -277,7 +277,7 @@ def test_a_failing_run_is_recorded_as_failed(platform: Database, monkeypatch: py
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(service, "_run_access_log", broken)
+    monkeypatch.setattr(purge, "_run_access_log", broken)
     with pytest.raises(RuntimeError):
         run(platform)
     with platform.read() as session:
