@@ -138,15 +138,44 @@ class _Checker:
             return
         declared = self.declared(folder, table)
         if not table.files and table.schema is not None:  # an empty table: its schema says it all
-            empty = table.schema.empty_table().select(sorted(declared, key=folder.column_names.index))
-            self.connection.register(f"empty_{folder.name}", empty)
-            columns = ", ".join(_quote(name) for name in empty.column_names) or "NULL AS _none"
-            self.connection.execute(
-                f"CREATE VIEW {_quote(folder.name)} AS SELECT {columns} FROM {_quote('empty_' + folder.name)}"
-            ).fetchall()
-            self.rows[folder.name] = 0
-            self.valid[folder.name] = declared
+            self._load_empty(folder, table.schema, declared)
             return
+        schemas = self._file_schemas(folder, table)
+        if not schemas:
+            return
+        valid = {
+            column.name
+            for column in folder.columns
+            if column.name in declared and self._column_fits(folder, table, column, schemas)
+        }
+        file_list = ", ".join(_literal(path) for path in schemas)
+        columns = ", ".join(_quote(name) for name in folder.column_names if name in valid) or "NULL AS _none"
+        try:
+            self.connection.execute(
+                f"CREATE VIEW {_quote(folder.name)} AS SELECT {columns} "
+                f"FROM read_parquet([{file_list}], union_by_name = true)"
+            )
+            self.rows[folder.name] = int(self.scalar(f"SELECT count(*) FROM {_quote(folder.name)}"))
+        except duckdb.Error as error:
+            self.add(
+                folder.name, None, "unreadable", len(schemas), [], f"DuckDB cannot read the files: {error}"
+            )
+            return
+        self.valid[folder.name] = valid
+
+    def _load_empty(self, folder: schema.Folder, declared_schema: pa.Schema, declared: set[str]) -> None:
+        """Expose a table without data files (its own schema declares its columns) as an empty view."""
+        empty = declared_schema.empty_table().select(sorted(declared, key=folder.column_names.index))
+        self.connection.register(f"empty_{folder.name}", empty)
+        columns = ", ".join(_quote(name) for name in empty.column_names) or "NULL AS _none"
+        self.connection.execute(
+            f"CREATE VIEW {_quote(folder.name)} AS SELECT {columns} FROM {_quote('empty_' + folder.name)}"
+        ).fetchall()
+        self.rows[folder.name] = 0
+        self.valid[folder.name] = declared
+
+    def _file_schemas(self, folder: schema.Folder, table: TableSnapshot) -> dict[str, pa.Schema]:
+        """The Parquet schema of every readable data file (the others are reported)."""
         schemas: dict[str, pa.Schema] = {}
         unreadable: list[str] = []
         for path in table.files:
@@ -163,58 +192,49 @@ class _Checker:
                 unreadable,
                 f"{len(unreadable):,} file(s) are not readable Parquet",
             )
-        if not schemas:
-            return
-        valid = set()
-        for column in folder.columns:
-            if column.name not in declared:
-                continue
-            missing = [table.show(path) for path, found in schemas.items() if column.name not in found.names]
-            wrong = [
-                f"{table.show(path)}: {schema.describe_type(found.field(column.name).type)}"
-                for path, found in schemas.items()
-                if column.name in found.names and not self.lake.accepts(column, found.field(column.name).type)
-            ]
-            if missing:
-                self.add(
-                    folder.name,
-                    column.name,
-                    "missing_column",
-                    len(missing),
-                    missing,
-                    f"column {column.name} is missing from {len(missing):,} file(s)",
-                )
-            if wrong:
-                self.add(
-                    folder.name,
-                    column.name,
-                    "wrong_type",
-                    len(wrong),
-                    wrong,
-                    f"column {column.name} should be {schema.describe_type(column.type)} "
-                    f"in {len(wrong):,} file(s)",
-                )
-            if not missing and not wrong:
-                valid.add(column.name)
-                if any(
-                    not schema.type_matches(column.type, found.field(column.name).type)
-                    for found in schemas.values()
-                ):
-                    self.widened.add((folder.name, column.name))
-        file_list = ", ".join(_literal(path) for path in schemas)
-        columns = ", ".join(_quote(name) for name in folder.column_names if name in valid) or "NULL AS _none"
-        try:
-            self.connection.execute(
-                f"CREATE VIEW {_quote(folder.name)} AS SELECT {columns} "
-                f"FROM read_parquet([{file_list}], union_by_name = true)"
-            )
-            self.rows[folder.name] = int(self.scalar(f"SELECT count(*) FROM {_quote(folder.name)}"))
-        except duckdb.Error as error:
+        return schemas
+
+    def _column_fits(
+        self,
+        folder: schema.Folder,
+        table: TableSnapshot,
+        column: schema.Column,
+        schemas: dict[str, pa.Schema],
+    ) -> bool:
+        """Whether every file holds ``column`` with an accepted type (else the files that do not are
+        reported); a column some file stores in a wider accepted type is noted in ``widened``."""
+        missing = [table.show(path) for path, found in schemas.items() if column.name not in found.names]
+        wrong = [
+            f"{table.show(path)}: {schema.describe_type(found.field(column.name).type)}"
+            for path, found in schemas.items()
+            if column.name in found.names and not self.lake.accepts(column, found.field(column.name).type)
+        ]
+        if missing:
             self.add(
-                folder.name, None, "unreadable", len(schemas), [], f"DuckDB cannot read the files: {error}"
+                folder.name,
+                column.name,
+                "missing_column",
+                len(missing),
+                missing,
+                f"column {column.name} is missing from {len(missing):,} file(s)",
             )
-            return
-        self.valid[folder.name] = valid
+        if wrong:
+            self.add(
+                folder.name,
+                column.name,
+                "wrong_type",
+                len(wrong),
+                wrong,
+                f"column {column.name} should be {schema.describe_type(column.type)} "
+                f"in {len(wrong):,} file(s)",
+            )
+        if missing or wrong:
+            return False
+        if any(
+            not schema.type_matches(column.type, found.field(column.name).type) for found in schemas.values()
+        ):
+            self.widened.add((folder.name, column.name))
+        return True
 
     def declared(self, folder: schema.Folder, table: TableSnapshot) -> set[str]:
         """The contract columns the table's own schema (Iceberg, Delta) declares with a fitting type;

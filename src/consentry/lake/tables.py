@@ -126,53 +126,21 @@ def _iceberg_table(catalog: Any, spec: LakeSpec, name: str) -> TableSnapshot | T
             name, "missing_table", f"table {identifier} is missing from the catalog", identifier
         )
     ref = spec.ref_for(name)
-    if spec.snapshot_at is not None:
-        snapshot = table.snapshot_as_of_timestamp(int(spec.snapshot_at.timestamp() * 1000))
-        if snapshot is None:
-            raise InvalidInput(
-                f"table {identifier} has no snapshot at or before {spec.snapshot_at.isoformat()}",
-                field="snapshot_at",
-            )
-    elif ref is None:
-        snapshot = table.current_snapshot()
-        if snapshot is None:  # created, never written: an empty table
-            return TableSnapshot(
-                name=name,
-                location=local_path(table.metadata.location) or table.metadata.location,
-                files=(),
-                schema=schema_to_pyarrow(table.schema(), include_field_ids=False),
-                version={"snapshot_id": None},
-                fingerprint=_digest([f"{identifier}\0empty\0{table.schema().schema_id}"]),
-            )
-    else:
-        snapshot = table.snapshot_by_id(int(ref)) if ref.isdigit() else table.snapshot_by_name(ref)
-        if snapshot is None:
-            what = "snapshot id" if ref.isdigit() else "tag or branch"
-            scope = "" if dict(spec.snapshots).get(name) else f" (--snapshot {ref} applies to every table)"
-            raise InvalidInput(f"table {identifier} has no {what} {ref!r}{scope}", field="snapshot")
+    snapshot = _iceberg_snapshot(table, spec, name, identifier)
+    if snapshot is None:  # created, never written: an empty table
+        return TableSnapshot(
+            name=name,
+            location=local_path(table.metadata.location) or table.metadata.location,
+            files=(),
+            schema=schema_to_pyarrow(table.schema(), include_field_ids=False),
+            version={"snapshot_id": None},
+            fingerprint=_digest([f"{identifier}\0empty\0{table.schema().schema_id}"]),
+        )
     where = f"table {identifier} at snapshot {snapshot.snapshot_id}"
     location = local_path(table.metadata.location) or table.metadata.location
-    try:
-        tasks = list(table.scan(snapshot_id=snapshot.snapshot_id).plan_files())
-    except (ValueError, NotImplementedError) as error:  # equality deletes, unknown content, ...
-        return TableProblem(
-            name,
-            "unsupported_table",
-            f"{where} cannot be read as plain data files ({error}); rewrite the table's data files "
-            "(Spark: CALL system.rewrite_data_files with delete-file-threshold 1) or name another snapshot",
-            identifier,
-        )
-    deletes = sorted({delete.file_path for task in tasks for delete in task.delete_files})
-    if deletes:
-        return TableProblem(
-            name,
-            "unsupported_table",
-            f"{where} has {len(deletes):,} delete file(s) (row-level deletes kept beside the data); "
-            "Consentry reads data files directly and would release deleted rows, so it refuses them: "
-            "rewrite the data files (Spark: CALL system.rewrite_data_files(table => ..., "
-            "options => map('delete-file-threshold', '1'))) or name a snapshot without deletes",
-            deletes[0],
-        )
+    tasks = _iceberg_tasks(table, snapshot, name, identifier, where)
+    if isinstance(tasks, TableProblem):
+        return tasks
     paths = [task.file.file_path for task in tasks]
     remote = [path for path in paths if local_path(path) is None]
     if remote:
@@ -199,6 +167,54 @@ def _iceberg_table(catalog: Any, spec: LakeSpec, name: str) -> TableSnapshot | T
         version=version,
         fingerprint=_digest([f"{identifier}\0{snapshot.snapshot_id}", *(f"{f}\0{sizes[f]}" for f in files)]),
     )
+
+
+def _iceberg_snapshot(table: Any, spec: LakeSpec, name: str, identifier: str) -> Any:
+    """The snapshot of ``table`` that ``spec`` names (time, id, tag or branch; default the current
+    one); ``None`` for a table never written. ``InvalidInput`` when the named one does not exist."""
+    ref = spec.ref_for(name)
+    if spec.snapshot_at is not None:
+        snapshot = table.snapshot_as_of_timestamp(int(spec.snapshot_at.timestamp() * 1000))
+        if snapshot is None:
+            raise InvalidInput(
+                f"table {identifier} has no snapshot at or before {spec.snapshot_at.isoformat()}",
+                field="snapshot_at",
+            )
+        return snapshot
+    if ref is None:
+        return table.current_snapshot()
+    snapshot = table.snapshot_by_id(int(ref)) if ref.isdigit() else table.snapshot_by_name(ref)
+    if snapshot is None:
+        what = "snapshot id" if ref.isdigit() else "tag or branch"
+        scope = "" if dict(spec.snapshots).get(name) else f" (--snapshot {ref} applies to every table)"
+        raise InvalidInput(f"table {identifier} has no {what} {ref!r}{scope}", field="snapshot")
+    return snapshot
+
+
+def _iceberg_tasks(table: Any, snapshot: Any, name: str, identifier: str, where: str) -> Any:
+    """The scan tasks of a snapshot, or a ``TableProblem`` when its rows are not plain data files."""
+    try:
+        tasks = list(table.scan(snapshot_id=snapshot.snapshot_id).plan_files())
+    except (ValueError, NotImplementedError) as error:  # equality deletes, unknown content, ...
+        return TableProblem(
+            name,
+            "unsupported_table",
+            f"{where} cannot be read as plain data files ({error}); rewrite the table's data files "
+            "(Spark: CALL system.rewrite_data_files with delete-file-threshold 1) or name another snapshot",
+            identifier,
+        )
+    deletes = sorted({delete.file_path for task in tasks for delete in task.delete_files})
+    if deletes:
+        return TableProblem(
+            name,
+            "unsupported_table",
+            f"{where} has {len(deletes):,} delete file(s) (row-level deletes kept beside the data); "
+            "Consentry reads data files directly and would release deleted rows, so it refuses them: "
+            "rewrite the data files (Spark: CALL system.rewrite_data_files(table => ..., "
+            "options => map('delete-file-threshold', '1'))) or name a snapshot without deletes",
+            deletes[0],
+        )
+    return tasks
 
 
 # --- Delta Lake -------------------------------------------------------------------------------------
@@ -233,14 +249,40 @@ def _version_at(table: Any, at: datetime) -> int | None:
 
 
 def _delta_table(spec: LakeSpec, root: Path, name: str) -> TableSnapshot | TableProblem:
-    from deltalake import DeltaTable
-    from deltalake.exceptions import DeltaError, DeltaProtocolError
-
     location = root / name
     if not (location / "_delta_log").is_dir():
         return TableProblem(
             name, "missing_table", f"no Delta table at {name}/ (no _delta_log/)", f"{name}/_delta_log/"
         )
+    loaded = _delta_version(spec, location, name)
+    if isinstance(loaded, TableProblem):
+        return loaded
+    table, wanted = loaded
+    where = f"Delta table {name}/ at version {wanted}"
+    problem = _delta_unsupported(table, name, where)
+    if problem is not None:
+        return problem
+    paths = list(table.file_uris())
+    remote = [path for path in paths if local_path(path) is None]
+    if remote:
+        return _remote(name, where, remote)
+    files = sorted(str(local_path(path)) for path in paths)
+    return TableSnapshot(
+        name=name,
+        location=str(location),
+        files=tuple(files),
+        schema=pa.schema(table.schema().to_arrow()),
+        version={"version": wanted},
+        fingerprint=_digest([f"{location}\0{wanted}", *files]),
+    )
+
+
+def _delta_version(spec: LakeSpec, location: Path, name: str) -> tuple[Any, int] | TableProblem:
+    """The Delta table at ``location`` loaded at the version ``spec`` names (default the latest), with
+    that version. ``InvalidInput`` when the named version does not exist."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError, DeltaProtocolError
+
     ref = spec.ref_for(name)
     try:
         table = DeltaTable(str(location))
@@ -268,7 +310,12 @@ def _delta_table(spec: LakeSpec, root: Path, name: str) -> TableSnapshot | Table
                 f"Delta table {name}/: cannot load version {ref}: {error}", field="snapshot"
             ) from None
         return TableProblem(name, "unsupported_table", f"Delta table {name}/: {error}", f"{name}/")
-    where = f"Delta table {name}/ at version {wanted}"
+    return table, wanted
+
+
+def _delta_unsupported(table: Any, name: str, where: str) -> TableProblem | None:
+    """Why the loaded version's data files do not hold its rows as they are, if they do not: column
+    mapping, partitions by contract columns, deletion vectors."""
     metadata = table.metadata()
     mapping = metadata.configuration.get("delta.columnMapping.mode", "none")
     if mapping not in (None, "", "none"):
@@ -301,16 +348,4 @@ def _delta_table(spec: LakeSpec, root: Path, name: str) -> TableSnapshot | Table
                 "or name a version without them",
                 str(marked["filepath"][0]),
             )
-    paths = list(table.file_uris())
-    remote = [path for path in paths if local_path(path) is None]
-    if remote:
-        return _remote(name, where, remote)
-    files = sorted(str(local_path(path)) for path in paths)
-    return TableSnapshot(
-        name=name,
-        location=str(location),
-        files=tuple(files),
-        schema=pa.schema(table.schema().to_arrow()),
-        version={"version": wanted},
-        fingerprint=_digest([f"{location}\0{wanted}", *files]),
-    )
+    return None
