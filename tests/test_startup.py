@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from consentry.db import Database
+
 HEAVY = (
     "duckdb",
     "pyarrow",
@@ -44,10 +46,13 @@ print("\\n" + json.dumps({"code": code, "heavy": heavy}))
 """
 
 
-def imported(home: Path, *args: str) -> tuple[int, set[str]]:
-    """Run ``consentry ARGS`` in a fresh interpreter; its exit code and the heavy libraries it imported."""
+def imported(home: Path, *args: str, database_url: str | None = None) -> tuple[int, set[str]]:
+    """Run ``consentry ARGS`` in a fresh interpreter (on the SQLite database in ``home`` unless
+    ``database_url`` names another); its exit code and the heavy libraries it imported."""
     env = {**os.environ, "CONSENTRY_HOME": str(home)}
     env.pop("CONSENTRY_DATABASE_URL", None)
+    if database_url is not None:
+        env["CONSENTRY_DATABASE_URL"] = database_url
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
         input=json.dumps(HEAVY),
@@ -71,9 +76,20 @@ def test_help_imports_no_heavy_library(tmp_path: Path, args: tuple[str, ...]) ->
     assert code == 0 and heavy == set()
 
 
-def test_listing_releases_imports_only_the_database_layer(tmp_path: Path) -> None:
-    code, _ = imported(tmp_path, "dataset", "list")  # the first run creates and migrates the database
+def test_listing_releases_reads_the_database_through_its_driver(tmp_path: Path) -> None:
+    code, heavy = imported(tmp_path, "dataset", "list")  # a new database: migrated first, with SQLAlchemy
+    assert code == 0 and {"sqlalchemy", "alembic"} <= heavy
+    for args in (("dataset", "list"), ("dataset", "list", "--limit", "5")):
+        code, heavy = imported(tmp_path, *args)
+        assert code == 0
+        assert heavy <= {"pydantic_settings"}, heavy
+    code, heavy = imported(tmp_path, "dataset", "list", "--recipient", "nobody")
+    assert code == 1 and heavy <= {"pydantic_settings"}, heavy
+
+
+def test_listing_releases_on_postgresql_reads_through_psycopg(
+    tmp_path: Path, postgres_database: Database
+) -> None:
+    code, heavy = imported(tmp_path, "dataset", "list", database_url=postgres_database.url)
     assert code == 0
-    code, heavy = imported(tmp_path, "dataset", "list")
-    assert code == 0
-    assert heavy <= {"sqlalchemy", "pydantic_settings"}, heavy
+    assert heavy <= {"pydantic_settings"}, heavy

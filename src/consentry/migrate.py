@@ -6,14 +6,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
-
-from consentry.db import Database
 from consentry.errors import IntegrityFailure
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # SQLAlchemy is imported by the functions that use it: ``head_revision`` needs none
     from alembic.config import Config
+
+    from consentry.db import Database
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _REVISION = re.compile(r'^(down_revision|revision)\s*(?::[^=]*)?=\s*["\']?([^"\'\s]+)["\']?', re.MULTILINE)
@@ -37,6 +35,9 @@ def head_revision() -> str | None:
 
 def at_head(database: Database) -> bool:
     """Whether the database's schema is the newest one (one small query; false on any doubt)."""
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy import text
+
     head = head_revision()
     if head is None:
         return False

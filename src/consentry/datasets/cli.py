@@ -6,6 +6,8 @@ Heavy libraries (pyarrow, duckdb, pyspark) are imported inside the commands.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -87,89 +89,54 @@ def recipient_list() -> None:
     console.print(table)
 
 
-@dataset_app.command("build")
-@cli_errors
-def dataset_build(
-    recipient: Annotated[str, typer.Option(help="Recipient name.")],
-    out: Annotated[Path, typer.Option(help="New (or empty) folder for the release.")],
-    lake: Annotated[
-        Path | None,
-        typer.Option(help="The lake folder (accounts/, posts/, ...), or the root of its Delta tables."),
-    ] = None,
-    lake_format: LakeFormatOption = "parquet",
-    catalog: CatalogOption = None,
-    catalog_name: CatalogNameOption = None,
-    namespace: NamespaceOption = None,
-    snapshot: SnapshotOption = None,
-    snapshot_at: SnapshotAtOption = None,
-    purpose: Annotated[str, typer.Option(help="train-ai, ai-input, ai-train or search.")] = "train-ai",
-    categories: Annotated[
-        str, typer.Option(help="Comma-separated: posts, assistant_interactions.")
-    ] = "posts",
-    since: Annotated[str | None, typer.Option(help="Only records created at or after (ISO 8601).")] = None,
-    until: Annotated[str | None, typer.Option(help="Only records created before (ISO 8601).")] = None,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Evaluate consent at (default now).")] = None,
-    engine: Annotated[str, typer.Option(help="duckdb (default) or spark.")] = "duckdb",
-    since_release: Annotated[
-        str | None, typer.Option("--since-release", help="Incremental on top of this release.")
-    ] = None,
-    scrub_pii: Annotated[
-        bool | None,
-        typer.Option(
-            "--scrub-pii/--no-scrub-pii", help="Replace e-mails and phones (default: third parties)."
-        ),
-    ] = None,
-    retain: Annotated[
-        list[str] | None, typer.Option("--retain", help="CATEGORY=DAYS retention window; repeatable.")
-    ] = None,
-    license: Annotated[str, typer.Option(help="License field of the dataset card.")] = "other",
-    engine_option: Annotated[
-        list[str] | None,
-        typer.Option("--engine-option", help="KEY=VALUE (DuckDB memory_limit/threads, spark.*); repeatable."),
-    ] = None,
-    spark_master: Annotated[
-        str | None,
-        typer.Option(
-            "--spark-master",
-            help="Spark engine: local[N], spark://host:port, sc://host:port (Spark Connect); "
-            "default CONSENTRY_SPARK_MASTER, else local[*].",
-        ),
-    ] = None,
-) -> None:
-    """Build and publish a consent-enforced release; prints what was included and excluded."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+LakeOption = Annotated[
+    Path | None,
+    typer.Option(help="The lake folder (accounts/, posts/, ...), or the root of its Delta tables."),
+]
+PurposeOption = Annotated[str, typer.Option(help="train-ai, ai-input, ai-train or search.")]
+CategoriesOption = Annotated[str, typer.Option(help="Comma-separated: posts, assistant_interactions.")]
+SinceOption = Annotated[str | None, typer.Option(help="Only records created at or after (ISO 8601).")]
+UntilOption = Annotated[str | None, typer.Option(help="Only records created before (ISO 8601).")]
+AsOfOption = Annotated[str | None, typer.Option("--as-of", help="Evaluate consent at (default now).")]
+EngineOption = Annotated[str, typer.Option(help="duckdb (default) or spark.")]
+SinceReleaseOption = Annotated[
+    str | None, typer.Option("--since-release", help="Incremental on top of this release.")
+]
+ScrubOption = Annotated[
+    bool | None,
+    typer.Option("--scrub-pii/--no-scrub-pii", help="Replace e-mails and phones (default: third parties)."),
+]
+RetainOption = Annotated[
+    list[str] | None, typer.Option("--retain", help="CATEGORY=DAYS retention window; repeatable.")
+]
+EngineOptionOption = Annotated[
+    list[str] | None,
+    typer.Option("--engine-option", help="KEY=VALUE (DuckDB memory_limit/threads, spark.*); repeatable."),
+]
+SparkMasterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--spark-master",
+        help="Spark engine: local[N], spark://host:port, sc://host:port (Spark Connect); "
+        "default CONSENTRY_SPARK_MASTER, else local[*].",
+    ),
+]
 
-    from consentry.consent.service import ConsentContext
-    from consentry.datasets import service
-    from consentry.datasets.eligibility import Retention
 
-    retention_days: dict[str, int] = {}
+def _retention_days(retain: list[str] | None) -> dict[str, int]:
+    days: dict[str, int] = {}
     for key, value in _pairs(retain, "retain").items():
         if not value.isdigit():
             raise InvalidInput(f"retention of {key} must be a whole number of days", field="retain")
-        retention_days[key] = int(value)
-    retention = Retention(retention_days)
-    settings = get_settings()
-    source = spec_from_options(
-        lake=lake,
-        lake_format=lake_format,
-        catalog=catalog,
-        catalog_name=catalog_name,
-        namespace=namespace,
-        snapshot=snapshot,
-        snapshot_at=snapshot_at,
-    )
-    if engine == "spark" and spark_master is None:
-        spark_master = settings.spark_master
-    ctx = ConsentContext.from_settings(settings)
-    database = open_database(settings)
+        days[key] = int(value)
+    return days
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress callback drawing one bar on the console, started at the first report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
     bar = Progress(
         TextColumn("{task.description:<36}"),
         BarColumn(),
@@ -187,6 +154,58 @@ def dataset_build(
         bar.update(tasks[0], description=stage, completed=done, total=total)
 
     try:
+        yield progress
+    finally:
+        if tasks:
+            bar.stop()
+
+
+@dataset_app.command("build")
+@cli_errors
+def dataset_build(
+    recipient: Annotated[str, typer.Option(help="Recipient name.")],
+    out: Annotated[Path, typer.Option(help="New (or empty) folder for the release.")],
+    lake: LakeOption = None,
+    lake_format: LakeFormatOption = "parquet",
+    catalog: CatalogOption = None,
+    catalog_name: CatalogNameOption = None,
+    namespace: NamespaceOption = None,
+    snapshot: SnapshotOption = None,
+    snapshot_at: SnapshotAtOption = None,
+    purpose: PurposeOption = "train-ai",
+    categories: CategoriesOption = "posts",
+    since: SinceOption = None,
+    until: UntilOption = None,
+    as_of: AsOfOption = None,
+    engine: EngineOption = "duckdb",
+    since_release: SinceReleaseOption = None,
+    scrub_pii: ScrubOption = None,
+    retain: RetainOption = None,
+    license: Annotated[str, typer.Option(help="License field of the dataset card.")] = "other",
+    engine_option: EngineOptionOption = None,
+    spark_master: SparkMasterOption = None,
+) -> None:
+    """Build and publish a consent-enforced release; prints what was included and excluded."""
+    from consentry.consent.service import ConsentContext
+    from consentry.datasets import service
+    from consentry.datasets.eligibility import Retention
+
+    retention = Retention(_retention_days(retain))
+    settings = get_settings()
+    source = spec_from_options(
+        lake=lake,
+        lake_format=lake_format,
+        catalog=catalog,
+        catalog_name=catalog_name,
+        namespace=namespace,
+        snapshot=snapshot,
+        snapshot_at=snapshot_at,
+    )
+    if engine == "spark" and spark_master is None:
+        spark_master = settings.spark_master
+    ctx = ConsentContext.from_settings(settings)
+    database = open_database(settings)
+    with _progress_bar() as progress:
         release = service.build_release(
             database,
             ctx=ctx,
@@ -208,9 +227,6 @@ def dataset_build(
             progress=progress,
             block_when_overdue=settings.block_releases_when_overdue,
         )
-    finally:
-        if tasks:
-            bar.stop()
     manifest = service.read_manifest(release)
     console.print(f"[green]published[/] release [bold]{release.id}[/] at {release.path}", highlight=False)
     _print_summary(manifest)
@@ -250,25 +266,28 @@ def dataset_list(
     limit: Annotated[int, typer.Option(help="At most this many (newest first).")] = 100,
 ) -> None:
     """List releases, newest first."""
-    from consentry.datasets import queries as service
+    from consentry.datasets import queries
 
+    settings = get_settings()
+    rows = queries.release_rows(settings.resolved_database_url, recipient=recipient, limit=limit)
+    if rows is None:  # no database yet, an older schema, or a database the drivers above do not reach
+        with open_database(settings).read() as session:
+            rows = queries.release_rows_in(session, recipient=recipient, limit=limit)
     table = Table(title="releases", title_justify="left")
     table.add_column("id", no_wrap=True, min_width=26)
     for name in ("recipient", "purpose", "categories", "as of", "rows", "excluded", "status"):
         table.add_column(name, overflow="fold", justify="right" if name in ("rows", "excluded") else "left")
-    with open_database().read() as session:
-        names = service.recipient_names(session)
-        for r in service.list_releases(session, recipient=recipient, limit=limit):
-            table.add_row(
-                r.id,
-                names.get(r.recipient_id, "?"),
-                r.purpose,
-                ", ".join(r.categories),
-                r.as_of.isoformat(),
-                f"{r.rows:,}",
-                f"{r.excluded:,}",
-                r.status,
-            )
+    for r in rows:
+        table.add_row(
+            r.id,
+            r.recipient,
+            r.purpose,
+            ", ".join(r.categories),
+            r.as_of.isoformat(),
+            f"{r.rows:,}",
+            f"{r.excluded:,}",
+            r.status,
+        )
     console.print(table)
 
 

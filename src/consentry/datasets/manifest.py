@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from consentry.datasets.eligibility import REASONS
+from consentry import __version__
+from consentry.datasets.eligibility import REASONS, SPECS, Retention, Window
+from consentry.datasets.transforms import PSEUDONYM_SCHEME
 
 MANIFEST_FORMAT = "consentry-release/1"
 REASON_LABELS = {
@@ -35,6 +39,81 @@ def size_category(rows: int) -> str:
         if rows < limit:
             return name
     return "n>1B"
+
+
+@dataclass(frozen=True)
+class ReleaseFacts:
+    """What a manifest records about a build besides what the engine produced."""
+
+    release_id: str
+    created_at: datetime
+    recipient: Mapping[str, str]
+    purpose: str
+    categories: list[str]
+    window: Window
+    engine: str
+    lake: Mapping[str, Any]
+    chain: tuple[str, ...]
+    """Ids of the releases an incremental release builds on, oldest first (empty for a full one)."""
+    covering: Mapping[str, tuple[str, ...]]
+    policies: list[dict[str, Any]]
+    head: dict[str, Any]
+    checkpoint: dict[str, Any] | None
+    events: int
+    scrub: bool
+    retention: Retention
+    license: str
+
+
+def release_manifest(
+    facts: ReleaseFacts,
+    *,
+    rows: Mapping[str, int],
+    excluded: Mapping[str, dict[str, int]],
+    already_held: Mapping[str, int],
+    removals: Mapping[str, int],
+) -> dict[str, Any]:
+    """The manifest of a release, without its list of files."""
+    categories, window = facts.categories, facts.window
+    return {
+        "format": MANIFEST_FORMAT,
+        "release_id": facts.release_id,
+        "created_at": facts.created_at.isoformat(),
+        "recipient": dict(facts.recipient),
+        "purpose": facts.purpose,
+        "categories": categories,
+        "as_of": window.as_of.isoformat(),
+        "window": {
+            "since": window.since.isoformat() if window.since else None,
+            "until": window.until.isoformat() if window.until else None,
+        },
+        "engine": facts.engine,
+        "lake": dict(facts.lake),
+        "incremental": {
+            "since_release": facts.chain[-1] if facts.chain else None,
+            "chain": list(facts.chain),
+            "already_held": dict(already_held),
+            "removals": dict(removals),
+        },
+        "consent": {
+            "settings": {c: list(facts.covering[c]) for c in categories},
+            "policies": facts.policies,
+            "ledger_head": facts.head,
+            "checkpoint": facts.checkpoint,
+            "events_considered": facts.events,
+        },
+        "transforms": {
+            "pseudonym": PSEUDONYM_SCHEME,
+            "pii_scrubbing": facts.scrub,
+            "links": "reply_to and quote_of naming an ineligible record are null",
+        },
+        "retention_days": facts.retention.describe(),
+        "rows": dict(rows),
+        "excluded": {c: excluded[c] for c in categories},
+        "schema": {c: [{"name": f.name, "type": str(f.type)} for f in SPECS[c].schema] for c in categories},
+        "license": facts.license,
+        "consentry_version": __version__,
+    }
 
 
 def write_manifest(path: Path, manifest: Mapping[str, Any]) -> bytes:
@@ -86,9 +165,30 @@ def dataset_card(manifest: Mapping[str, Any]) -> str:
     reporting consent, transforms and exclusions."""
     categories: list[str] = list(manifest["categories"])
     rows: Mapping[str, int] = manifest["rows"]
-    excluded: Mapping[str, Mapping[str, int]] = manifest["excluded"]
-    recipient = manifest["recipient"]
-    total = sum(rows.values())
+    body = [
+        *_summary(manifest),
+        "",
+        *_loading(categories, rows),
+        "",
+        *_transforms(manifest["transforms"]),
+        "",
+        *_exclusions(categories, manifest["excluded"]),
+        "",
+        "## Provenance",
+        "",
+        *_ledger_lines(manifest["consent"]),
+        "- Policy versions in force: "
+        f"{', '.join(str(p['version']) for p in manifest['consent']['policies']) or 'none'}.",
+        f"- Built by Consentry {manifest['consentry_version']} with the {manifest['engine']} engine; "
+        "`manifest.json` lists every file with its size and SHA-256.",
+        "",
+    ]
+    return "\n".join([*_header(manifest), "", *body])
+
+
+def _header(manifest: Mapping[str, Any]) -> list[str]:
+    """The card's YAML header: license, name, size category and one config per category."""
+    total = sum(manifest["rows"].values())
     license_name = manifest["license"]
     header = ["---", f"license: {_yaml_text(license_name)}"]
     if license_name == "other":
@@ -99,7 +199,7 @@ def dataset_card(manifest: Mapping[str, Any]) -> str:
         f"- {size_category(total)}",
         "configs:",
     ]
-    for index, category in enumerate(categories):
+    for index, category in enumerate(manifest["categories"]):
         header += [
             f"- config_name: {category}",
             "  data_files:",
@@ -109,10 +209,14 @@ def dataset_card(manifest: Mapping[str, Any]) -> str:
         if index == 0:
             header.append("  default: true")
     header.append("---")
+    return header
 
-    window = manifest["window"]
-    consent = manifest["consent"]
-    body = [
+
+def _summary(manifest: Mapping[str, Any]) -> list[str]:
+    """What the release holds, for whom, and which settings had to allow."""
+    recipient, window, consent = manifest["recipient"], manifest["window"], manifest["consent"]
+    rows: Mapping[str, int] = manifest["rows"]
+    lines = [
         f"# Consentry release {manifest['release_id']}",
         "",
         f"Records released to **{recipient['name']}** ({recipient['kind'].replace('_', ' ')}) "
@@ -127,29 +231,37 @@ def dataset_card(manifest: Mapping[str, Any]) -> str:
         "| config | rows | settings that had to allow |",
         "|---|---:|---|",
     ]
-    for category in categories:
+    for category in manifest["categories"]:
         settings = ", ".join(f"`{key}`" for key in consent["settings"][category]) or "none (nothing eligible)"
-        body.append(f"| `{category}` | {rows[category]:,} | {settings} |")
+        lines.append(f"| `{category}` | {rows[category]:,} | {settings} |")
     incremental = manifest.get("incremental") or {}
     if incremental.get("since_release"):
-        body += [
+        lines += [
             "",
             f"This is an incremental release on top of `{incremental['since_release']}`: it holds only "
             "records not delivered before; `removals.parquet` lists earlier records that must be deleted "
             f"({sum(incremental['removals'].values()):,} in total).",
         ]
-    body += ["", *_loading(categories, rows)]
-    body += [
-        "",
+    return lines
+
+
+def _transforms(transforms: Mapping[str, Any]) -> list[str]:
+    """The card's section on what was changed in the released records."""
+    return [
         "## Transforms",
         "",
-        f"- `author` is a pseudonym ({manifest['transforms']['pseudonym']}): stable across this "
+        f"- `author` is a pseudonym ({transforms['pseudonym']}): stable across this "
         "recipient's releases, unlinkable across recipients.",
         "- Links (`reply_to`, `quote_of`) to records that are not eligible are empty.",
         "- E-mail addresses and phone numbers in texts are replaced by `[email]` and `[phone]`."
-        if manifest["transforms"]["pii_scrubbing"]
+        if transforms["pii_scrubbing"]
         else "- Texts are released as written (no personal-data scrubbing).",
-        "",
+    ]
+
+
+def _exclusions(categories: list[str], excluded: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """The card's table of records left out, per reason and category."""
+    lines = [
         "## Exclusions",
         "",
         "Records left out of this release, one reason each (the first that applies, in this order):",
@@ -159,23 +271,13 @@ def dataset_card(manifest: Mapping[str, Any]) -> str:
     ]
     for reason in REASONS:
         counts = " | ".join(f"{excluded[c].get(reason, 0):,}" for c in categories)
-        body.append(f"| {reason} | {REASON_LABELS[reason]} | {counts} |")
+        lines.append(f"| {reason} | {REASON_LABELS[reason]} | {counts} |")
     totals = " | ".join(f"{sum(excluded[c].values()):,}" for c in categories)
-    body += [
-        f"| **total** | | {totals} |",
-        "",
-        "## Provenance",
-        "",
-        *_ledger_lines(consent),
-        f"- Policy versions in force: {', '.join(str(p['version']) for p in consent['policies']) or 'none'}.",
-        f"- Built by Consentry {manifest['consentry_version']} with the {manifest['engine']} engine; "
-        "`manifest.json` lists every file with its size and SHA-256.",
-        "",
-    ]
-    return "\n".join([*header, "", *body])
+    lines.append(f"| **total** | | {totals} |")
+    return lines
 
 
-def _ledger_lines(consent: dict[str, Any]) -> list[str]:
+def _ledger_lines(consent: Mapping[str, Any]) -> list[str]:
     """The card's statement of the ledger position the build read: a checkpoint when it cites one."""
     head = consent["ledger_head"]
     cited = consent.get("checkpoint")

@@ -204,74 +204,92 @@ def ledger_events(
     bound = until.astimezone(UTC).replace(tzinfo=None)
     last = _MAX_SEQ if through_seq is None else int(through_seq)
     dialect = session.get_bind().dialect.name
-    names = ["account_id", "setting", "value", "recorded_at", "seq"]
-    raw: Any = session.connection().connection.dbapi_connection
     if dialect == "sqlite":
-        marks = ", ".join("?" for _ in settings)
-        cursor = raw.cursor()
-        try:
-            # the mapping, then the events: two plain scans joined in Arrow beat SQLite's index join
-            cursor.execute(
-                "SELECT group_concat(subject_key || ',' || account_id, char(10)) FROM consent_subjects"
-            )
-            subjects_csv = (cursor.fetchone()[0] or "").encode()
-            cursor.execute(
-                "SELECT group_concat(subject_key || ',' || setting || ',' || value || ',' || recorded_at "
-                f"|| ',' || seq, char(10)) FROM consent_events "
-                f"WHERE setting IN ({marks}) AND recorded_at <= ? AND seq <= ?",
-                (*settings, bound.strftime("%Y-%m-%d %H:%M:%S.%f"), last),
-            )
-            events_csv = (cursor.fetchone()[0] or "").encode()
-        finally:
-            cursor.close()
-        subjects = _csv_table(
-            subjects_csv,
-            ["subject_key", "account_id"],
-            pacsv.ConvertOptions(column_types={"subject_key": pa.string(), "account_id": pa.int64()}),
-        )
-        events = _csv_table(
-            events_csv,
-            ["subject_key", *names[1:]],
-            pacsv.ConvertOptions(column_types={"subject_key": pa.string(), **_EVENT_CSV.column_types}),
-        )
-        # subject keys are unique: a hash look-up is the inner join, without starting Acero's engine
-        position = pc.index_in(events["subject_key"], value_set=subjects["subject_key"])
-        mapped = events.filter(pc.is_valid(position))
-        table = mapped.append_column("account_id", pc.take(subjects["account_id"], pc.drop_null(position)))
+        table = _sqlite_events(session, settings, bound, last)
     elif dialect == "postgresql":
-        literal = ", ".join("'" + s.replace("'", "''") + "'" for s in settings)
-        query = (
-            "COPY (SELECT s.account_id, e.setting, e.value, e.recorded_at, e.seq FROM consent_events e "
-            f"JOIN consent_subjects s ON s.subject_key = e.subject_key WHERE e.setting IN ({literal}) "
-            f"AND e.recorded_at <= '{bound.isoformat(sep=' ')}' AND e.seq <= {last}) "
-            "TO STDOUT WITH (FORMAT csv)"
-        )
-        buffer = io.BytesIO()
-        with raw.cursor() as cursor, cursor.copy(query) as copy:
-            for block in copy:
-                buffer.write(block)
-        table = _csv_table(buffer.getvalue(), names, _EVENT_CSV)
+        table = _postgres_events(session, settings, bound, last)
     else:  # any other database: row by row
-        marks = ", ".join("?" for _ in settings)
-        rows = _fetch(
-            session,
-            "SELECT s.account_id, e.setting, e.value, e.recorded_at, e.seq FROM consent_events e "
-            "JOIN consent_subjects s ON s.subject_key = e.subject_key "
-            f"WHERE e.setting IN ({marks}) AND e.recorded_at <= ? AND e.seq <= ?",
-            [*settings, bound, last],
-        )
-        columns = list(zip(*rows, strict=True)) if rows else [()] * 5
-        table = pa.table(
-            {
-                name: _timestamps(values)
-                if name == "recorded_at"
-                else pa.array(values, _EVENT_CSV.column_types[name])
-                for name, values in zip(names, columns, strict=True)
-            }
-        )
+        table = _generic_events(session, settings, bound, last)
     table = table.set_column(
         table.schema.get_field_index("recorded_at"),
         "recorded_at",
         pc.cast(table["recorded_at"], pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),
     )
     return table.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
+
+
+_EVENT_NAMES = ["account_id", "setting", "value", "recorded_at", "seq"]
+
+
+def _sqlite_events(session: Session, settings: Sequence[str], bound: datetime, last: int) -> pa.Table:
+    """``ledger_events`` on SQLite: the mapping, then the events, as two CSV texts joined in Arrow
+    (two plain scans joined in Arrow beat SQLite's index join)."""
+    raw: Any = session.connection().connection.dbapi_connection
+    marks = ", ".join("?" for _ in settings)
+    cursor = raw.cursor()
+    try:
+        cursor.execute(
+            "SELECT group_concat(subject_key || ',' || account_id, char(10)) FROM consent_subjects"
+        )
+        subjects_csv = (cursor.fetchone()[0] or "").encode()
+        cursor.execute(
+            "SELECT group_concat(subject_key || ',' || setting || ',' || value || ',' || recorded_at "
+            f"|| ',' || seq, char(10)) FROM consent_events "
+            f"WHERE setting IN ({marks}) AND recorded_at <= ? AND seq <= ?",
+            (*settings, bound.strftime("%Y-%m-%d %H:%M:%S.%f"), last),
+        )
+        events_csv = (cursor.fetchone()[0] or "").encode()
+    finally:
+        cursor.close()
+    subjects = _csv_table(
+        subjects_csv,
+        ["subject_key", "account_id"],
+        pacsv.ConvertOptions(column_types={"subject_key": pa.string(), "account_id": pa.int64()}),
+    )
+    events = _csv_table(
+        events_csv,
+        ["subject_key", *_EVENT_NAMES[1:]],
+        pacsv.ConvertOptions(column_types={"subject_key": pa.string(), **_EVENT_CSV.column_types}),
+    )
+    # subject keys are unique: a hash look-up is the inner join, without starting Acero's engine
+    position = pc.index_in(events["subject_key"], value_set=subjects["subject_key"])
+    mapped = events.filter(pc.is_valid(position))
+    return mapped.append_column("account_id", pc.take(subjects["account_id"], pc.drop_null(position)))
+
+
+def _postgres_events(session: Session, settings: Sequence[str], bound: datetime, last: int) -> pa.Table:
+    """``ledger_events`` on PostgreSQL: one join streamed as CSV with ``COPY ... TO STDOUT``."""
+    raw: Any = session.connection().connection.dbapi_connection
+    literal = ", ".join("'" + s.replace("'", "''") + "'" for s in settings)
+    query = (
+        "COPY (SELECT s.account_id, e.setting, e.value, e.recorded_at, e.seq FROM consent_events e "
+        f"JOIN consent_subjects s ON s.subject_key = e.subject_key WHERE e.setting IN ({literal}) "
+        f"AND e.recorded_at <= '{bound.isoformat(sep=' ')}' AND e.seq <= {last}) "
+        "TO STDOUT WITH (FORMAT csv)"
+    )
+    buffer = io.BytesIO()
+    with raw.cursor() as cursor, cursor.copy(query) as copy:
+        for block in copy:
+            buffer.write(block)
+    return _csv_table(buffer.getvalue(), _EVENT_NAMES, _EVENT_CSV)
+
+
+def _generic_events(session: Session, settings: Sequence[str], bound: datetime, last: int) -> pa.Table:
+    """``ledger_events`` on any other database, row by row."""
+    marks = ", ".join("?" for _ in settings)
+    rows = _fetch(
+        session,
+        "SELECT s.account_id, e.setting, e.value, e.recorded_at, e.seq FROM consent_events e "
+        "JOIN consent_subjects s ON s.subject_key = e.subject_key "
+        f"WHERE e.setting IN ({marks}) AND e.recorded_at <= ? AND e.seq <= ?",
+        [*settings, bound, last],
+    )
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 5
+    return pa.table(
+        {
+            name: _timestamps(values)
+            if name == "recorded_at"
+            else pa.array(values, _EVENT_CSV.column_types[name])
+            for name, values in zip(_EVENT_NAMES, columns, strict=True)
+        }
+    )

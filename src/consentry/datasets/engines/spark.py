@@ -209,26 +209,7 @@ class SparkEngine:
                 records.count()  # materialise while the author facts are computed
 
             step(f"{name}: eligibility")
-            if not self._authors_loaded:
-                with spark_errors("loading the author facts"):
-                    spark.createDataFrame(job.authors.named()).createOrReplaceTempView("authors")
-                self._authors_loaded = True
-            with spark_errors(f"deciding eligibility of {name}"):
-                reasons = spark.sql(reasons_query(category)).persist()
-                cached.append(reasons)
-                reasons.createOrReplaceTempView(f"reasons_{name}")
-                excluded = dict.fromkeys(REASONS, 0)
-                already_held = 0
-                for row in spark.sql(counts_query(category)).collect():
-                    if row["reason"]:
-                        excluded[reason_name(int(row["reason"]))] += int(row["n"])
-                    else:
-                        already_held = int(row["held"])
-                cut = cut_links_query(category)
-                if cut is not None:
-                    links = spark.sql(cut).persist()
-                    cached.append(links)
-                    links.createOrReplaceTempView(f"cut_links_{name}")
+            excluded, already_held = self._eligibility(spark, job, category, cached)
 
             step(f"{name}: write")
             parts = job.work_dir / f"parts-{name}"
@@ -243,27 +224,9 @@ class SparkEngine:
             shards = sorted(parts.glob("part-*.parquet"))
 
             step(f"{name}: lineage")
-            with spark_errors(f"collecting the lineage of {name}"):
-                included = spark.sql(included_query(category)).toArrow()
-                removed_ids = np.zeros(0, dtype=np.int64)
-                removed_reasons: list[str] = []
-                if category.prior is not None:
-                    removals = spark.sql(removals_query(category)).toArrow()
-                    removed_ids = np.asarray(removals["id"].to_numpy(), dtype=np.int64)
-                    removed_reasons = [reason_name(int(code)) for code in removals["reason"].to_pylist()]
+            included, removed_ids, removed_reasons = _lineage(spark, category)
         finally:
-            for frame in cached:
-                with contextlib.suppress(Exception):
-                    frame.unpersist()
-            for view in (
-                f"lake_{name}",
-                f"prior_{name}",
-                f"records_{name}",
-                f"reasons_{name}",
-                f"cut_links_{name}",
-            ):
-                with contextlib.suppress(Exception):
-                    spark.catalog.dropTempView(view)
+            _release_views(spark, name, cached)
         return CategoryOutcome(
             shards=shards,
             rows=included.num_rows,
@@ -274,3 +237,54 @@ class SparkEngine:
             removed_ids=removed_ids,
             removed_reasons=removed_reasons,
         )
+
+    def _eligibility(
+        self, spark: Any, job: EngineJob, category: CategoryJob, cached: list[Any]
+    ) -> tuple[dict[str, int], int]:
+        """Each record's reason (``reasons_<category>``), the links to cut, and the counts per reason
+        and of records already held; the frames it persists are added to ``cached``."""
+        name = category.spec.name
+        if not self._authors_loaded:
+            with spark_errors("loading the author facts"):
+                spark.createDataFrame(job.authors.named()).createOrReplaceTempView("authors")
+            self._authors_loaded = True
+        with spark_errors(f"deciding eligibility of {name}"):
+            reasons = spark.sql(reasons_query(category)).persist()
+            cached.append(reasons)
+            reasons.createOrReplaceTempView(f"reasons_{name}")
+            excluded = dict.fromkeys(REASONS, 0)
+            already_held = 0
+            for row in spark.sql(counts_query(category)).collect():
+                if row["reason"]:
+                    excluded[reason_name(int(row["reason"]))] += int(row["n"])
+                else:
+                    already_held = int(row["held"])
+            cut = cut_links_query(category)
+            if cut is not None:
+                links = spark.sql(cut).persist()
+                cached.append(links)
+                links.createOrReplaceTempView(f"cut_links_{name}")
+        return excluded, already_held
+
+
+def _lineage(spark: Any, category: CategoryJob) -> tuple[pa.Table, np.ndarray, list[str]]:
+    """The (id, author_id) pairs released, and the removals of an incremental release."""
+    with spark_errors(f"collecting the lineage of {category.spec.name}"):
+        included = spark.sql(included_query(category)).toArrow()
+        removed_ids = np.zeros(0, dtype=np.int64)
+        removed_reasons: list[str] = []
+        if category.prior is not None:
+            removals = spark.sql(removals_query(category)).toArrow()
+            removed_ids = np.asarray(removals["id"].to_numpy(), dtype=np.int64)
+            removed_reasons = [reason_name(int(code)) for code in removals["reason"].to_pylist()]
+    return included, removed_ids, removed_reasons
+
+
+def _release_views(spark: Any, name: str, cached: list[Any]) -> None:
+    """Unpersist the frames of one category and drop its temporary views."""
+    for frame in cached:
+        with contextlib.suppress(Exception):
+            frame.unpersist()
+    for view in (f"lake_{name}", f"prior_{name}", f"records_{name}", f"reasons_{name}", f"cut_links_{name}"):
+        with contextlib.suppress(Exception):
+            spark.catalog.dropTempView(view)
