@@ -1,12 +1,16 @@
 """Consent writes on PostgreSQL from 64 concurrent writers, with the ledger in P = 1, 4 and 16 partitions.
 
 Issue 17: one ledger head serialises every writer; partitions by subject key let writers of different
-partitions commit side by side. Each writer runs ``change_settings`` (chain, tree, signed receipt) for
-one account's setting in a transaction of its own, as API nodes without group commit do; the writers
-are spread over several processes (as several API nodes would be). The baseline, measured in the same
-run, is P = 1; every run ends with ``ledger verify`` of every partition's chain.
+partitions commit side by side. Each writer changes one account's setting at a time (chain, tree,
+signed receipt); the writers are spread over several processes (as several API nodes would be). Two
+modes: ``direct``, each change in a transaction of its own through ``change_settings`` (API nodes
+without group commit), and ``writer``, each change submitted to the node's group-commit
+``ConsentWriter`` as the API does (one writer thread per partition, batches of different partitions
+committed side by side). The baseline, measured in the same run, is P = 1 of the same mode; every run
+ends with ``ledger verify`` of every partition's chain.
 
     .venv/bin/python -m bench.partitioned_ledger [--writers 64] [--processes 4] [--changes 40] [--runs 3]
+        [--modes direct,writer] [--partitions 1,4,16]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ if __package__ in (None, ""):  # run as `python bench/x.py`: the repository root
 from bench.common import report
 from consentry.config import Settings
 from consentry.consent import ledger, service
+from consentry.consent.writer import ConsentWriter
 from consentry.db import Database
 from consentry.migrate import upgrade
 from consentry.social.service import create_account
@@ -36,11 +41,13 @@ from consentry.social.service import create_account
 SETTING = "third_party_sharing"
 
 
-def node(url: str, home: str, accounts: list[int], threads: int, changes: int, start: object) -> None:
+def node(
+    url: str, home: str, accounts: list[int], threads: int, changes: int, start: object, mode: str
+) -> None:
     """One process ("API node"): ``threads`` writers, each making ``changes`` changes in turn."""
     database = Database(url)
     ctx = service.ConsentContext.from_settings(Settings(home=Path(home), database_url=url))
-
+    group = ConsentWriter(database, ctx)
     failures: list[BaseException] = []
 
     def writer(n: int) -> None:
@@ -48,13 +55,13 @@ def node(url: str, home: str, accounts: list[int], threads: int, changes: int, s
         try:
             for i in range(changes):
                 value = "deny" if (i // len(mine)) % 2 == 0 else "allow"
+                account = mine[i % len(mine)]
+                if mode == "writer":
+                    group.change(service.ChangeRequest(account, {SETTING: value}, "api"))
+                    continue
                 with database.write() as session:
                     service.change_settings(
-                        session,
-                        account_id=mine[i % len(mine)],
-                        changes={SETTING: value},
-                        client="api",
-                        ctx=ctx,
+                        session, account_id=account, changes={SETTING: value}, client="api", ctx=ctx
                     )
         except BaseException as error:
             failures.append(error)
@@ -66,12 +73,15 @@ def node(url: str, home: str, accounts: list[int], threads: int, changes: int, s
         w.start()
     for w in workers:
         w.join()
+    group.close()
     database.dispose()
     if failures:
         raise SystemExit(f"{len(failures)} writers failed: {failures[0]!r}")
 
 
-def one_run(admin: sa.Engine, home: Path, partitions: int, args: argparse.Namespace) -> tuple[float, bool]:
+def one_run(
+    admin: sa.Engine, home: Path, partitions: int, mode: str, args: argparse.Namespace
+) -> tuple[float, bool]:
     """Writes/s of one run on a fresh database with ``partitions`` partitions, and the verify outcome."""
     name = f"consentry_bench_{uuid.uuid4().hex[:8]}"
     with admin.connect() as c:
@@ -92,7 +102,8 @@ def one_run(admin: sa.Engine, home: Path, partitions: int, args: argparse.Namesp
         start = context.Event()
         nodes = [
             context.Process(
-                target=node, args=(url, str(home), ids[k :: args.processes], per_node, args.changes, start)
+                target=node,
+                args=(url, str(home), ids[k :: args.processes], per_node, args.changes, start, mode),
             )
             for k in range(args.processes)
         ]
@@ -125,35 +136,40 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--partitions", default="1,4,16")
+    parser.add_argument("--modes", default="direct,writer", help="direct, writer, or both")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     counts = [int(p) for p in args.partitions.split(",")]
+    modes = args.modes.split(",")
     admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-    rates: dict[int, list[float]] = {p: [] for p in counts}
+    rates: dict[tuple[str, int], list[float]] = {(m, p): [] for m in modes for p in counts}
     intact = True
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.runs):  # interleaved, so a noisy moment hurts every P alike
-            for partitions in counts:
-                rate, ok = one_run(admin, Path(tmp), partitions, args)
-                rates[partitions].append(rate)
-                intact = intact and ok
-                print(
-                    f"P = {partitions}: {rate:,.1f} writes/s, chains intact: {ok}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        for _ in range(args.runs):  # interleaved, so a noisy moment hurts every mode and P alike
+            for mode in modes:
+                for partitions in counts:
+                    rate, ok = one_run(admin, Path(tmp), partitions, mode, args)
+                    rates[mode, partitions].append(rate)
+                    intact = intact and ok
+                    print(
+                        f"{mode}, P = {partitions}: {rate:,.1f} writes/s, chains intact: {ok}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     admin.dispose()
-    base = statistics.median(rates[counts[0]])
     figures: dict[str, object] = {
         "writers": args.writers,
         "processes": args.processes,
         "changes_per_run": args.writers // args.processes * args.processes * args.changes,
         "runs": args.runs,
     }
-    for partitions in counts:
-        figures[f"p{partitions}_writes_per_s_median"] = statistics.median(rates[partitions])
-        figures[f"p{partitions}_samples"] = [round(r) for r in rates[partitions]]
-        figures[f"p{partitions}_ratio_to_p{counts[0]}"] = statistics.median(rates[partitions]) / base
+    for mode in modes:
+        base = statistics.median(rates[mode, counts[0]])
+        for partitions in counts:
+            median = statistics.median(rates[mode, partitions])
+            figures[f"{mode}_p{partitions}_writes_per_s_median"] = median
+            figures[f"{mode}_p{partitions}_samples"] = [round(r) for r in rates[mode, partitions]]
+            figures[f"{mode}_p{partitions}_ratio_to_p{counts[0]}"] = median / base
     figures["chains_intact"] = intact
     report("partitioned_ledger", figures)
 

@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as `python bench/x.py`: the repository root
 
 from bench.common import report
 from consentry.config import Settings
-from consentry.consent import ledger, service
+from consentry.consent import service
 from consentry.consent.importer import import_events
 from consentry.consent.writer import ConsentWriter
 from consentry.db import Database
@@ -64,16 +64,16 @@ KEYS = ("assistant_training_posts", "assistant_training_interactions", "assistan
 @contextlib.contextmanager
 def without_tree() -> Iterator[None]:
     """The ledger's tree append replaced by a no-op (the baseline: the same writes without the log)."""
-    original = ledger.tree.append_leaves
+    original = store.append_leaves
 
     def skip(_session: Any, size: int, leaf_hashes: Any, **_: Any) -> int:
         return size + len(leaf_hashes) // merkle.HASH_SIZE
 
-    ledger.tree.append_leaves = skip  # type: ignore[assignment]
+    store.append_leaves = skip  # type: ignore[assignment]
     try:
         yield
     finally:
-        ledger.tree.append_leaves = original  # type: ignore[assignment]
+        store.append_leaves = original  # type: ignore[assignment]
 
 
 def spread(samples: list[float]) -> str:

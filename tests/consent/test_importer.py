@@ -33,7 +33,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_import_keeps_every_decision_of_the_lake(
     database: Database, ctx: ConsentContext, lake: Path, rebuild_at: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger, "REBUILD_INDEX_AT", rebuild_at)  # both the rebuilt-index and plain paths
+    monkeypatch.setattr(ledger.bulk, "REBUILD_INDEX_AT", rebuild_at)  # both the rebuilt-index and plain paths
     with database.write() as session:
         report = importer.import_events(session, lake, ctx=ctx)
     lake_events = ds.dataset(lake / "consent_events").to_table()

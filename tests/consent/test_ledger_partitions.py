@@ -266,3 +266,12 @@ def test_first_changes_of_one_account_racing_share_one_subject_key(
     assert errors == []
     events = check_partitions(database, 4)
     assert len(events) == 6 and len({e.subject_key for e in events}) == 1
+
+
+@pytest.mark.parametrize("count", [1, 2, 4, 16])
+def test_keys_drawn_for_a_partition_fall_in_it_and_stay_random(count: int) -> None:
+    for partition in range(count):
+        keys = [ledger.new_subject_key(partition=partition, partitions=count) for _ in range(20)]
+        # the partition rule of docs/consent.md, written out: the first 8 bytes of SHA-256, mod P
+        assert all(int(hashlib.sha256(k.encode()).hexdigest()[:16], 16) % count == partition for k in keys)
+        assert len(set(keys)) == 20 and all(len(k) == 32 and int(k, 16) >= 0 for k in keys)

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consentry.consent import ledger, service
+from consentry.consent import changes, ledger, service
 from consentry.consent.receipts import verify_receipt
 from consentry.consent.service import ChangeRequest, ConsentContext
 from consentry.consent.writer import ConsentWriter
@@ -281,7 +281,7 @@ def test_a_failure_after_the_events_are_written_keeps_none(
     ids = [make_account(database, handle=f"u{i}")[0] for i in range(3)]
     link(database, (ids[0], ids[1]), (ids[0], ids[2]))
     before = counts(database)
-    real = service._sign
+    real = changes.sign_event
     calls = 0
 
     def sign(*args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -291,7 +291,7 @@ def test_a_failure_after_the_events_are_written_keeps_none(
             raise RuntimeError("signing failed mid-way")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service, "_sign", sign)
+    monkeypatch.setattr(changes, "sign_event", sign)
     writer = ConsentWriter(database, ctx)
     try:
         with pytest.raises(RuntimeError, match="mid-way"):

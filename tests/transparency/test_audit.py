@@ -3,6 +3,7 @@ tiles, the latest checkpoint's signature and root checked against the events. On
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from pymerkle import InmemoryTree
 from consentry.config import Settings
 from consentry.consent import ledger
 from consentry.consent.ledger import NewEvent
+from consentry.consent.models import ConsentEvent
 from consentry.db import Database
 from consentry.transparency import service
 from consentry.transparency.audit import AuditReport, audit
@@ -57,7 +59,7 @@ def test_an_honest_log_passes_and_its_root_is_pymerkles(database: Database, log:
     with database.read() as session:
         report = audit(session, log_key=log.signer.verifier)
         entries = [ledger.canonical_json(ledger.document_of(e)) for e in session.scalars(
-            sa.select(ledger.ConsentEvent).order_by(ledger.ConsentEvent.seq))]  # fmt: skip
+            sa.select(ConsentEvent).order_by(ConsentEvent.seq))]  # fmt: skip
     tree = InmemoryTree(algorithm="sha256")
     for entry in entries:
         tree.append_entry(entry)
@@ -70,7 +72,7 @@ def test_an_honest_log_passes_and_its_root_is_pymerkles(database: Database, log:
 def test_an_empty_ledger_passes(database: Database, log: LogContext) -> None:
     report = run(database, log)
     assert report.ok and report.notes == [
-        "tree of 0 leaves matches the events, root " + ledger.hashlib.sha256(b"").hexdigest(),
+        "tree of 0 leaves matches the events, root " + hashlib.sha256(b"").hexdigest(),
         "no checkpoint signed yet",
     ]
 
@@ -112,7 +114,7 @@ def test_a_missing_tile_and_extra_leaves_are_named(database: Database, log: LogC
         session.execute(sa.text("UPDATE ledger_head SET seq = 300, hash = (SELECT hash FROM consent_events "
                                 "WHERE seq = 300)"))  # fmt: skip
     with database.write() as session:
-        rows = session.scalars(sa.select(ledger.ConsentEvent).order_by(ledger.ConsentEvent.seq)).all()
+        rows = session.scalars(sa.select(ConsentEvent).order_by(ConsentEvent.seq)).all()
         leaves = [service.merkle.leaf_hash(ledger.canonical_json(ledger.document_of(r))) for r in rows]
         service.store.append_leaves(session, 0, [*leaves, b"\x07" * 32])
     report = run(database, log)
@@ -127,7 +129,7 @@ def test_events_edited_after_a_checkpoint_fail_against_it(database: Database, lo
     checkpoint(database, log)
     with database.write() as session:
         session.execute(sa.text("UPDATE consent_events SET value = 'allow' WHERE seq = 3"))
-        rows = session.scalars(sa.select(ledger.ConsentEvent).order_by(ledger.ConsentEvent.seq)).all()
+        rows = session.scalars(sa.select(ConsentEvent).order_by(ConsentEvent.seq)).all()
         prev, leaves = ledger.GENESIS, []
         for row in rows:
             document = ledger.document_of(row)
@@ -167,7 +169,7 @@ def test_a_checkpoint_past_the_ledger_or_not_signed_by_the_log_fails(
         session.execute(sa.text("UPDATE ledger_head SET seq = 8, hash = (SELECT hash FROM consent_events "
                                 "WHERE seq = 8)"))  # fmt: skip
         session.execute(sa.text("DELETE FROM tlog_tiles"))
-        rows = session.scalars(sa.select(ledger.ConsentEvent).order_by(ledger.ConsentEvent.seq)).all()
+        rows = session.scalars(sa.select(ConsentEvent).order_by(ConsentEvent.seq)).all()
         service.store.append_leaves(
             session, 0, [service.merkle.leaf_hash(ledger.canonical_json(ledger.document_of(r))) for r in rows]
         )

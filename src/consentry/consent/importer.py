@@ -184,21 +184,9 @@ def _revoke_opt_outs(session: Session, *, owners: np.ndarray, events: pa.Table, 
             revoke_accounts(session, account_ids=denied, reason="opt_out", setting=ctx.catalog.get(key))
 
 
-def import_events(
-    session: Session,
-    lake: Path,
-    *,
-    ctx: ConsentContext,
-    progress: Callable[[int, int], None] | None = None,
-) -> ImportReport:
-    """Append every event of ``lake/consent_events`` to the ledger (the caller commits)."""
-    started = datetime.now(UTC)
-    events = _read(lake / "consent_events", EVENT_COLUMNS)
-    _check(events, ctx)
-    events = events.take(pc.sort_indices(events, sort_keys=[("recorded_at", "ascending")]))
-    accounts = _read(lake / "accounts", ACCOUNT_COLUMNS)
-
-    # the account each event names, and when that account was created (for the policy in force)
+def _policy_versions(session: Session, events: pa.Table, accounts: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """The account each event names, and the policy version in force for it then (0: none), from when
+    that account was created."""
     ids = np.asarray(accounts["account_id"].to_numpy(), dtype=np.int64)
     order = np.argsort(ids)
     owners = np.asarray(events["account_id"].to_numpy(), dtype=np.int64)
@@ -212,18 +200,19 @@ def import_events(
         )
     created = np.asarray(pc.cast(accounts["created_at"], pa.int64()).to_numpy(), dtype=np.int64)[order][pos]
     when = np.asarray(pc.cast(events["recorded_at"], pa.int64()).to_numpy(), dtype=np.int64)
-    version = np.zeros(len(owners), dtype=np.int64)  # 0: no policy in force
+    version = np.zeros(len(owners), dtype=np.int64)
     for policy in ordered(load_policies(session)):
         effective = to_micros(policy.effective_at)
         applies = when >= effective
         if policy.applies_to == "new_accounts":
             applies &= created >= effective
         version[applies] = policy.version
+    return owners, version
 
-    new_accounts = _create_accounts(session, accounts, np.unique(owners))
 
-    # subject keys: existing ones, and new ones created for the others in one insert
-    wanted = np.unique(owners)
+def _subject_keys(session: Session, wanted: np.ndarray) -> tuple[dict[int, str], int]:
+    """The subject key of every account in ``wanted``: existing ones, and new ones made for the others
+    in one insert; and how many were new."""
     subjects: dict[int, str] = {}
     existing = session.scalar(select(func.count()).select_from(Subject)) or 0
     if existing <= 4 * len(wanted):  # reading every mapping in one scan beats many IN lookups
@@ -249,16 +238,18 @@ def import_events(
     finally:
         cursor.close()
     subjects.update(fresh)
+    return subjects, len(fresh)
 
-    total = events.num_rows
-    if progress is not None:
-        progress(0, total)
+
+def _ledger_table(
+    events: pa.Table, owners: np.ndarray, version: np.ndarray, subjects: dict[int, str]
+) -> pa.Table:
+    """The events in the ledger's bulk form (``ledger.append_table``)."""
     source_keys = pa.array(list(SOURCE_MAP))
     index = pc.index_in(events["source"], value_set=source_keys)
-    owner_subjects = [subjects[a] for a in owners.tolist()]
-    table = pa.table(
+    return pa.table(
         {
-            "subject": pa.array(owner_subjects, pa.string()),
+            "subject": pa.array([subjects[a] for a in owners.tolist()], pa.string()),
             "setting": events["setting"],
             "value": events["value"],
             "source": pc.take(pa.array([v[0] for v in SOURCE_MAP.values()]), index),
@@ -267,14 +258,35 @@ def import_events(
             "recorded_at": events["recorded_at"],
         }
     )
-    seq, head = ledger.append_table(session, table)
+
+
+def import_events(
+    session: Session,
+    lake: Path,
+    *,
+    ctx: ConsentContext,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Append every event of ``lake/consent_events`` to the ledger (the caller commits)."""
+    started = datetime.now(UTC)
+    events = _read(lake / "consent_events", EVENT_COLUMNS)
+    _check(events, ctx)
+    events = events.take(pc.sort_indices(events, sort_keys=[("recorded_at", "ascending")]))
+    accounts = _read(lake / "accounts", ACCOUNT_COLUMNS)
+    owners, version = _policy_versions(session, events, accounts)
+    new_accounts = _create_accounts(session, accounts, np.unique(owners))
+    subjects, new_subjects = _subject_keys(session, np.unique(owners))
+    total = events.num_rows
+    if progress is not None:
+        progress(0, total)
+    seq, head = ledger.append_table(session, _ledger_table(events, owners, version, subjects))
     _revoke_opt_outs(session, owners=owners, events=events, ctx=ctx)
     if progress is not None:
         progress(total, total)
     seconds = (datetime.now(UTC) - started).total_seconds()
     return ImportReport(
         events=total,
-        new_subjects=len(fresh),
+        new_subjects=new_subjects,
         new_accounts=new_accounts,
         head_seq=seq,
         head_hash=head,

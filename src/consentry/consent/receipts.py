@@ -9,6 +9,7 @@ hash from ``prev_hash`` and the event document it carries.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -65,9 +66,9 @@ class Signer:
 
     private_key: Ed25519PrivateKey
 
-    @property
+    @functools.cached_property
     def jwk(self) -> dict[str, str]:
-        """The public half, as a JWK."""
+        """The public half, as a JWK (computed once: every receipt names its ``kid``)."""
         return public_jwk(self.private_key.public_key())
 
     def sign(self, receipt: dict[str, Any]) -> dict[str, Any]:

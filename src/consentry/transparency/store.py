@@ -10,8 +10,9 @@ Appending ``k`` leaves reads at most one partial tile per level and writes
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
-from sqlalchemy import Select, insert, select, tuple_, update
+from sqlalchemy import Select, Table, bindparam, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from consentry.errors import IntegrityFailure
@@ -64,6 +65,24 @@ def root(session: Session, size: int, *, partition: int | None = None) -> bytes:
     return merkle.tree_hash(size, hash_reader(session, size, partition=partition))
 
 
+_TILES = cast(Table, TreeTile.__table__)  # the models' tables, for Core statements
+_PARTITION_TILES = cast(Table, PartitionTile.__table__)
+_GROW_TILE = (
+    update(_TILES)
+    .where(_TILES.c.level == bindparam("l"), _TILES.c.idx == bindparam("i"))
+    .values(data=bindparam("d"))
+)
+_GROW_PARTITION_TILE = (
+    update(_PARTITION_TILES)
+    .where(
+        _PARTITION_TILES.c.partition == bindparam("p"),
+        _PARTITION_TILES.c.level == bindparam("l"),
+        _PARTITION_TILES.c.idx == bindparam("i"),
+    )
+    .values(data=bindparam("d"))
+)  # built once: building a statement costs more than running it
+
+
 def append_leaves(
     session: Session, size: int, leaf_hashes: bytes | Sequence[bytes], *, partition: int | None = None
 ) -> int:
@@ -77,26 +96,16 @@ def append_leaves(
     frontier = {t.level: d for t, d in zip(partial, held, strict=True)}
     result = tiles.append_hashes(size, data, frontier)
     existing = {(t.level, t.index) for t in partial}
+    grown: list[dict[str, object]] = []
     fresh: list[dict[str, object]] = []
     for (level, index), tile in sorted(result.tiles.items()):
         if (level, index) in existing:
-            if partition is None:
-                session.execute(
-                    update(TreeTile).where(TreeTile.level == level, TreeTile.idx == index).values(data=tile)
-                )
-            else:
-                session.execute(
-                    update(PartitionTile)
-                    .where(
-                        PartitionTile.partition == partition,
-                        PartitionTile.level == level,
-                        PartitionTile.idx == index,
-                    )
-                    .values(data=tile)
-                )
+            grown.append({"p": partition, "l": level, "i": index, "d": tile})
         else:
             row: dict[str, object] = {"level": level, "idx": index, "data": tile}
             fresh.append(row if partition is None else {"partition": partition, **row})
+    if grown:  # the partial tiles that grew, in one statement sent once for them all
+        session.connection().execute(_GROW_TILE if partition is None else _GROW_PARTITION_TILE, grown)
     table = TreeTile if partition is None else PartitionTile
     for start in range(0, len(fresh), 2_000):
         session.execute(insert(table), fresh[start : start + 2_000])
