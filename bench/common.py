@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import consentry.wiring  # noqa: F401  (each benchmark is an entry point: the domains wired together)
+
 
 def median_seconds(func: Callable[[], Any], runs: int) -> tuple[float, list[float]]:
     """Median wall time of ``runs`` calls of ``func`` and every sample."""

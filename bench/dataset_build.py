@@ -56,6 +56,7 @@ def _cpu() -> float:
 
 def child_prepare(cache: Path) -> dict[str, Any]:
     """Generate the lake and import its consent events into a fresh SQLite ledger (once)."""
+    import consentry.wiring  # noqa: F401  (an entry point: the domains wired together)
     from consentry.config import Settings
     from consentry.consent.importer import import_events
     from consentry.consent.service import ConsentContext

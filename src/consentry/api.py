@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import consentry.wiring  # noqa: F401  (the domains wired together: consent.events' subscribers)
 from consentry import __version__, problems
 from consentry.api_deps import refuse_nul
 from consentry.config import Settings, get_settings

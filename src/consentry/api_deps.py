@@ -170,22 +170,11 @@ async def require_admin(principal: PrincipalDep) -> Principal:
 
 
 @raises(Forbidden)
-async def require_account(request: Request, principal: PrincipalDep) -> Principal:
-    """The caller, who must be an account holder.
-
-    A request carrying ``Sec-GPC: 1`` records the Global Privacy Control opt-out first, where the
-    rule of DESIGN.md says it applies (never twice, never over a later explicit choice).
-    """
+async def require_account_principal(principal: PrincipalDep) -> Principal:
+    """The caller, who must be an account holder. Routes take ``consentry.consent.deps.AccountDep``,
+    which adds Global Privacy Control on top of this."""
     if principal.kind != "account" or principal.account_id is None:
         raise Forbidden("this needs an account token; admins act on accounts through /v1/accounts")
-    if request.headers.get("sec-gpc", "").strip() == "1":
-        from consentry.consent.service import gpc_request
-
-        writer = request.app.state.consent_writer
-        client = request.headers.get("x-consentry-client")
-        kind = check_client(client, field="X-Consentry-Client") if client else principal.client
-        change = gpc_request(principal.account_id, ctx=request.app.state.consent, client=kind or "web")
-        await run_in_threadpool(writer.change, change)
     return principal
 
 
@@ -214,7 +203,7 @@ async def require_admin_in_outage(
 
 
 AdminInOutageDep = Annotated[Principal, Depends(require_admin_in_outage)]
-AccountDep = Annotated[Principal, Depends(require_account)]
+AccountPrincipalDep = Annotated[Principal, Depends(require_account_principal)]
 
 
 async def client_kind(

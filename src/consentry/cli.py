@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+import consentry.wiring  # noqa: F401  (the domains wired together: consent.events' subscribers)
 from consentry.auth.cli import app as token_app
 from consentry.cli_support import (
     claim_listen_address,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import consentry.wiring  # noqa: F401  (the domains wired together: consent.events' subscribers)
 from consentry.config import Settings
 from consentry.consent.service import ConsentContext
 from consentry.datasets import service as datasets

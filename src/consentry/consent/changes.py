@@ -1,5 +1,6 @@
 """Changing settings: requests checked, events appended to the ledger, receipts signed, opt-outs
-revoked, all in the caller's transaction."""
+published (``consent.events``) to the domains that revoke what they released, all in the caller's
+transaction."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ from sqlalchemy.orm import Session
 
 from consentry.consent import ledger
 from consentry.consent.context import ConsentContext
+from consentry.consent.events import OptOuts, publish
 from consentry.consent.models import ConsentEvent, Subject
 from consentry.consent.policies import load_policies
 from consentry.consent.policy import Policy, applicable
 from consentry.consent.receipts import build_receipt
 from consentry.consent.state import decide
 from consentry.errors import Conflict, ConsentryError, FieldError, IntegrityFailure, InvalidInput, NotFound
-from consentry.partners.revocations import revoke_accounts
 from consentry.social.models import Account
 from consentry.social.service import get_account
 
@@ -213,8 +214,8 @@ def change_settings_many(
 def _record(
     session: Session, batch: _Batch, *, ctx: ConsentContext
 ) -> list[list[dict[str, Any]] | ConsentryError]:
-    """Plan every valid request's events, append them in one ledger write, revoke the opt-outs' released
-    records and sign the receipts."""
+    """Plan every valid request's events, append them in one ledger write, publish the opt-outs (whose
+    subscribers revoke released records) and sign the receipts."""
     at = batch.at
     assert at is not None
     policies = load_policies(session)
@@ -241,8 +242,8 @@ def _record(
         if changes:
             plans += _plan(batch, index, changes, policies, events, denied, ctx=ctx)
     rows = iter(ledger.append(session, events, heads=batch.heads)) if events else iter(())
-    for key, accounts in denied.items():
-        revoke_accounts(session, account_ids=accounts, reason="opt_out", setting=ctx.catalog.get(key), at=at)
+    if denied:  # in this transaction: the revocations commit or roll back with the events
+        publish(session, OptOuts({ctx.catalog.get(key): ids for key, ids in denied.items()}, at=at))
     for index, group, policy, count in plans:
         title = policy.title if policy else None
         receipts = batch.outcome[index]

@@ -32,12 +32,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from consentry.consent import ledger
+from consentry.consent.catalog import Setting
 from consentry.consent.evaluate import to_micros
+from consentry.consent.events import OptOuts, publish
 from consentry.consent.models import Subject
 from consentry.consent.policy import ordered
 from consentry.consent.service import ConsentContext, load_policies
 from consentry.errors import Conflict, InvalidInput
-from consentry.partners.revocations import holders, revoke_accounts
 
 SOURCE_MAP = {
     "web": ("user", "web"),
@@ -170,18 +171,22 @@ def import_accounts(session: Session, lake: Path) -> int:
     return _create_accounts(session, _read(lake / "accounts", ACCOUNT_COLUMNS), named)
 
 
-def _revoke_opt_outs(session: Session, *, owners: np.ndarray, events: pa.Table, ctx: ConsentContext) -> None:
-    """Revoke released records of accounts whose last imported event for a setting is a deny."""
-    if not holders(session):
-        return
-    settings = np.asarray(events["setting"].to_numpy(zero_copy_only=False))
-    denies = np.asarray(pc.equal(events["value"], "deny").to_numpy(zero_copy_only=False), dtype=bool)
-    for key in np.unique(settings).tolist():
-        mask = settings == key
-        latest, first = np.unique(owners[mask][::-1], return_index=True)  # events are in time order
-        denied = latest[denies[mask][::-1][first]]
-        if denied.size:
-            revoke_accounts(session, account_ids=denied, reason="opt_out", setting=ctx.catalog.get(key))
+def _opt_outs(*, owners: np.ndarray, events: pa.Table, ctx: ConsentContext) -> OptOuts:
+    """The accounts whose last imported event for a setting is a deny, computed when a subscriber asks."""
+
+    def denied() -> dict[Setting, np.ndarray]:
+        settings = np.asarray(events["setting"].to_numpy(zero_copy_only=False))
+        denies = np.asarray(pc.equal(events["value"], "deny").to_numpy(zero_copy_only=False), dtype=bool)
+        found: dict[Setting, np.ndarray] = {}
+        for key in np.unique(settings).tolist():
+            mask = settings == key
+            latest, first = np.unique(owners[mask][::-1], return_index=True)  # events are in time order
+            accounts = latest[denies[mask][::-1][first]]
+            if accounts.size:
+                found[ctx.catalog.get(key)] = accounts
+        return found
+
+    return OptOuts(denied)
 
 
 def _policy_versions(session: Session, events: pa.Table, accounts: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -280,7 +285,8 @@ def import_events(
     if progress is not None:
         progress(0, total)
     seq, head = ledger.append_table(session, _ledger_table(events, owners, version, subjects))
-    _revoke_opt_outs(session, owners=owners, events=events, ctx=ctx)
+    if pc.any(pc.equal(events["value"], "deny")).as_py():  # revoked in this transaction
+        publish(session, _opt_outs(owners=owners, events=events, ctx=ctx))
     if progress is not None:
         progress(total, total)
     seconds = (datetime.now(UTC) - started).total_seconds()

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from consentry.api_deps import AccountDep, AdminDep, ClientDep, DatabaseDep
+from consentry.api_deps import AdminDep, ClientDep, DatabaseDep
 from consentry.consent import service
+from consentry.consent.deps import AccountDep
 from consentry.consent.schemas import (
-    AccountUsageOut,
     ChangeOut,
-    DataUsageOut,
     EventOut,
     HistoryOut,
     ImpactOut,
@@ -20,7 +19,6 @@ from consentry.consent.schemas import (
     NotificationOut,
     PolicyIn,
     PolicyOut,
-    ReleaseUsageOut,
     SettingOut,
     SettingsOut,
     SettingsUpdate,
@@ -32,9 +30,6 @@ from consentry.errors import Conflict
 from consentry.ids import Id32, Id64
 from consentry.links.service import linked_ids, subject_keys
 from consentry.openapi import raises
-from consentry.partners.usage import data_usage
-from consentry.transparency.cite import latest_citation
-from consentry.transparency.schemas import CheckpointCitation
 
 router = APIRouter()
 
@@ -139,40 +134,6 @@ def my_notifications(
     with database.read() as session:
         rows = service.notifications(session, account_id=principal.account_id, limit=limit)
         return [NotificationOut.model_validate(row) for row in rows]
-
-
-def _usage(session: Any, account_id: int) -> AccountUsageOut:
-    releases = [ReleaseUsageOut.model_validate(item) for item in data_usage(session, account_id=account_id)]
-    total = sum(sum(item.records.values()) for item in releases)
-    return AccountUsageOut(account_id=account_id, releases=releases, records=total)
-
-
-@router.get("/v1/me/data-usage", tags=["settings"])
-def my_data_usage(
-    request: Request,
-    principal: AccountDep,
-    database: DatabaseDep,
-    scope: Annotated[
-        Literal["account", "linked"],
-        Query(description="linked: add the same report for every account with a confirmed link"),
-    ] = "account",
-) -> DataUsageOut:
-    """Every release that delivered the caller's records (from lineage), and the state of each revocation,
-    citing the consent ledger's latest checkpoint."""
-    assert principal.account_id is not None
-    with database.read() as session:
-        own = _usage(session, principal.account_id)
-        linked = (
-            [_usage(session, other) for other in linked_ids(session, account_id=principal.account_id)]
-            if scope == "linked"
-            else []
-        )
-        cited = latest_citation(session, log_key=request.app.state.tlog.signer.vkey)
-    return DataUsageOut(
-        **own.model_dump(),
-        checkpoint=CheckpointCitation.model_validate(cited) if cited is not None else None,
-        linked=linked,
-    )
 
 
 @router.get("/.well-known/consentry/receipt-key", tags=["receipts"])

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse
 
-from consentry.api_deps import AccountDep, DatabaseDep, SettingsDep
+from consentry.api_deps import DatabaseDep, SettingsDep
+from consentry.consent.deps import AccountDep
 from consentry.errors import Conflict, Gone, NotFound
 from consentry.exports import service
 from consentry.exports.models import ExportJob

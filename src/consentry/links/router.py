@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from consentry.api_deps import AccountDep, AdminDep, DatabaseDep
+from consentry.api_deps import AdminDep, DatabaseDep
+from consentry.consent.deps import AccountDep
 from consentry.errors import Conflict, Gone, NotFound
 from consentry.ids import Id64
 from consentry.links import service

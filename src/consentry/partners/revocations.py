@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from consentry.consent.catalog import Setting
+from consentry.consent.events import OptOuts
 from consentry.datasets import lineage
 from consentry.datasets.models import Recipient, Release
 from consentry.db import Database, utcnow
@@ -254,12 +255,13 @@ def revoke_accounts(
     reason: str,
     setting: Setting | None = None,
     at: datetime | None = None,
+    among: Sequence[Holder] | None = None,
 ) -> list[Revocation]:
     """Revoke every released record of ``account_ids``.
 
     With ``setting`` (an opt-out), only releases whose recipient, purpose and category that setting
     covers; otherwise (deletion, deactivation) every release. Records already revoked from a release are
-    not revoked again.
+    not revoked again. ``among``: the published releases, when the caller has just read them.
     """
     _check_reason(reason, ACCOUNT_REASONS)
     if reason == "opt_out" and setting is None:
@@ -270,7 +272,7 @@ def revoke_accounts(
     at = at or utcnow()
     wanted = lineage.bitmap_of(accounts[accounts >= 0])
     found: list[tuple[Holder, str, np.ndarray]] = []
-    for holder in holders(session):
+    for holder in holders(session) if among is None else among:
         for category in holder.categories:
             if setting is not None and not setting.covers(
                 recipient=holder.recipient.kind, purpose=holder.purpose, category=category
@@ -298,6 +300,18 @@ def revoke_accounts(
         )
     _publish(session, created, {h.release_id: h for h, _, _ in found})
     return created
+
+
+def revoke_opt_outs(session: Session, change: OptOuts) -> None:
+    """Revoke what published releases hold of accounts that opted out (the subscriber of consent's
+    ``OptOuts``, called in the transaction that records them)."""
+    published = holders(session)
+    if not published:  # nothing was ever released: the opt-outs need not even be computed
+        return
+    for setting, account_ids in change.denied().items():
+        revoke_accounts(
+            session, account_ids=account_ids, reason="opt_out", setting=setting, at=change.at, among=published
+        )
 
 
 def revoke_records(

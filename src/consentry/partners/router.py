@@ -13,22 +13,27 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
 from consentry.api_deps import AdminDep, DatabaseDep
 from consentry.auth.credentials import header_token
+from consentry.consent.deps import AccountDep
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, Forbidden, NotFound, RangeNotSatisfiable, Unauthenticated
 from consentry.ids import Id64
+from consentry.links.service import linked_ids
 from consentry.openapi import raises
 from consentry.partners import service
 from consentry.partners.schemas import (
+    AccountUsageOut,
     AckCreate,
     AckOut,
+    DataUsageOut,
     IssuedKey,
     KeyCreate,
     KeyOut,
@@ -41,9 +46,13 @@ from consentry.partners.schemas import (
     PartnerUpdate,
     PartnerWritten,
     ReleaseFile,
+    ReleaseUsageOut,
     RevocationPage,
 )
 from consentry.partners.service import PartnerPrincipal
+from consentry.partners.usage import data_usage
+from consentry.transparency.cite import latest_citation
+from consentry.transparency.schemas import CheckpointCitation
 
 router = APIRouter()
 ADMIN_TAGS: list[str | Enum] = ["partners (admin)"]
@@ -435,3 +444,40 @@ def acknowledge(
             method=body.method,
             note=body.note,
         )
+
+
+# --- the account holder's data-usage report (account token) -------------------------------------------
+
+
+def _usage(session: Session, account_id: int) -> AccountUsageOut:
+    releases = [ReleaseUsageOut.model_validate(item) for item in data_usage(session, account_id=account_id)]
+    total = sum(sum(item.records.values()) for item in releases)
+    return AccountUsageOut(account_id=account_id, releases=releases, records=total)
+
+
+@router.get("/v1/me/data-usage", tags=["settings"])
+def my_data_usage(
+    request: Request,
+    principal: AccountDep,
+    database: DatabaseDep,
+    scope: Annotated[
+        Literal["account", "linked"],
+        Query(description="linked: add the same report for every account with a confirmed link"),
+    ] = "account",
+) -> DataUsageOut:
+    """Every release that delivered the caller's records (from lineage), and the state of each revocation,
+    citing the consent ledger's latest checkpoint."""
+    assert principal.account_id is not None
+    with database.read() as session:
+        own = _usage(session, principal.account_id)
+        linked = (
+            [_usage(session, other) for other in linked_ids(session, account_id=principal.account_id)]
+            if scope == "linked"
+            else []
+        )
+        cited = latest_citation(session, log_key=request.app.state.tlog.signer.vkey)
+    return DataUsageOut(
+        **own.model_dump(),
+        checkpoint=CheckpointCitation.model_validate(cited) if cited is not None else None,
+        linked=linked,
+    )

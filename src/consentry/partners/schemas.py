@@ -221,3 +221,56 @@ class AckOut(BaseModel):
     method: str
     note: str | None
     repeated: bool
+
+
+# --- the account holder's data-usage report -----------------------------------------------------------
+
+
+class RevocationStateOut(BaseModel):
+    """A revocation of some of the caller's records and whether the recipient confirmed deletion."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    category: str
+    reason: str
+    records: int
+    created_at: datetime
+    deadline_at: datetime
+    acknowledged_at: datetime | None
+    deleted_at: datetime | None
+    state: str = Field(description="pending, overdue or acknowledged")
+
+
+class ReleaseUsageOut(BaseModel):
+    """A release that delivered some of the caller's records."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    release_id: str
+    recipient: str
+    recipient_kind: str
+    purpose: str
+    categories: list[str]
+    delivered_at: datetime
+    records: dict[str, int]
+    revocations: list[RevocationStateOut]
+
+
+class AccountUsageOut(BaseModel):
+    """Where one account's data went."""
+
+    account_id: int
+    releases: list[ReleaseUsageOut]
+    records: int = Field(description="records delivered, over every release")
+
+
+class DataUsageOut(AccountUsageOut):
+    """Where the caller's data went, from release lineage (and, for scope linked, each linked account's)."""
+
+    checkpoint: CheckpointCitation | None = Field(
+        default=None, description="the consent ledger's latest checkpoint when the report was read"
+    )
+    linked: list[AccountUsageOut] = Field(
+        default_factory=list, description="scope linked: the same report for every confirmed linked account"
+    )

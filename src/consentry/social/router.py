@@ -11,9 +11,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from consentry.api_deps import AccountDep, AdminDep, DatabaseDep, bearer_token, verified_principal_async
+from consentry.api_deps import AdminDep, DatabaseDep, bearer_token, verified_principal_async
 from consentry.auth.service import Principal
 from consentry.config import Settings
+from consentry.consent.deps import AccountDep
 from consentry.consent.service import allowed_accounts
 from consentry.errors import Conflict, Gone, NotFound, Unauthenticated
 from consentry.ids import Id64

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from consentry.api_deps import AccountDep, DatabaseDep
+from consentry.api_deps import DatabaseDep
 from consentry.consent import service as consent
+from consentry.consent.deps import AccountDep
 from consentry.errors import Conflict, NotFound
 from consentry.ids import Id64
 from consentry.openapi import raises
