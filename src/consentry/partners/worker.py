@@ -45,129 +45,47 @@ How a message travels::
 
 Periodic jobs (``PeriodicTask``) run on a thread beside the deliveries, one run of a job at a time: the
 retention schedule (``periodic_tasks``) is one.
+
+This module holds the loop and its control; one attempt and the sending threads are
+``consentry.partners.delivery``, claims and records ``consentry.partners.leases``, periodic jobs
+``consentry.partners.periodic``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
 
-import httpx
-from sqlalchemy import Integer, String, Table, Text, bindparam, insert, select, text, update
-from sqlalchemy.orm import Session
-
-from consentry import __version__
 from consentry.config import Settings
-from consentry.datasets.models import Recipient
-from consentry.db import Database, UTCDateTime, utcnow
+from consentry.db import Database, utcnow
 from consentry.jobs.runner import JobRunner
-from consentry.partners.models import Delivery, OutboxMessage
-from consentry.partners.webhooks import encode_body, sign
+from consentry.partners.delivery import Claimed, Outcome, Senders, WorkerStats, backoff_seconds
+from consentry.partners.leases import Leases
+from consentry.partners.periodic import Periodic, PeriodicTask, periodic_tasks
 
 log = logging.getLogger("consentry.worker")
+__all__ = [
+    "Claimed",
+    "Outcome",
+    "PeriodicTask",
+    "Worker",
+    "WorkerStats",
+    "WorkerThread",
+    "backoff_seconds",
+    "periodic_tasks",
+    "start_in_thread",
+]
 
-USER_AGENT = f"Consentry-Webhooks/{__version__}"
-EXCERPT_BYTES = 200
-"""Characters of a failed response's body kept in the delivery log."""
-READ_LIMIT = 64 * 1024
-"""Response bytes read (so the connection can be reused); a longer body closes the connection."""
 LEASE_GRACE_SECONDS = 30.0
 PROGRESS_SECONDS = 10.0
 GATHER_SECONDS = 0.2
 """Longest time a finished attempt waits to be written with others."""
-
-
-@dataclass(frozen=True)
-class PeriodicTask:
-    """A job the worker runs every ``every``: ``run(database, settings)``.
-
-    Without ``due`` it runs when the worker starts and then every ``every``. With ``due`` (when the next run
-    is due, asked at start and after each run, for jobs that remember their last run in the database) it
-    runs then, but at least ``every`` after its previous run in this worker.
-    """
-
-    name: str
-    every: timedelta
-    run: Callable[[Database, Settings], object]
-    due: Callable[[Database, Settings], datetime] | None = None
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A message claimed for one attempt, with what sending it needs."""
-
-    id: int
-    message_id: str
-    recipient_id: int
-    partner: str
-    url: str
-    secret: str
-    event_type: str
-    body: bytes
-    attempt: int
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The result of one attempt (``released``: abandoned at a forced stop, not counted)."""
-
-    claimed: Claimed
-    kind: Literal["delivered", "failed", "released"]
-    attempted_at: datetime
-    status_code: int | None = None
-    error: str | None = None
-    duration_ms: float = 0.0
-    unreachable: bool = False
-    """A connection error or timeout (as opposed to an HTTP answer)."""
-
-
-@dataclass
-class WorkerStats:
-    """What a worker did so far."""
-
-    delivered: int = 0
-    failed: int = 0
-    """Failed attempts (each is retried later, or made the message dead)."""
-    dead: int = 0
-    """Messages that used up their attempts."""
-    skipped: int = 0
-    """Messages made dead without an attempt: their partner has no webhook endpoint any more."""
-    released: int = 0
-    jobs: int = 0
-    """Jobs run (``run_once`` with a job runner)."""
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def seconds(self) -> float:
-        return time.monotonic() - self.started
-
-    def summary(self) -> str:
-        rate = self.delivered / self.seconds if self.seconds > 0 else 0.0
-        parts = [f"delivered {self.delivered:,} ({rate:,.1f}/s)", f"failed attempts {self.failed:,}"]
-        parts.append(f"dead {self.dead:,}")
-        if self.skipped:
-            parts.append(f"without endpoint {self.skipped:,}")
-        if self.released:
-            parts.append(f"released {self.released:,}")
-        if self.jobs:
-            parts.append(f"jobs run {self.jobs:,}")
-        return ", ".join(parts)
-
-
-def backoff_seconds(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Wait before the attempt after failed attempt ``attempt`` (1-based): full jitter over
-    ``[0, min(cap, base * 2^(attempt-1))]``."""
-    ceiling = min(cap, base * 2.0 ** min(max(attempt - 1, 0), 62))
-    return (rng or random).uniform(0.0, ceiling)
 
 
 class Worker:
@@ -207,7 +125,14 @@ class Worker:
         """Messages claimed and not yet recorded: the sending threads' queue holds up to one more round, so
         they never wait for the database."""
         self._claim_at = self.concurrency
-        self._rng = random.Random()
+        self._leases = Leases(
+            name=name,
+            lease=self.lease,
+            max_attempts=self.max_attempts,
+            base=self.base,
+            cap=self.cap,
+            rng=random.Random(),
+        )
         self._cooling: dict[int, float] = {}
         self._stopping = threading.Event()
         self._forced = threading.Event()
@@ -246,7 +171,9 @@ class Worker:
     def _main(self, *, once: bool, handle_signals: bool) -> WorkerStats:
         self.stats = WorkerStats()
         previous = self._install_signals() if handle_signals else {}
-        senders = _Senders(self)
+        senders = Senders(
+            name=self.name, concurrency=self.concurrency, timeout=self.timeout, abandoned=self._forced
+        )
         log.info(
             "%s started: concurrency %d, timeout %g s, %d attempts, backoff %g-%g s%s",
             self.name,
@@ -270,7 +197,7 @@ class Worker:
         log.info("%s stopped: %s", self.name, self.stats.summary())
         return self.stats
 
-    def _deliver_loop(self, senders: _Senders, *, once: bool) -> None:
+    def _deliver_loop(self, senders: Senders, *, once: bool) -> None:
         inflight: dict[int, Claimed] = {}  # claimed and not yet written, by outbox row id
         outcomes: list[Outcome] = []
         oldest: float | None = None  # when the oldest unwritten outcome came back
@@ -364,44 +291,6 @@ class Worker:
             log.info("%s: %s received again", self.name, signal.Signals(sig).name)
             self.stop(force=True)
 
-    # --- one attempt -----------------------------------------------------------------------------------
-
-    def new_client(self) -> httpx.Client:
-        """An HTTP client for one sending thread (keep-alive connections, reused across messages)."""
-        return httpx.Client(
-            timeout=httpx.Timeout(self.timeout),
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
-            follow_redirects=False,
-            headers={"user-agent": USER_AGENT},
-        )
-
-    def send(self, client: httpx.Client, item: Claimed) -> Outcome:
-        """One attempt: sign anew, POST, read (a little of) the answer. Never raises."""
-        attempted_at = utcnow()
-        started = time.perf_counter()
-        status: int | None = None
-        error: str | None = None
-        unreachable = False
-        try:
-            headers = sign(item.secret, message_id=item.message_id, body=item.body)
-            headers["content-type"] = "application/json"
-            with client.stream("POST", item.url, content=item.body, headers=headers) as response:
-                status = response.status_code
-                excerpt = _read(response, deadline=started + self.timeout)
-            if not 200 <= status < 300:
-                text = " ".join(excerpt.decode("utf-8", "replace").split())[:EXCERPT_BYTES]
-                error = f"HTTP {status}" + (f": {text}" if text else "")
-        except (httpx.TimeoutException, TimeoutError):
-            error, unreachable, status = f"timed out (limit {self.timeout:g} s)", True, None
-        except httpx.TransportError as exc:
-            error, unreachable, status = f"{type(exc).__name__}: {exc}".rstrip(": "), True, None
-        except Exception as exc:  # an invalid URL, a bad secret: a failed attempt, never a dead worker
-            error, status = f"{type(exc).__name__}: {exc}".rstrip(": "), None
-        duration = (time.perf_counter() - started) * 1000
-        if error is None:
-            return Outcome(item, "delivered", attempted_at, status, None, duration)
-        return Outcome(item, "failed", attempted_at, status, error, duration, unreachable)
-
     def _cooling_ids(self) -> list[int]:
         now = time.monotonic()
         for recipient_id in [r for r, until in self._cooling.items() if until <= now]:
@@ -418,361 +307,14 @@ class Worker:
         with self.database.write() as session:
             now = utcnow()
             if outcomes:
-                self._record(session, outcomes, now)
-            return self._claim(session, limit, now, exclude) if limit > 0 else []
+                self._leases.record(session, outcomes, now, self.stats)
+            if limit <= 0:
+                return []
+            return self._leases.claim(session, limit=limit, now=now, exclude=exclude, stats=self.stats)
 
     def claim(self, limit: int) -> list[Claimed]:
         """Claim up to ``limit`` due messages (its own transaction)."""
         return self.exchange((), limit=limit)
-
-    def _claim(self, session: Session, limit: int, now: datetime, exclude: Sequence[int]) -> list[Claimed]:
-        due = (
-            select(OutboxMessage.id)
-            .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at <= now)
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        if exclude:
-            due = due.where(OutboxMessage.recipient_id.not_in(list(exclude)))
-        # one statement takes the lease:
-        #   WITH due AS MATERIALIZED (SELECT id ... LIMIT n FOR UPDATE SKIP LOCKED)
-        #   UPDATE webhook_outbox SET ... WHERE id IN (SELECT id FROM due) RETURNING ...
-        # (materialised so PostgreSQL runs the locking SELECT once and the LIMIT holds)
-        chosen = due.cte("due").prefix_with("MATERIALIZED", dialect="postgresql")
-        leased = session.execute(
-            update(_OUTBOX)
-            .where(_OUTBOX.c.id.in_(select(chosen.c.id)))
-            .values(attempts=_OUTBOX.c.attempts + 1, next_attempt_at=now + self.lease)
-            .returning(
-                _OUTBOX.c.id,
-                _OUTBOX.c.message_id,
-                _OUTBOX.c.recipient_id,
-                _OUTBOX.c.event_type,
-                _OUTBOX.c.payload,
-                _OUTBOX.c.attempts,
-            )
-        ).all()
-        if not leased:
-            return []
-        partners = {
-            row.id: row
-            for row in session.execute(
-                select(Recipient.id, Recipient.name, Recipient.webhook_url, Recipient.webhook_secret).where(
-                    Recipient.id.in_({row.recipient_id for row in leased})
-                )
-            )
-        }
-        claimed, orphans = [], []
-        for row in sorted(leased, key=lambda r: r.id):
-            partner = partners[row.recipient_id]
-            if not partner.webhook_url or not partner.webhook_secret:
-                orphans.append((row, partner))
-                continue
-            claimed.append(
-                Claimed(
-                    id=row.id,
-                    message_id=row.message_id,
-                    recipient_id=row.recipient_id,
-                    partner=partner.name,
-                    url=partner.webhook_url,
-                    secret=partner.webhook_secret,
-                    event_type=row.event_type,
-                    body=encode_body(row.payload),
-                    attempt=row.attempts,
-                )
-            )
-        for row, partner in orphans:
-            reason = "no webhook endpoint" if not partner.webhook_url else "no webhook signing secret"
-            session.execute(
-                update(_OUTBOX)
-                .where(_OUTBOX.c.id == row.id)
-                .values(
-                    status="dead",
-                    attempts=row.attempts - 1,
-                    last_error=f"not sent: partner {partner.name} has {reason}",
-                )
-            )
-            log.warning(
-                "%s: %s dead without an attempt: %s has %s", self.name, row.message_id, partner.name, reason
-            )
-        self.stats.skipped += len(orphans)
-        return claimed
-
-    def _record(self, session: Session, outcomes: Sequence[Outcome], now: datetime) -> None:
-        attempts = [
-            {
-                "outbox_id": o.claimed.id,
-                "attempt": o.claimed.attempt,
-                "attempted_at": o.attempted_at,
-                "status_code": o.status_code,
-                "error": o.error,
-                "duration_ms": round(o.duration_ms, 3),
-            }
-            for o in outcomes
-            if o.kind != "released"
-        ]
-        changes = [self._change(o, now) for o in outcomes]
-        if session.get_bind().dialect.name == "postgresql":
-            # one statement each, whatever the batch size: arrays through unnest (a fixed, cached statement)
-            if attempts:
-                session.execute(_PG_INSERT_DELIVERIES, _arrays(attempts))
-            updated = session.execute(_PG_FENCED_UPDATE, _arrays(changes)).rowcount  # type: ignore[attr-defined]
-        else:  # SQLite: executemany of one prepared statement, in process
-            if attempts:
-                session.connection().execute(insert(_DELIVERIES), attempts)
-            updated = session.connection().execute(_FENCED_UPDATE, changes).rowcount
-        if updated is not None and 0 <= updated < len(changes):
-            log.info(
-                "%s: %d outcomes ignored: their messages were claimed again after the lease ran out",
-                self.name,
-                len(changes) - updated,
-            )
-
-    def _change(self, outcome: Outcome, now: datetime) -> dict[str, object]:
-        item = outcome.claimed
-        change: dict[str, object] = {
-            "b_id": item.id,
-            "b_attempts": item.attempt,
-            "b_new_attempts": item.attempt,
-            "b_status": "pending",
-            "b_next": now,
-            "b_delivered": None,
-            "b_error": outcome.error,
-        }
-        where = f"{item.message_id} ({item.event_type}) to {item.partner}"
-        if outcome.kind == "delivered":
-            change.update(b_status="delivered", b_delivered=now, b_error=None)
-            self.stats.delivered += 1
-            log.debug(
-                "%s: %s delivered: HTTP %s in %.0f ms",
-                self.name,
-                where,
-                outcome.status_code,
-                outcome.duration_ms,
-            )
-        elif outcome.kind == "released":
-            change.update(b_new_attempts=item.attempt - 1, b_error=None)
-            self.stats.released += 1
-        elif item.attempt >= self.max_attempts:
-            change.update(b_status="dead")
-            self.stats.failed += 1
-            self.stats.dead += 1
-            log.warning("%s: %s dead after %d attempts: %s", self.name, where, item.attempt, outcome.error)
-        else:
-            wait = backoff_seconds(item.attempt, base=self.base, cap=self.cap, rng=self._rng)
-            change.update(b_next=now + timedelta(seconds=wait))
-            self.stats.failed += 1
-            log.info(
-                "%s: %s attempt %d/%d failed: %s; next in %.1f s",
-                self.name,
-                where,
-                item.attempt,
-                self.max_attempts,
-                outcome.error,
-                wait,
-            )
-        return change
-
-
-_OUTBOX = cast(Table, OutboxMessage.__table__)
-_DELIVERIES = cast(Table, Delivery.__table__)
-_FENCED_UPDATE = (
-    update(_OUTBOX)
-    .where(
-        _OUTBOX.c.id == bindparam("b_id"),
-        _OUTBOX.c.attempts == bindparam("b_attempts", type_=Integer()),
-        _OUTBOX.c.status == "pending",
-    )
-    .values(
-        status=bindparam("b_status", type_=String()),
-        attempts=bindparam("b_new_attempts", type_=Integer()),
-        next_attempt_at=bindparam("b_next", type_=UTCDateTime()),
-        delivered_at=bindparam("b_delivered", type_=UTCDateTime()),
-        last_error=bindparam("b_error", type_=Text()),
-    )
-)
-"""One outcome: only while the message is pending with the attempts it was claimed with."""
-
-_PG_INSERT_DELIVERIES = text(
-    "INSERT INTO webhook_deliveries (outbox_id, attempt, attempted_at, status_code, error, duration_ms) "
-    "SELECT * FROM unnest(CAST(:outbox_id AS bigint[]), CAST(:attempt AS integer[]), "
-    "CAST(:attempted_at AS timestamp[]), CAST(:status_code AS integer[]), CAST(:error AS text[]), "
-    "CAST(:duration_ms AS double precision[]))"
-)
-_PG_FENCED_UPDATE = text(
-    "UPDATE webhook_outbox AS o SET status = c.status, attempts = c.new_attempts, "
-    "next_attempt_at = c.next_at, delivered_at = c.delivered_at, last_error = c.error "
-    "FROM unnest(CAST(:b_id AS bigint[]), CAST(:b_attempts AS integer[]), "
-    "CAST(:b_new_attempts AS integer[]), "
-    "CAST(:b_status AS text[]), CAST(:b_next AS timestamp[]), CAST(:b_delivered AS timestamp[]), "
-    "CAST(:b_error AS text[])) AS c(id, attempts, new_attempts, status, next_at, delivered_at, error) "
-    "WHERE o.id = c.id AND o.attempts = c.attempts AND o.status = 'pending'"
-)
-"""``_FENCED_UPDATE`` and the delivery rows for a whole batch in one statement each (PostgreSQL)."""
-
-
-def _arrays(rows: Sequence[Mapping[str, object]]) -> dict[str, list[object]]:
-    """Rows as one array per column; timestamps as naive UTC, as ``UTCDateTime`` stores them."""
-    return {
-        name: [
-            value.astimezone(UTC).replace(tzinfo=None) if isinstance(value, datetime) else value
-            for value in (row[name] for row in rows)
-        ]
-        for name in rows[0]
-    }
-
-
-def _read(response: httpx.Response, *, deadline: float) -> bytes:
-    """Up to ``READ_LIMIT`` bytes of a response body (all of it when short, so the connection is reused);
-    ``TimeoutError`` past ``deadline`` (``time.perf_counter``), so a trickling answer cannot hold a slot."""
-    chunks, size = [], 0
-    for chunk in response.iter_raw():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= READ_LIMIT:
-            break
-        if time.perf_counter() > deadline:
-            raise TimeoutError
-    return b"".join(chunks)
-
-
-class _Senders:
-    """``concurrency`` daemon threads that send claimed messages, each with its own HTTP client."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self._work: queue.SimpleQueue[Claimed | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._run, name=f"{worker.name}-send-{n}", daemon=True)
-            for n in range(worker.concurrency)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self) -> None:
-        with self.worker.new_client() as client:
-            while (item := self._work.get()) is not None:
-                if self.worker._forced.is_set():
-                    continue  # abandoned: released by the loop, not sent
-                self._done.put(self.worker.send(client, item))
-
-    def submit(self, item: Claimed) -> None:
-        self._work.put(item)
-
-    def finished(self) -> list[Outcome]:
-        """Every outcome that is back, without waiting."""
-        outcomes = []
-        with contextlib.suppress(queue.Empty):
-            while True:
-                outcomes.append(self._done.get_nowait())
-        return outcomes
-
-    def next_finished(self, timeout: float) -> Outcome | None:
-        """The next outcome, waiting up to ``timeout`` seconds."""
-        try:
-            return self._done.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def close(self, *, wait: bool) -> None:
-        """End the threads once they are idle (``wait``: until then; a forced stop does not wait)."""
-        for _ in self._threads:
-            self._work.put(None)
-        if wait:
-            for thread in self._threads:
-                thread.join()
-
-
-class Periodic:
-    """The worker's periodic jobs: each run happens on a thread of its own, one run of a job at a time."""
-
-    def __init__(self, worker: Worker, *, enabled: bool) -> None:
-        self.worker = worker
-        self.tasks = worker.periodic if enabled else []
-        self.next: dict[str, float] = {}
-        self.running: dict[str, threading.Thread] = {}
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        for task in self.tasks:
-            self.next[task.name] = self._next_run(task, previous=None)
-
-    def _next_run(self, task: PeriodicTask, *, previous: float | None) -> float:
-        """When ``task`` runs next (``time.monotonic``)."""
-        floor = time.monotonic() if previous is None else previous + task.every.total_seconds()
-        if task.due is None:
-            return floor
-        try:
-            due = task.due(self.worker.database, self.worker.settings)
-        except Exception:
-            log.exception("%s: periodic %s: could not tell when it is due", self.worker.name, task.name)
-            return floor
-        return max(floor, time.monotonic() + (due - utcnow()).total_seconds())
-
-    def seconds_to_next(self) -> float:
-        with self._lock:
-            waiting = [at for name, at in self.next.items() if name not in self.running]
-        return max(0.0, min(waiting) - time.monotonic()) if waiting else float("inf")
-
-    def tick(self) -> None:
-        """Start every job that is due and not running (nothing once the worker is stopping)."""
-        if self.worker.stopping or not self.tasks:
-            return
-        now = time.monotonic()
-        with self._lock:
-            for task in self.tasks:
-                if task.name not in self.running and self.next[task.name] <= now:
-                    thread = threading.Thread(
-                        target=self._run, args=(task,), name=f"{self.worker.name}-{task.name}", daemon=True
-                    )
-                    self.running[task.name] = thread
-                    thread.start()
-
-    def _run(self, task: PeriodicTask) -> None:
-        started = time.monotonic()
-        name = self.worker.name
-        log.info("%s: periodic %s started", name, task.name)
-        try:
-            result = task.run(self.worker.database, self.worker.settings)
-        except Exception:
-            log.exception("%s: periodic %s failed", name, task.name)
-        else:
-            shown = f": {result}" if result is not None and len(str(result)) <= 200 else ""
-            log.info("%s: periodic %s done in %.1f s%s", name, task.name, time.monotonic() - started, shown)
-        following = self._next_run(task, previous=started)
-        with self._lock:
-            self.next[task.name] = following
-            del self.running[task.name]
-
-    def finish(self) -> None:
-        with self._lock:
-            running = list(self.running.values())
-        if running:
-            log.info("%s: waiting for periodic %s", self.worker.name, ", ".join(self.running))
-        for thread in running:
-            thread.join()
-
-
-def periodic_tasks(settings: Settings) -> list[PeriodicTask]:
-    """The periodic jobs ``consentry worker`` runs beside the deliveries: the retention schedule (every
-    ``retention_interval_hours`` after the last finished run, recorded in the database, so a restarted
-    worker does not run it again early)."""
-    from consentry.retention.service import next_due, run_scheduled
-
-    def due(database: Database, settings: Settings) -> datetime:
-        with database.read() as session:
-            return next_due(session, settings)
-
-    return [
-        PeriodicTask(
-            "retention",
-            every=timedelta(hours=settings.retention_interval_hours),
-            run=run_scheduled,
-            due=due,
-        )
-    ]
 
 
 class WorkerThread:
