@@ -17,12 +17,13 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from consentry.config import Settings, get_settings
+from consentry.consent import ledger
 from consentry.consent.models import Notification
 from consentry.consent.receipts import verify_receipt
 from consentry.consent.service import ConsentContext, change_settings, settings_view
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, Forbidden, Gone, NotFound
-from consentry.exports import service
+from consentry.exports import jobs, sections, service
 from consentry.exports.models import ExportJob
 from consentry.links.service import import_links, request_link
 from consentry.social import service as social
@@ -177,7 +178,7 @@ def test_export_holds_exactly_the_accounts_own_data(
 
     with database.read() as session:
         expected = settings_view(session, account_id=ada, ctx=ctx)
-        ada_seqs = [e.seq for e in service._events(session, service.ledger.subject_key_for(session, ada))]
+        ada_seqs = [e.seq for e in sections._events(session, ledger.subject_key_for(session, ada))]
     settings = {s["key"]: s for s in export["settings.json"]["settings"]}
     assert {k: (s["value"], s["basis"]) for k, s in settings.items()} == {
         s.key: (s.value, s.basis) for s in expected
@@ -300,7 +301,7 @@ def test_service_lifecycle_states(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(service, "write_export", broken)
+    monkeypatch.setattr(jobs, "write_export", broken)
     service.run_job(database, job_id=job_id, ctx=ctx, home=tmp_path)
     with database.read() as session:
         failed = service.get_job(session, account_id=ada, job_id=job_id)
