@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from consentry.db import Database
 from consentry.errors import Conflict
-from consentry.metering import service
+from consentry.metering import organisations, service
 from consentry.metering.router import router
 from consentry.metering.schemas import OrganisationUpdate
 from tests.metering.test_damages import EXAMPLE
@@ -185,7 +185,7 @@ def test_the_database_itself_refuses_a_second_name_of_the_same_key(
     loser gets a conflict, never an integrity error (the race is made certain by skipping the check)."""
     with database.write() as session:
         service.create_organisation(session, name="Ünited AI")
-    monkeypatch.setattr(service, "_name_taken", lambda *_, **__: False)
+    monkeypatch.setattr(organisations, "_name_taken", lambda *_, **__: False)
     with pytest.raises(Conflict) as raised, database.write() as session:
         service.create_organisation(session, name="ünited ai")
     assert raised.value.field == "name"
