@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from consentry.metering.meter import RedisMeter
 from consentry.metering.redis_layout import ResyncBatch
+from consentry.metering.redis_meter import RedisMeter
 
 PROFILES = [
     ("every minute (a crawler reading all day)", 1),

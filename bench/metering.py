@@ -38,8 +38,10 @@ import numpy as np
 
 from consentry.metering import damages
 from consentry.metering.attribution import Directory, OrgPolicy, hash_key
-from consentry.metering.meter import CONSUME_LUA, MemoryMeter, Meter, RedisMeter
+from consentry.metering.meter import MemoryMeter, Meter
 from consentry.metering.middleware import MeteringMiddleware, posts_header
+from consentry.metering.redis_layout import CONSUME_LUA
+from consentry.metering.redis_meter import RedisMeter
 
 REDIS_URL = os.environ.get("CONSENTRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 KEY = "cso_bench-key"

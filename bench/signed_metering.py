@@ -34,8 +34,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consentry.metering.attribution import Directory, OrgPolicy, hash_key
-from consentry.metering.meter import MemoryMeter, Meter, RedisMeter
+from consentry.metering.meter import MemoryMeter, Meter
 from consentry.metering.middleware import MeteringMiddleware, MiddlewareMetrics, posts_header
+from consentry.metering.redis_meter import RedisMeter
 from consentry.metering.webbotauth import (
     DIRECTORY_PATH,
     Identity,

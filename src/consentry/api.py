@@ -176,8 +176,9 @@ def create_app(
     from consentry.eligibility.service import warm as warm_eligibility
     from consentry.exports.router import router as exports_router
     from consentry.links.router import router as links_router
-    from consentry.metering.meter import MemoryMeter, Meter, RedisMeter
+    from consentry.metering.meter import MemoryMeter, Meter
     from consentry.metering.middleware import DatabaseDirectory, MeteringMiddleware
+    from consentry.metering.redis_meter import RedisMeter
     from consentry.metering.router import router as metering_router
     from consentry.metering.service import AccessLogWriter
     from consentry.metering.webbotauth import SignatureVerifier

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from consentry.metering.meter import RedisMeter
+from consentry.metering.redis_meter import RedisMeter
 from tests.services import REDIS_URL, missing_service
 
 

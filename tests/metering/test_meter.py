@@ -17,8 +17,9 @@ import redis
 import redis.asyncio as aioredis
 
 from consentry.errors import InvalidInput
-from consentry.metering.meter import MemoryMeter, Meter, RedisMeter, Usage
+from consentry.metering.meter import MemoryMeter, Meter, Usage
 from consentry.metering.redis_layout import CONSUME_LUA, hour_key, totals_key, window_keys
+from consentry.metering.redis_meter import RedisMeter
 from tests.metering.conftest import OwnRedis, free_port
 from tests.services import REDIS_URL
 

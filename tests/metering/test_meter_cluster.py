@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from consentry.metering.meter import RedisMeter
 from consentry.metering.redis_layout import ResyncBatch, nonce_key, window_keys
+from consentry.metering.redis_meter import RedisMeter
 from tests.metering.conftest import OwnCluster
 
 T0 = datetime(2026, 11, 20, 22, 0, 30, tzinfo=UTC)

@@ -20,7 +20,7 @@ from consentry.db import Database
 from consentry.errors import InvalidInput
 from consentry.metering import damages, service
 from consentry.metering.attribution import Directory, NetworkTable, OrgPolicy, hash_key
-from consentry.metering.meter import MemoryMeter, Meter, RedisMeter
+from consentry.metering.meter import MemoryMeter, Meter
 from consentry.metering.middleware import (
     DatabaseDirectory,
     MeteringMiddleware,
@@ -30,6 +30,7 @@ from consentry.metering.middleware import (
     report_posts,
 )
 from consentry.metering.models import Organisation, OrganisationKey, OrganisationNetwork
+from consentry.metering.redis_meter import RedisMeter
 from consentry.metering.service import AccessLogWriter, name_key
 from consentry.migrate import upgrade
 from tests.metering.conftest import free_port

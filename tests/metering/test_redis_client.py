@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from consentry.errors import InvalidInput
-from consentry.metering.meter import RedisMeter
 from consentry.metering.redis_client import ClusterTarget, cluster_target, describe
+from consentry.metering.redis_meter import RedisMeter
 
 
 def test_cluster_urls_name_their_seed_nodes() -> None:
