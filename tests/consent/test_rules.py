@@ -46,7 +46,7 @@ from consentry.datasets.eligibility import (
     reason_sql,
     record_code_sql,
 )
-from consentry.eligibility.service import valid_until
+from consentry.eligibility.state import valid_until
 from consentry.web import cohorts
 from consentry.web import snapshot as web
 

@@ -20,6 +20,7 @@ from consentry.consent.service import ConsentContext, change_settings, decide, e
 from consentry.datasets.models import Recipient
 from consentry.datasets.service import add_recipient
 from consentry.db import Database, utcnow
+from consentry.eligibility import cache as consent_cache
 from consentry.eligibility import service
 from consentry.errors import Conflict, InvalidInput, NotFound
 from consentry.social import service as social
@@ -290,7 +291,7 @@ def test_any_failure_denies(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(service, "probe", broken)
+    monkeypatch.setattr(consent_cache, "probe", broken)
     assert service.allowed_ids(database, ids=[ada], setting="assistant_realtime", ctx=ctx).tolist() == []
     answer = client.post(
         "/v1/eligibility",
@@ -329,11 +330,13 @@ def test_consent_that_changes_with_time(
 
     later = soon + timedelta(seconds=1)
     monkeypatch.setattr(service, "utcnow", lambda: later)
+    monkeypatch.setattr(consent_cache, "utcnow", lambda: later)
     assert service.allowed_ids(database, **ask).tolist() == []  # type: ignore[arg-type]
     assert reference(database, ctx, [kid, ada], ("assistant_realtime",), later) == set()
     new_year = datetime(now.year + 1, 1, 1, tzinfo=UTC)
     assert cache(database, ctx).state().valid_until == new_year
     monkeypatch.setattr(service, "utcnow", lambda: new_year)
+    monkeypatch.setattr(consent_cache, "utcnow", lambda: new_year)
     allowed_training = service.allowed_ids(
         database, ids=[kid, ada], setting="assistant_training_posts", ctx=ctx
     )
