@@ -59,6 +59,7 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -86,6 +87,20 @@ LEASE_GRACE_SECONDS = 30.0
 PROGRESS_SECONDS = 10.0
 GATHER_SECONDS = 0.2
 """Longest time a finished attempt waits to be written with others."""
+
+
+@dataclass
+class _Flight:
+    """The delivery loop's state between rounds."""
+
+    inflight: dict[int, Claimed] = field(default_factory=dict)
+    """Claimed and not yet written, by outbox row id."""
+    outcomes: list[Outcome] = field(default_factory=list)
+    """Back from the senders, not yet written."""
+    oldest: float | None = None
+    """When the oldest unwritten outcome came back (``time.monotonic``)."""
+    reported: float = field(default_factory=time.monotonic)
+    reported_count: int = -1
 
 
 class Worker:
@@ -198,66 +213,24 @@ class Worker:
         return self.stats
 
     def _deliver_loop(self, senders: Senders, *, once: bool) -> None:
-        inflight: dict[int, Claimed] = {}  # claimed and not yet written, by outbox row id
-        outcomes: list[Outcome] = []
-        oldest: float | None = None  # when the oldest unwritten outcome came back
         jobs = Periodic(self, enabled=not once)
         jobs.start()
-        reported, reported_count = time.monotonic(), -1
-
-        def collect(outcome: Outcome) -> None:
-            nonlocal oldest
-            if inflight.pop(outcome.claimed.id, None) is None:
-                return  # released at a forced stop; its late answer is not recorded
-            outcomes.append(outcome)
-            if outcome.unreachable:
-                self._cooling[outcome.claimed.recipient_id] = time.monotonic() + min(self.base, self.cap)
-            if oldest is None:
-                oldest = time.monotonic()
-
+        flight = _Flight()
         while True:
             for finished in senders.finished():
-                collect(finished)
-            if self._forced.is_set() and inflight:
-                log.warning("%s: abandoning %d requests in flight", self.name, len(inflight))
-                at = utcnow()
-                outcomes.extend(Outcome(item, "released", at) for item in inflight.values())
-                inflight.clear()
+                self._collect(flight, finished)
+            self._abandon_if_forced(flight)
             stopping = self._stopping.is_set()
-            free = 0 if stopping else self._capacity - len(inflight)
-            claim = free > 0 and (not inflight or free >= self._claim_at)
-            flush = bool(outcomes) and (
-                claim or not inflight or oldest is None or time.monotonic() - oldest >= GATHER_SECONDS
-            )
-            claimed: list[Claimed] = []
-            if claim or flush:
-                batch, outcomes, oldest = outcomes, [], None
-                try:
-                    claimed = self.exchange(
-                        batch, limit=free if claim else 0, exclude=self._cooling_ids() if claim else ()
-                    )
-                except Exception:
-                    if once:
-                        raise
-                    log.exception("%s: database error; retrying in %g s", self.name, self.poll_seconds)
-                    outcomes = batch + outcomes
-                    oldest = time.monotonic()
-                    if stopping and not inflight:
-                        break  # nothing more can be done for them; their leases run out
-                    self._stopping.wait(self.poll_seconds)
-                    continue
-                for item in claimed:
-                    inflight[item.id] = item
-                    senders.submit(item)
+            claimed = self._exchange_round(flight, senders, once=once, stopping=stopping)
+            if claimed is None:  # the database failed; the outcomes wait for the next round
+                if stopping and not flight.inflight:
+                    break  # nothing more can be done for them; their leases run out
+                self._stopping.wait(self.poll_seconds)
+                continue
             jobs.tick()
-            now = time.monotonic()
-            if now - reported >= self.progress_seconds:
-                if self.stats.delivered + self.stats.failed != reported_count:
-                    log.info("%s: %s, in flight %d", self.name, self.stats.summary(), len(inflight))
-                    reported_count = self.stats.delivered + self.stats.failed
-                reported = now
-            if not inflight:
-                if outcomes:
+            self._report(flight)
+            if not flight.inflight:
+                if flight.outcomes:
                     continue
                 if stopping or (once and not claimed):
                     break
@@ -266,8 +239,68 @@ class Worker:
                 continue
             waited = senders.next_finished(GATHER_SECONDS / 4)
             if waited is not None:
-                collect(waited)
+                self._collect(flight, waited)
         jobs.finish()
+
+    def _collect(self, flight: _Flight, outcome: Outcome) -> None:
+        """Take an attempt's outcome to be written (a partner that did not answer cools down)."""
+        if flight.inflight.pop(outcome.claimed.id, None) is None:
+            return  # released at a forced stop; its late answer is not recorded
+        flight.outcomes.append(outcome)
+        if outcome.unreachable:
+            self._cooling[outcome.claimed.recipient_id] = time.monotonic() + min(self.base, self.cap)
+        if flight.oldest is None:
+            flight.oldest = time.monotonic()
+
+    def _abandon_if_forced(self, flight: _Flight) -> None:
+        """At a forced stop, release the messages in flight (their late answers are ignored)."""
+        if self._forced.is_set() and flight.inflight:
+            log.warning("%s: abandoning %d requests in flight", self.name, len(flight.inflight))
+            at = utcnow()
+            flight.outcomes.extend(Outcome(item, "released", at) for item in flight.inflight.values())
+            flight.inflight.clear()
+
+    def _exchange_round(
+        self, flight: _Flight, senders: Senders, *, once: bool, stopping: bool
+    ) -> list[Claimed] | None:
+        """Write the outcomes that are due to be written and claim what the free slots take, in one
+        transaction, and hand the claimed messages to the senders; ``None`` after a database error."""
+        free = 0 if stopping else self._capacity - len(flight.inflight)
+        claim = free > 0 and (not flight.inflight or free >= self._claim_at)
+        flush = bool(flight.outcomes) and (
+            claim
+            or not flight.inflight
+            or flight.oldest is None
+            or time.monotonic() - flight.oldest >= GATHER_SECONDS
+        )
+        if not (claim or flush):
+            return []
+        batch, flight.outcomes, flight.oldest = flight.outcomes, [], None
+        try:
+            claimed = self.exchange(
+                batch, limit=free if claim else 0, exclude=self._cooling_ids() if claim else ()
+            )
+        except Exception:
+            if once:
+                raise
+            log.exception("%s: database error; retrying in %g s", self.name, self.poll_seconds)
+            flight.outcomes = batch + flight.outcomes
+            flight.oldest = time.monotonic()
+            return None
+        for item in claimed:
+            flight.inflight[item.id] = item
+            senders.submit(item)
+        return claimed
+
+    def _report(self, flight: _Flight) -> None:
+        """Log progress every ``progress_seconds`` when something was done since the last report."""
+        now = time.monotonic()
+        if now - flight.reported >= self.progress_seconds:
+            done = self.stats.delivered + self.stats.failed
+            if done != flight.reported_count:
+                log.info("%s: %s, in flight %d", self.name, self.stats.summary(), len(flight.inflight))
+                flight.reported_count = done
+            flight.reported = now
 
     def _install_signals(self) -> dict[int, Any]:
         """SIGINT and SIGTERM stop the worker (from the main thread only); returns the handlers replaced."""
