@@ -9,7 +9,7 @@ the ids are dense (the platform's ids are), a binary search otherwise.
 When the state is used, and when it is refreshed
 ------------------------------------------------
 Every call first reads one row (``probe``): the ledger head (seq and hash), the account change epoch
-(``consentry.eligibility.models``), the largest account id and a fingerprint of the policy versions.
+(``consentry.social.changes``), the largest account id and a fingerprint of the policy versions.
 
 * Nothing changed and the clock is before the state's ``valid_until``: the state answers.
 * New ledger events, recorded account changes or new accounts: only the accounts they name are read and
@@ -53,7 +53,6 @@ from consentry.consent.service import (
 )
 from consentry.datasets.models import Recipient
 from consentry.db import Database, utcnow
-from consentry.eligibility import models as _models  # registers the account change listeners
 from consentry.eligibility.cache import ConsentCache, cache_for
 from consentry.errors import Conflict, InvalidInput, NotFound
 
@@ -69,7 +68,6 @@ __all__ = [
     "resolve_settings",
     "warm",
 ]
-assert _models  # imported for its side effect
 
 MAX_HTTP_IDS = 10_000
 """Most account ids one ``POST /v1/eligibility`` may name."""

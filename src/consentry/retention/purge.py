@@ -54,6 +54,7 @@ from consentry.retention.plan import (
 )
 from consentry.retention.rules import RULES, Cutoffs, Rules
 from consentry.retention.schemas import RetentionReport, RuleOutcome
+from consentry.social.changes import record_account_changes
 from consentry.social.models import Account, AssistantInteraction, Block, Follow, Like, Post, Repost
 
 BATCH = 50_000
@@ -273,7 +274,10 @@ def _purge_accounts(database: Database, *, purged: Select[Any], tally: _Tally, b
                 status="deleted", handle=literal(TOMBSTONE) + sql_cast(Account.id, String), birth_year=None
             )
         )
-        tally.add("accounts", _exec(session, anonymise), kind="changed")
+        anonymised = _exec(session, anonymise)
+        if anonymised:  # a bulk change: eligibility state re-reads every account
+            record_account_changes(session.connection(), [None])
+        tally.add("accounts", anonymised, kind="changed")
 
 
 def _run_deactivated(database: Database, c: Conditions, tally: _Tally, batch: int) -> None:

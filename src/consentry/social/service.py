@@ -53,6 +53,7 @@ from consentry.lake.schema import COUNTRY_CODES
 from consentry.links.service import drop_links
 from consentry.partners.revocations import revoke_accounts, revoke_records
 from consentry.retention.models import LegalHold
+from consentry.social.changes import record_account_changes
 from consentry.social.models import (
     MEDIA_KINDS,
     VISIBILITIES,
@@ -110,6 +111,7 @@ def create_account(
     )
     session.add(account)
     session.flush()
+    record_account_changes(session.connection(), [account.id])
     return account
 
 
@@ -127,6 +129,7 @@ def deactivate_account(session: Session, *, account_id: int, at: datetime | None
     if account.status != "active":
         raise Conflict(f"account {account_id} is {account.status}", field="account_id")
     account.status, account.status_changed_at = "deactivated", at or utcnow()
+    record_account_changes(session.connection(), [account_id])
     revoke_accounts(
         session, account_ids=[account_id], reason="account_deactivated", at=account.status_changed_at
     )
@@ -139,6 +142,7 @@ def reactivate_account(session: Session, *, account_id: int, at: datetime | None
     if account.status != "deactivated":
         raise Conflict(f"account {account_id} is {account.status}", field="account_id")
     account.status, account.status_changed_at = "active", at or utcnow()
+    record_account_changes(session.connection(), [account_id])
     return account
 
 
@@ -156,6 +160,7 @@ def delete_account(session: Session, *, account_id: int, at: datetime | None = N
         raise Conflict(f"account {account_id} is already deleted", field="account_id")
     when = at or utcnow()
     account.status, account.status_changed_at = "deleted", when
+    record_account_changes(session.connection(), [account_id])
     revoke_accounts(session, account_ids=[account_id], reason="account_deleted", at=when)
     if not _on_legal_hold(session, account_id):
         session.execute(delete(Subject).where(Subject.account_id == account_id))

@@ -1,17 +1,19 @@
-"""The account change log that keeps in-memory eligibility state exact across processes.
+"""The account change log: which accounts changed what effective consent reads of them, in commit order.
 
 Effective consent depends on the ledger (its head row says when it changed) and on a few account columns
 (``created_at``, ``country``, ``birth_year``, ``status``, ``status_changed_at``). Nothing else names a
-changed account cheaply, so every ORM flush that inserts, updates or deletes an account records its id
-here, in the same transaction, under a version taken from the single ``eligibility_epoch`` row. Bumping
+changed account cheaply, so every write path that creates an account, changes one of those columns or
+deletes an account calls ``record_account_changes`` in its own transaction: ``create_account``,
+``deactivate_account``, ``reactivate_account`` and ``delete_account`` (``consentry.social.service``) and
+the retention purge (a bulk statement, recorded as one change without an account id, which means
+"re-read everything"). Each call takes a version from the single ``eligibility_epoch`` row. Bumping
 that row locks it until commit, so versions become visible in order: a reader that sees version V can
-read every change up to V. A bulk statement on ``accounts`` (``update(Account)...``) records one change
-without an account id, which means "re-read everything".
+read every change up to V. The eligibility cache (``consentry.eligibility``) is the reader, hence the
+tables' names; the log lives here, beside the accounts, so that writers need not know their readers.
 
-The listeners are registered when this module is imported; ``consentry.models`` imports it, and so does
-every process that migrates its database or serves the API. Account changes written with raw SQL bypass
-them: such writers call ``record_account_changes`` themselves (new account ids above the largest known
-one are noticed anyway).
+The call is explicit, not an ORM event: nothing depends on which modules a process imported, and a
+write that bypasses the write paths is not recorded (new account ids above the largest known one are
+noticed anyway). ``tests/social/test_changes.py`` drives every write path and fails if one forgets.
 """
 
 from __future__ import annotations
@@ -19,15 +21,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Index, Integer, String, event, text
-from sqlalchemy.orm import Mapped, ORMExecuteState, Session, UOWTransaction, mapped_column
+from sqlalchemy import BigInteger, Connection, Index, Integer, String, text
+from sqlalchemy.orm import Mapped, mapped_column
 
 from consentry.db import Base, UTCDateTime, utcnow
 
 RowId = BigInteger().with_variant(Integer, "sqlite")
-ACCOUNT_TABLE = "accounts"
 EVALUATED_COLUMNS = ("created_at", "country", "birth_year", "status", "status_changed_at")
 """The account columns effective consent reads."""
 KEEP_VERSIONS = 100_000
@@ -83,38 +83,3 @@ def record_account_changes(connection: Connection, account_ids: Sequence[int | N
         connection.execute(text("DELETE FROM eligibility_changes WHERE version < :v"), {"v": below})
         connection.execute(text("UPDATE eligibility_epoch SET pruned_below = :v WHERE id = 1"), {"v": below})
     return version
-
-
-def _changed_accounts(session: Session) -> list[int | None]:
-    from sqlalchemy import inspect
-
-    changed: list[int | None] = []
-    for obj in session.new:
-        if getattr(obj, "__tablename__", None) == ACCOUNT_TABLE:
-            changed.append(obj.id)
-    for obj in session.deleted:
-        if getattr(obj, "__tablename__", None) == ACCOUNT_TABLE:
-            changed.append(obj.id)
-    for obj in session.dirty:
-        if getattr(obj, "__tablename__", None) != ACCOUNT_TABLE:
-            continue
-        state: Any = inspect(obj)
-        if any(state.attrs[name].history.has_changes() for name in EVALUATED_COLUMNS):
-            changed.append(obj.id)
-    return changed
-
-
-@event.listens_for(Session, "after_flush")
-def _after_flush(session: Session, _flush: UOWTransaction) -> None:
-    changed = _changed_accounts(session)
-    if changed:
-        record_account_changes(session.connection(), changed)
-
-
-@event.listens_for(Session, "do_orm_execute")
-def _bulk_statement(state: ORMExecuteState) -> None:
-    if not (state.is_insert or state.is_update or state.is_delete):
-        return
-    table = getattr(state.statement, "table", None)
-    if getattr(table, "name", None) == ACCOUNT_TABLE:
-        record_account_changes(state.session.connection(), [None])
