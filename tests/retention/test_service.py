@@ -17,10 +17,10 @@ from consentry.config import Settings
 from consentry.consent import ledger
 from consentry.consent.models import ConsentEvent, Notification, Subject
 from consentry.db import Database, utcnow
-from consentry.errors import Conflict, InvalidInput, NotFound
+from consentry.errors import InvalidInput, NotFound
 from consentry.metering.models import AccessRecord
 from consentry.retention import purge, service
-from consentry.retention.models import LegalHold, RetentionRun
+from consentry.retention.models import RetentionRun
 from consentry.retention.rules import DEFAULT_RULES, Rules
 from consentry.retention.schemas import RetentionPlan, RetentionReport
 from consentry.social.models import Account, AssistantInteraction, Block, Follow, Like, Post, Repost
@@ -166,33 +166,6 @@ def test_legal_holds_stop_every_rule_and_the_plan_reports_what_they_kept(platfor
     assert later.outcome("posts").removed["posts"] == 2
     assert later.outcome("deactivated_accounts").changed["accounts"] == 1
     assert snapshot(platform)["subjects"] == {1}
-
-
-def test_holds_are_validated_and_nothing_changes_on_error(platform: Database) -> None:
-    with pytest.raises(NotFound) as unknown:
-        hold(platform, 999)
-    assert unknown.value.field == "account_id" and "999" in unknown.value.detail
-    hold(platform, 1)
-    with pytest.raises(Conflict):
-        hold(platform, 1)
-    with platform.write() as session, pytest.raises(InvalidInput) as empty:
-        service.add_hold(session, account_id=2, reason="  ")
-    assert empty.value.field == "reason"
-    with platform.write() as session, pytest.raises(NotFound) as release_unknown:
-        service.release_hold(session, account_id=999)
-    assert release_unknown.value.field == "account_id"
-    with platform.write() as session, pytest.raises(NotFound):
-        service.release_hold(session, account_id=2)  # not held
-    with platform.read() as session:
-        assert [h.account_id for h in service.list_holds(session)] == [1]
-        assert session.scalar(select(func.count()).select_from(LegalHold)) == 1
-    with platform.write() as session:
-        released = service.release_hold(session, account_id=1, by="counsel")
-        assert released.released_at is not None and released.released_by == "counsel"
-    hold(platform, 1)  # a released account can be held again
-    with platform.read() as session:
-        assert len(service.list_holds(session, include_released=True)) == 2
-        assert service.held_account_ids(session) == [1]
 
 
 def test_bad_rules_or_times_are_refused_before_anything_changes(platform: Database, tmp_path: Path) -> None:
