@@ -15,10 +15,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from consentry.cli import app
@@ -27,21 +26,15 @@ from consentry.datasets.models import Recipient
 from consentry.datasets.service import add_recipient
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, NotFound
-from consentry.metering.models import AccessRecord
 from consentry.partners import outbox
 from consentry.partners.keys import new_webhook_secret
 from consentry.partners.models import Delivery, OutboxMessage
 from consentry.partners.worker import (
     Outcome,
-    PeriodicTask,
     Worker,
-    backoff_seconds,
-    periodic_tasks,
     start_in_thread,
 )
-from consentry.retention.models import RetentionRun
 from tests.partners.receiver import Receiver
-from tests.retention.conftest import seed
 
 runner = CliRunner()
 
@@ -419,75 +412,6 @@ def test_sigterm_lets_the_worker_command_finish_its_requests(
     assert {(m.status, m.attempts) for m in found} <= {("delivered", 1), ("pending", 0)}
     delivered = {m.message_id for m in found if m.status == "delivered"}
     assert delivered and len(delivered) < 40 and set(receiver.processed) == delivered
-
-
-def test_periodic_tasks_run_beside_deliveries_and_survive_errors(database: Database, fast: Settings) -> None:
-    calls: Counter[str] = Counter()
-
-    def count(db: Database, settings: Settings) -> None:
-        assert db is database and settings is fast
-        calls["count"] += 1
-
-    def broken(db: Database, settings: Settings) -> None:
-        calls["broken"] += 1
-        raise RuntimeError("boom")
-
-    def later(db: Database, settings: Settings) -> None:
-        calls["later"] += 1
-
-    tasks = [
-        PeriodicTask("count", every=timedelta(seconds=0.02), run=count),
-        PeriodicTask("broken", every=timedelta(seconds=0.02), run=broken),
-        PeriodicTask(
-            "later", every=timedelta(seconds=0.01), run=later, due=lambda db, s: utcnow() + timedelta(hours=1)
-        ),
-    ]
-    handle = start_in_thread(database, fast, periodic=tasks, poll_seconds=0.01)
-    deadline = time.monotonic() + 30
-    while calls["count"] < 3 or calls["broken"] < 3:
-        assert time.monotonic() < deadline and handle.alive
-        time.sleep(0.01)
-    handle.stop()
-    assert calls["later"] == 0  # not due for an hour
-    Worker(database, fast, periodic=tasks).run_once()  # --once runs no periodic job
-    assert calls["later"] == 0
-
-
-def test_the_worker_runs_the_retention_schedule_and_a_restart_does_not_repeat_it(
-    database: Database, fast: Settings, tmp_path: Path
-) -> None:
-    seed(database)
-    rules = tmp_path / "retention.json"
-    rules.write_text(json.dumps({"access_log": {"max_age": "P1M"}}))
-    settings = fast.model_copy(update={"retention_file": rules, "retention_interval_hours": 24.0})
-    assert [task.name for task in periodic_tasks(settings)] == ["retention"]
-
-    def runs() -> list[tuple[str, str]]:
-        with database.read() as session:
-            found = session.execute(
-                select(RetentionRun.trigger, RetentionRun.status).order_by(RetentionRun.id)
-            )
-            return [(trigger, status) for trigger, status in found]
-
-    with start_in_thread(database, settings, periodic=periodic_tasks(settings), poll_seconds=0.01) as handle:
-        deadline = time.monotonic() + 60
-        while ("schedule", "finished") not in runs():
-            assert time.monotonic() < deadline and handle.alive
-            time.sleep(0.05)
-    assert runs() == [("schedule", "finished")]
-    with database.read() as session:  # the configured rule removed every access-log row (all are old)
-        assert session.scalar(select(func.count()).select_from(AccessRecord)) == 0
-    # A worker started again at once finds the next run a day away, so it does not run it twice.
-    with start_in_thread(database, settings, periodic=periodic_tasks(settings), poll_seconds=0.01):
-        time.sleep(1.0)
-    assert runs() == [("schedule", "finished")]
-
-
-def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
-    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (6, 32.0), (7, 50.0), (90, 50.0)]:
-        samples = [backoff_seconds(attempt, base=1.0, cap=50.0) for _ in range(200)]
-        assert all(0.0 <= s <= ceiling for s in samples)
-        assert max(samples) > ceiling / 2  # spread over the whole range, not a fixed delay
 
 
 def test_log_retry_and_send_test_commands(
