@@ -7,7 +7,6 @@ import io
 import json
 import zipfile
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from consentry.consent.models import Notification
 from consentry.consent.receipts import verify_receipt
 from consentry.consent.service import ConsentContext, change_settings, settings_view
 from consentry.db import Database, utcnow
-from consentry.errors import Conflict, Forbidden, Gone, NotFound
-from consentry.exports import jobs, sections, service
+from consentry.errors import Gone, NotFound
+from consentry.exports import sections, service
 from consentry.exports.models import ExportJob
 from consentry.links.service import import_links, request_link
 from consentry.social import service as social
@@ -277,61 +276,6 @@ def test_another_accounts_export_is_not_found_and_cannot_be_requested(
     assert client.post("/v1/me/export", headers=auth(admin_token)).status_code == 403
     assert client.post("/v1/me/export", headers=bob, json={"format": "csv"}).status_code == 422
     assert count() == before
-
-
-def test_service_lifecycle_states(
-    database: Database, ctx: ConsentContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ada, _ = make_account(database, handle="ada")
-    bob, _ = make_account(database, handle="bob")
-    with database.write() as session:
-        job, created = service.request_export(session, account_id=ada, requested_by="test")
-        same, created_again = service.request_export(session, account_id=ada, requested_by="test")
-        job_id = job.id
-    assert created and not created_again and same.id == job_id
-    with database.read() as session:
-        queued = service.get_job(session, account_id=ada, job_id=job_id)
-        with pytest.raises(Conflict, match="queued"):
-            service.download_path(queued)
-        with pytest.raises(NotFound):
-            service.get_job(session, account_id=bob, job_id=job_id)
-    with pytest.raises(Forbidden):
-        service.check_own(ada, bob)
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("disk on fire")
-
-    monkeypatch.setattr(jobs, "write_export", broken)
-    service.run_job(database, job_id=job_id, ctx=ctx, home=tmp_path)
-    with database.read() as session:
-        failed = service.get_job(session, account_id=ada, job_id=job_id)
-        assert failed.status == "failed" and "disk on fire" in (failed.error or "")
-        with pytest.raises(Conflict, match="failed"):
-            service.download_path(failed)
-    monkeypatch.undo()
-
-    # a job abandoned by a dead process does not block a new request
-    with database.write() as session:
-        stuck, _ = service.request_export(session, account_id=bob, requested_by="test")
-        stuck.created_at = utcnow() - service.STALE_AFTER - timedelta(minutes=1)
-        stuck_id = stuck.id
-    with database.write() as session:
-        fresh, created = service.request_export(session, account_id=bob, requested_by="test")
-        assert created and fresh.id != stuck_id
-        fresh_id = fresh.id
-        assert session.get(ExportJob, stuck_id).status == "failed"  # type: ignore[union-attr]
-    service.run_job(database, job_id=fresh_id, ctx=ctx, home=tmp_path)
-    with database.read() as session:
-        done = service.get_job(session, account_id=bob, job_id=fresh_id)
-        path = service.download_path(done)
-        assert path.is_file() and path.parent == tmp_path / "exports" / str(bob)
-        later = (done.expires_at or utcnow()) + timedelta(seconds=1)
-        with pytest.raises(Gone, match="expired"):
-            service.download_path(done, now=later)
-    assert service.purge_expired(database, now=later) == 1
-    assert not path.exists()
-    with database.read() as session, pytest.raises(Gone):
-        service.download_path(service.get_job(session, account_id=bob, job_id=fresh_id))
 
 
 def test_export_of_unknown_or_deleted_accounts(
