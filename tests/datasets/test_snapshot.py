@@ -33,6 +33,7 @@ from consentry.db import Database
 from consentry.lake import schema
 from consentry.social.models import Account
 from consentry.social.service import create_account, deactivate_account, delete_account
+from consentry.transparency import service as tlog_service
 from tests.datasets.conftest import CATEGORIES, build, released
 from tests.datasets.reference import expected
 from tests.datasets.scenario import AS_OF
@@ -359,3 +360,44 @@ def test_a_partitioned_ledger_is_read_whole_and_every_head_recorded(
     assert read.events.num_rows == reference.num_rows == 16
     assert read.head["partitions"] == [{"seq": h.seq, "hash": h.hash} for h in heads]
     assert read.head["seq"] == max(h.seq for h in heads)
+
+
+def test_a_partitioned_ledger_is_read_exactly_up_to_the_cited_checkpoint(
+    database: Database, ctx: ConsentContext
+) -> None:
+    # a build cites the latest checkpoint; events written after it was signed (in any partition) are
+    # not what it commits to, so the build must not read them, and the heads it records are the ones
+    # the checkpoint's partition state names
+    assert ctx.log is not None
+    with database.write() as session:
+        ledger.set_partitions(session, 4)
+        ids = [create_account(session, handle=f"c{n}", country="US", birth_year=1990).id for n in range(12)]
+
+    def change(account_id: int, value: str) -> None:
+        with database.write() as session:
+            consent_service.change_settings(
+                session,
+                account_id=account_id,
+                changes={"third_party_sharing": value},
+                client="web",
+                ctx=ctx,
+                at=datetime(2026, 4, 1, tzinfo=UTC),
+            )
+
+    for account_id in ids:
+        change(account_id, "deny")
+    with database.write() as session:
+        assert tlog_service.make_checkpoint(session, log=ctx.log, force=True) is not None
+        at_checkpoint = ledger.heads(session)
+    for account_id in ids[:6]:  # after the checkpoint: every partition that has them moves on
+        change(account_id, "allow")
+    settings = list(ctx.catalog.keys)
+    read = snapshot.read_snapshot(database, settings=settings, as_of=AS_OF, log_key=ctx.log.signer.vkey)
+    assert read.checkpoint is not None and read.checkpoint["size"] == 1
+    assert read.events.num_rows == read.events_considered == 12
+    assert set(read.events["value"].to_pylist()) == {"deny"}
+    assert read.head["partitions"] == [{"seq": h.seq, "hash": h.hash} for h in at_checkpoint]
+    assert read.head["seq"] == max(h.seq for h in at_checkpoint)
+    # without the log the snapshot is the ledger as it is now
+    now = snapshot.read_snapshot(database, settings=settings, as_of=AS_OF)
+    assert now.events.num_rows == 18

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from consentry.consent import ledger
 from consentry.consent.evaluate import EVENT_SCHEMA
 from consentry.consent.ledger import GENESIS
 from consentry.consent.models import ConsentEvent, LedgerHead
@@ -37,6 +39,7 @@ from consentry.consent.policy import Policy
 from consentry.consent.service import load_policies
 from consentry.db import Database
 from consentry.errors import IntegrityFailure
+from consentry.transparency import partitions
 from consentry.transparency import service as tlog
 from consentry.transparency.cite import citation
 
@@ -86,44 +89,72 @@ def read_snapshot(
 
     With ``log_key`` (the log's verifier key) the position read is the latest signed checkpoint
     instead of the head: events up to its size, and its citation, so that what the build read is
-    exactly what the checkpoint commits to (with several partitions, whose seqs interleave, the latest
-    checkpoint is cited and the snapshot itself bounds the events)."""
+    exactly what the checkpoint commits to. With several partitions, whose seqs interleave, that is
+    each partition's events up to the size the checkpoint's partition state names for it."""
     with database.read() as session:
         if session.get_bind().dialect.name == "postgresql":  # SQLite: the read transaction is a snapshot
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        heads = session.execute(select(LedgerHead.seq, LedgerHead.hash).order_by(LedgerHead.id)).all()
+        heads = [
+            (int(seq), str(digest))
+            for seq, digest in session.execute(
+                select(LedgerHead.seq, LedgerHead.hash).order_by(LedgerHead.id)
+            )
+        ]
         if not heads:
             raise IntegrityFailure("the ledger head row is missing; run 'consentry db upgrade'")
-        head: tuple[int, str] = max(((int(h[0]), str(h[1])) for h in heads), key=lambda h: h[0])
         cited = None
         if log_key is not None:
             row = tlog.latest_checkpoint(session)
             if row is None:
                 raise IntegrityFailure("the transparency log has no checkpoint to cite; sign one first")
             cited = citation(row, log_key=log_key)
-            if len(heads) == 1:  # one partition: its tree is the log's, read exactly up to the checkpoint
-                event_hash = session.scalar(select(ConsentEvent.hash).where(ConsentEvent.seq == row.size))
-                if event_hash is None and row.size > 0:
-                    raise IntegrityFailure(
-                        f"the ledger has no event {row.size}, which checkpoint {row.size} covers"
-                    )
-                head = (row.size, event_hash or GENESIS)
+            heads = _heads_at(session, row.size, len(heads))
+        head = max(heads, key=lambda h: h[0])
         policies = tuple(load_policies(session))
-        # several partitions: their seqs interleave, so no single seq bounds them; the snapshot does
-        # (every committed event is at or before its partition's head, read in the same snapshot)
-        last = int(head[0]) if len(heads) == 1 else None
-        events = ledger_events(session, settings=settings, until=as_of, through_seq=last)
+        events = ledger_events(session, settings=settings, until=as_of, through_seq=head[0])
+        if len(heads) > 1:  # seqs interleave: each partition up to its own head
+            events = _up_to_heads(events, [seq for seq, _ in heads])
         closed = closed_accounts(session)
     return ConsentSnapshot(
-        partition_heads=tuple((int(s), str(h)) for s, h in heads) if len(heads) > 1 else (),
-        head_seq=int(head[0]),
-        head_hash=str(head[1]),
+        partition_heads=tuple(heads) if len(heads) > 1 else (),
+        head_seq=head[0],
+        head_hash=head[1],
         checkpoint=cited,
         policies=policies,
         events=events,
         events_considered=events.num_rows,
         closed_accounts=closed,
     )
+
+
+def _heads_at(session: Session, size: int, count: int) -> list[tuple[int, str]]:
+    """Every partition's head (seq, hash) as the checkpoint of ``size`` leaves commits to it: with one
+    partition its last event, with several the last event of each partition's tree in the checkpoint's
+    state entry."""
+    if count == 1:
+        seqs = [size]
+    elif size == 0:
+        seqs = [0] * count
+    else:
+        trees = partitions.state_at(session, size - 1).trees
+        if len(trees) != count:
+            raise IntegrityFailure(f"checkpoint {size} names {len(trees)} partitions, the ledger has {count}")
+        seqs = [ledger.seq_of(n - 1, p, count) if n else 0 for p, (n, _) in enumerate(trees)]
+    wanted = select(ConsentEvent.seq, ConsentEvent.hash).where(ConsentEvent.seq.in_([s for s in seqs if s]))
+    found = {int(seq): str(digest) for seq, digest in session.execute(wanted)}
+    heads = []
+    for seq in seqs:
+        if seq and seq not in found:
+            raise IntegrityFailure(f"the ledger has no event {seq}, which checkpoint {size} covers")
+        heads.append((seq, found[seq] if seq else GENESIS))
+    return heads
+
+
+def _up_to_heads(events: pa.Table, heads: Sequence[int]) -> pa.Table:
+    """The events whose seq is at or before their own partition's head (``heads[p]``)."""
+    seqs = events["seq"].to_numpy()
+    bounds = np.asarray(heads, dtype=np.int64)
+    return events.filter(pa.array(seqs <= bounds[(seqs - 1) % len(heads)]))
 
 
 def closed_accounts(session: Session) -> pa.Table:
