@@ -1,8 +1,10 @@
 """The dishonest operator: history rewritten straight in the database (an old event edited and every
 later hash, the head and the tree recomputed; the tail truncated; two events reordered), checkpoints
 signed afresh by the operator's own key. A real witness process refuses to cosign, the monitor holding
-an earlier checkpoint reports the fork or rollback, and a receipt issued before fails against the new
-tree. On SQLite and PostgreSQL."""
+an earlier checkpoint reports the fork or rollback, a receipt issued before fails against the new
+tree, and a release built before no longer verifies. On a ledger of one partition and of four (the
+edit inside one partition, the log of partition states signed again over it), on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ import pytest
 from consentry.config import Settings
 from consentry.consent import ledger
 from consentry.db import Database
+from consentry.errors import InvalidInput
 from consentry.lake.generate import generate_lake
+from consentry.transparency import partitions, tiles
 from consentry.transparency.checkpoint import parse_checkpoint
 from consentry.transparency.publisher import add_checkpoint_body
 from consentry.transparency.service import LogContext
@@ -50,10 +54,37 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+def _covered(base: str, checkpoint: str, count: int, events: int) -> bool:
+    """Whether a checkpoint of the log covers ``events`` events (with several partitions: whether the
+    state entry it ends with names that many)."""
+    try:
+        size = parse_checkpoint(checkpoint)[0].size
+    except InvalidInput:
+        return False  # none signed yet: the answer is a problem document
+    if count == 1 or size == 0:
+        return size == events
+    last = tiles.tile_at(tiles.ENTRIES, (size - 1) // tiles.TILE_WIDTH, size)
+    bundle = httpx.get(f"{base}/tlog/{last.path}")
+    latest = partitions.parse_states(tiles.split_bundle(bundle.content)[-1])
+    return sum(n for n, _ in latest.trees) == events
+
+
+def _edits(mode: str, count: int, mates: list[int]) -> tuple[int, int]:
+    """The seq to edit and the seq of the saved receipt, in the partition whose seqs are ``mates``."""
+    if count == 1:
+        return {"rewrite": (3, 3), "truncate": (8, 10), "reorder": (4, 4)}[mode]
+    return {"rewrite": (mates[1], mates[1]), "truncate": (mates[0], mates[-1]), "reorder": (mates[1],) * 2}[
+        mode
+    ]
+
+
+@pytest.mark.parametrize("count", [1, 4], ids=["P1", "P4"])
 @pytest.mark.parametrize("mode", ["rewrite", "truncate", "reorder"])
 def test_a_rewritten_history_is_caught(
-    mode: str, settings: Settings, database: Database, tmp_path: Path
+    mode: str, count: int, settings: Settings, database: Database, tmp_path: Path
 ) -> None:
+    with database.write() as session:
+        ledger.set_partitions(session, count)
     log_key = LogContext.from_settings(settings).signer.vkey  # the operator's checkpoint key
     witness_state = tmp_path / "witness" / "state.db"
     witness_state.parent.mkdir()
@@ -103,24 +134,35 @@ def test_a_rewritten_history_is_caught(
             [signed] = response.json()["receipts"]
             receipts[signed["receipt"]["chain"]["seq"]] = signed
         deadline = time.monotonic() + 60
-        while True:  # the checkpoint of size 12, cosigned by the witness
+        while True:  # a checkpoint covering all 12 events, cosigned by the witness
             text = httpx.get(f"{base}/.well-known/consentry/checkpoint").text
-            if parse_checkpoint(text)[0].size == 12 and f"— {WITNESS} " in text:
+            if f"— {WITNESS} " in text and _covered(base, text, count, 12):
                 break
             assert time.monotonic() < deadline, text + server_log.read_text()
             time.sleep(0.2)
+        accepted = parse_checkpoint(text)[0].size
+        assert accepted == 12 if count == 1 else accepted >= 1
+
+        # the events of one partition: the edit happens there (with one partition, everywhere)
+        by_partition: dict[int, list[int]] = {}
+        for seq in sorted(receipts):
+            by_partition.setdefault(ledger.partition_of_seq(seq, count), []).append(seq)
+        mates = max(by_partition.values(), key=len)  # each account's 4 events share a partition
+        edited, kept = _edits(mode, count, mates)
 
         watch = ["--log-key", log_key, "--witness-key", witness_key, "--quorum", "1"]
         state = tmp_path / "monitor.json"
-        seq = {"rewrite": 3, "truncate": 10, "reorder": 4}[mode]
-        (tmp_path / "receipt.json").write_text(json.dumps(receipts[seq]))
+        (tmp_path / "receipt.json").write_text(json.dumps(receipts[kept]))
         first = _cli(
-            "monitor", base, "--state", str(state), "--receipt", str(tmp_path / "receipt.json"), *watch
-        )
+            "monitor", base, "--state", str(state), "--full", "--receipt", str(tmp_path / "receipt.json"),
+            *watch,
+        )  # fmt: skip
         assert first.returncode == 0, first.stderr
-        assert json.loads(state.read_text())["size"] == 12
+        assert json.loads(state.read_text())["size"] == accepted
+        if count > 1:
+            assert "recomputed all 4 partitions' trees from their 12 events" in first.stdout
 
-        # a release built now cites the checkpoint of size 12, and verifies against the log
+        # a release built now cites the accepted checkpoint, and verifies against the log
         generate_lake(tmp_path / "lake", accounts=40, posts=200, seed=3)
         added = _cli("recipient", "add", "assistant", "--kind", "first_party", env=env)
         assert added.returncode == 0, added.stderr
@@ -128,7 +170,7 @@ def test_a_rewritten_history_is_caught(
                      "--out", str(tmp_path / "release"), env=env)  # fmt: skip
         assert built.returncode == 0, built.stderr
         manifest = json.loads((tmp_path / "release" / "manifest.json").read_text())
-        assert manifest["consent"]["checkpoint"]["size"] == 12
+        assert manifest["consent"]["checkpoint"]["size"] == accepted
         assert manifest["consent"]["checkpoint"]["cosigned_by"] == [WITNESS]
         release_id = manifest["release_id"]
         for where in ([], ["--log", base]):
@@ -136,7 +178,7 @@ def test_a_rewritten_history_is_caught(
             assert verified.returncode == 0, verified.stdout + verified.stderr
             assert "is consistent with the log's current checkpoint" in " ".join(verified.stdout.split())
 
-        tamper(database, mode, {"rewrite": 3, "truncate": 8, "reorder": 4}[mode])
+        tamper(database, mode, edited)
         with database.read() as session:
             assert ledger.verify(session).ok  # the chain alone no longer tells
         response = httpx.put(  # one more write: the operator's software signs a checkpoint of the new tree
@@ -145,47 +187,68 @@ def test_a_rewritten_history_is_caught(
             json={"settings": {"assistant_realtime": "deny"}},
         )
         assert response.status_code == 200
-        size = 9 if mode == "truncate" else 13
+        [latest] = response.json()["receipts"]
+        latest_seq = latest["receipt"]["chain"]["seq"]
         deadline = time.monotonic() + 60
-        while True:
-            reply = httpx.get(f"{base}/.well-known/consentry/checkpoint")
-            if reply.status_code == 200 and parse_checkpoint(reply.text)[0].size == size:
+        while True:  # until a checkpoint covers that write
+            proof = httpx.get(
+                f"{base}/v1/me/receipts/{latest_seq}/proof", headers={"Authorization": f"Bearer {tokens[0]}"}
+            )
+            if proof.status_code == 200:
                 break
-            assert time.monotonic() < deadline, server_log.read_text()
+            assert proof.status_code == 409 and time.monotonic() < deadline, (
+                proof.text + server_log.read_text()
+            )
             time.sleep(0.2)
-        new_checkpoint = reply.text
+        new_checkpoint = proof.json()["checkpoint"]
+        size = parse_checkpoint(new_checkpoint)[0].size
+        if count == 1:
+            assert size == (9 if mode == "truncate" else 13)
         time.sleep(1)  # the publisher has asked the witness by now
         assert f"— {WITNESS} " not in httpx.get(f"{base}/.well-known/consentry/checkpoint").text
 
-        # the witness refuses: the new tree does not extend size 12, which it cosigned
-        if mode == "truncate":
-            body = add_checkpoint_body(12, [], new_checkpoint)
+        # the witness refuses: the new tree does not extend the one it cosigned
+        if size < accepted:
+            body = add_checkpoint_body(accepted, [], new_checkpoint)
             refused = httpx.post(f"http://127.0.0.1:{witness_port}/add-checkpoint", content=body)
             assert refused.status_code == 400
+        elif size == accepted:
+            body = add_checkpoint_body(accepted, [], new_checkpoint)
+            refused = httpx.post(f"http://127.0.0.1:{witness_port}/add-checkpoint", content=body)
+            assert refused.status_code == 409 and "fork" in refused.text
         else:
-            proof = httpx.get(f"{base}/v1/transparency/consistency", params={"from": 12, "to": size}).json()
-            body = add_checkpoint_body(12, [base64.b64decode(h) for h in proof["proof"]], new_checkpoint)
+            consistency = httpx.get(
+                f"{base}/v1/transparency/consistency", params={"from": accepted, "to": size}
+            ).json()
+            body = add_checkpoint_body(
+                accepted, [base64.b64decode(h) for h in consistency["proof"]], new_checkpoint
+            )
             refused = httpx.post(f"http://127.0.0.1:{witness_port}/add-checkpoint", content=body)
             assert refused.status_code == 422 and "not consistent" in refused.text
             assert "not consistent" in httpx.get(f"http://127.0.0.1:{witness_port}/refusals").text
 
-        # the monitor holding the checkpoint of size 12 names the problem
+        # the monitor holding the accepted checkpoint names the problem
         again = _cli("monitor", base, "--state", str(state), *watch[:2])
         assert again.returncode == 1
-        assert ("ROLLBACK" if mode == "truncate" else "FORK") in again.stderr
-        assert json.loads(state.read_text())["size"] == 12  # the bad checkpoint was not accepted
+        assert ("ROLLBACK" if size < accepted else "FORK") in again.stderr, again.stderr
+        assert json.loads(state.read_text())["size"] == accepted  # the bad checkpoint was not accepted
         # without the witness quorum nothing is accepted either
         quorum = _cli("monitor", base, *watch)
         assert quorum.returncode == 1 and "BAD-SIGNATURE" in quorum.stderr
 
         # the release built before fails: locally and against the served log
+        reason = (
+            "the log was truncated"
+            if size < accepted
+            else "a fork"
+            if size == accepted
+            else "the history it covers was rewritten"
+        )
         for where in ([], ["--log", base]):
             refused_release = _cli("dataset", "verify", release_id, *where, env=env)
             said = " ".join((refused_release.stdout + refused_release.stderr).split())
             assert refused_release.returncode == 1, said
-            assert (
-                "the log was truncated" if mode == "truncate" else "the history it covers was rewritten"
-            ) in said
+            assert reason in said
 
         # the receipt issued before fails against the new tree
         fresh = _cli("monitor", base, "--receipt", str(tmp_path / "receipt.json"), *watch[:2])

@@ -213,3 +213,62 @@ def test_go_verifies_the_partitioned_checkpoint_and_the_state_step(
     assert ok.returncode == 0 and ok.stdout.strip() == "ok 2", ok.stderr
     first_state = tiles.split_bundle(client.get("/tlog/tile/entries/000.p/2").content)[0]
     assert run(binary, {**document, "entry": base64.b64encode(first_state).decode()}).returncode != 0
+
+
+def test_the_monitor_recomputes_every_partition_and_finds_a_receipt_in_its_partition(
+    client: TestClient, database: Database, tmp_path: Path
+) -> None:
+    tokens = [make_account(database, handle=f"m{n}")[1] for n in range(8)]
+    receipts = [change(client, token, "deny") for token in tokens]
+    publish_now(client, database)
+    receipts += [change(client, token, "allow") for token in tokens[:5]]
+    publish_now(client, database)
+    trust = Trust(parse_vkey(client.get("/.well-known/consentry/checkpoint-key").text))
+    key = client.get("/.well-known/consentry/receipt-key").json()["keys"][0]
+    log = monitor.LogClient("http://testserver", client=client)
+
+    # each partition's tree is served as tlog-tiles of its own: entry i of partition p is event i*P+p+1
+    with database.read() as session:
+        events = [
+            (e.seq, ledger.canonical_json(ledger.document_of(e)))
+            for e in session.scalars(sa.select(ConsentEvent).order_by(ConsentEvent.seq))
+        ]
+    for partition in range(P):
+        mine = [entry for seq, entry in events if ledger.partition_of_seq(seq, P) == partition]
+        if not mine:
+            assert client.get(f"/tlog/partitions/{partition}/tile/entries/000.p/1").status_code == 404
+            continue
+        bundle = client.get(f"/tlog/partitions/{partition}/tile/entries/000.p/{len(mine)}")
+        assert bundle.status_code == 200
+        assert tiles.split_bundle(bundle.content) == mine
+        leaves = client.get(f"/tlog/partitions/{partition}/tile/0/000.p/{len(mine)}").content
+        assert leaves == b"".join(merkle.leaf_hash(entry) for entry in mine)
+    assert client.get(f"/tlog/partitions/{P}/tile/entries/000.p/1").status_code == 404
+
+    # --full: the log of states and every partition's tree; --receipt: in its partition's tree
+    report = monitor.run(
+        log,
+        trust=trust,
+        state=tmp_path / "m.json",
+        full=True,
+        receipt=receipts[2],
+        receipt_key=key,
+        workers=3,
+    )
+    assert report.size == 2
+    assert "recomputed all 4 partitions' trees from their 13 events" in report.notes
+    assert "the receipt's event is included in the current tree" in report.notes
+
+    # an event edited behind the trees' back: the partition's entries no longer give its signed root
+    victim = receipts[9]["receipt"]["chain"]["seq"]  # type: ignore[index]
+    with database.write() as session:
+        session.execute(sa.update(ConsentEvent).where(ConsentEvent.seq == victim).values(value="deny"))
+    with pytest.raises(monitor.MonitorAlarm) as caught:
+        monitor.run(log, trust=trust, state=tmp_path / "m.json", full=True)
+    assert caught.value.kind == "tree-mismatch"
+    assert f"partition {ledger.partition_of_seq(victim, P)}'s events do not hash" in caught.value.detail
+    # a receipt the checkpoint does not cover yet is not in its tree
+    late = change(client, tokens[7], "allow")
+    with pytest.raises(monitor.MonitorAlarm) as uncovered:
+        monitor.run(log, trust=trust, state=None, receipt=late, receipt_key=key)
+    assert uncovered.value.kind == "receipt" and "is not in partition" in uncovered.value.detail

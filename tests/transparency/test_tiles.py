@@ -133,3 +133,36 @@ def test_entry_bundles_round_trip_and_truncation_is_caught() -> None:
         tiles.split_bundle(bundle[:-1])
     with pytest.raises(InvalidInput):
         tiles.entry_bundle([b"x" * 70_000])
+
+
+@given(st.lists(st.binary(max_size=600), max_size=40), st.data())
+@settings(max_examples=200, deadline=None)
+def test_a_bundles_leaf_hashes_are_each_entrys_and_any_cut_is_caught(
+    entries: list[bytes], data: st.DataObject
+) -> None:
+    bundle = tiles.entry_bundle(entries)
+    leaves, count = tiles.bundle_leaf_hashes(bundle)
+    assert count == len(entries)
+    assert leaves == b"".join(merkle.leaf_hash(e) for e in entries)
+    if bundle:
+        cut = data.draw(st.integers(0, len(bundle) - 1))
+        prefix = bundle[:cut]
+        try:  # a cut on an entry's end is a shorter, valid bundle; anywhere else it is caught
+            whole = tiles.split_bundle(prefix)
+        except IntegrityFailure:
+            with pytest.raises(IntegrityFailure):
+                tiles.bundle_leaf_hashes(prefix)
+        else:
+            assert tiles.bundle_leaf_hashes(prefix) == (b"".join(map(merkle.leaf_hash, whole)), len(whole))
+
+
+@pytest.mark.parametrize("count", [1, 2, 4, 128, 256])
+def test_a_subtree_read_from_a_tile_is_the_definitions(count: int) -> None:
+    hashes = [merkle.leaf_hash(b"%d" % i) for i in range(256)]
+    data = b"".join(hashes)
+    for start in range(0, 256, count):
+        assert tiles.hash_from_tile(data, start, start + count) == merkle.perfect_root(
+            hashes[start : start + count]
+        )
+    with pytest.raises(ValueError, match="power-of-two"):
+        tiles.hash_from_tile(data, 0, 3)

@@ -4,12 +4,14 @@ command line. The monitor and the witness never open the operator's database."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from consentry.cli_support import cli_errors, console, fail, get_settings, open_database
+from consentry.cli_support import cli_errors, console, err_console, fail, get_settings, open_database
 from consentry.errors import InvalidInput
 
 witness_app = typer.Typer(help="Run a witness that cosigns consistent checkpoints.", no_args_is_help=True)
@@ -63,6 +65,10 @@ def monitor(
     log_key: LogKey = None,
     witness_key: WitnessKeys = None,
     quorum: Quorum = 0,
+    connections: Annotated[
+        int, typer.Option(min=1, max=64, help="Entry bundles fetched at once by --full.")
+    ] = 8,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display for --full.")] = False,
 ) -> None:
     """Check the log at URL: signature, consistency with the last accepted checkpoint, and optionally
     the whole tree and a receipt. Exits 1 naming a fork, rollback, truncation or bad signature."""
@@ -77,8 +83,19 @@ def monitor(
             jwk = _jwk(json.loads(receipt_key.read_text("utf-8")), signed)
     except (OSError, ValueError) as error:
         raise InvalidInput(f"cannot read: {error}", field="receipt") from error
+    show = full and not quiet and console.is_terminal and err_console.is_terminal
     try:
-        report = run(LogClient(url), trust=trust, state=state, full=full, receipt=signed, receipt_key=jwk)
+        with _progress(show) as progress:
+            report = run(
+                LogClient(url, connections=connections),
+                trust=trust,
+                state=state,
+                full=full,
+                receipt=signed,
+                receipt_key=jwk,
+                workers=connections,
+                progress=progress,
+            )
     except MonitorAlarm as alarm:
         raise fail(f"{alarm.kind.upper()}: {alarm.detail}") from alarm
     cosigned = f", cosigned by {', '.join(report.cosigned_by)}" if report.cosigned_by else ""
@@ -87,6 +104,32 @@ def monitor(
     )
     for note in report.notes:
         console.print(f"  {note}")
+
+
+@contextmanager
+def _progress(show: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress display on stderr for a full check (``None``: nothing shown)."""
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, TaskID] = {}
+    with Progress(
+        TextColumn("{task.description:<20}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+
+        def advance(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done)
+
+        yield advance
 
 
 def _jwk(data: Any, signed: Any) -> Any:

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from consentry.consent import ledger
 from consentry.consent.ledger import canonical_json
 from consentry.consent.receipts import verify_receipt
 from consentry.errors import IntegrityFailure, InvalidInput
@@ -30,11 +33,24 @@ from consentry.transparency.verify import Trust, VerifiedCheckpoint, partition_c
 
 class MonitorAlarm(IntegrityFailure):
     """The log misbehaved: ``kind`` is ``fork``, ``rollback`` (truncation), ``bad-signature``,
-    ``tree-mismatch`` or ``receipt``."""
+    ``tree-mismatch``, ``missing`` (a tile or entry bundle the checkpoint covers is not served) or
+    ``receipt``."""
 
     def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(f"{kind}: {detail}")
+        super().__init__(detail)  # the detail alone: the command line prints "KIND: detail"
         self.kind = kind
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
+FETCH_WORKERS = 8
+"""Entry bundles fetched at once by ``full_root`` (each on a keep-alive connection of its own)."""
+FETCH_AHEAD = 64
+"""Entry bundles fetched ahead of the hashing at most (bounds the memory held)."""
+
+Progress = Callable[[str, int, int], None]
+"""``(what, leaves hashed, leaves in all)``, called as a full check goes."""
 
 
 @dataclass
@@ -50,11 +66,31 @@ class MonitorReport:
 
 
 class LogClient:
-    """Reads a Consentry log over HTTP."""
+    """Reads a Consentry log over HTTP (keep-alive connections, safe to share between threads).
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0, client: httpx.Client | None = None) -> None:
+    ``prefix`` is where the tlog-tiles live: ``/tlog`` for the signed tree, ``/tlog/partitions/<p>``
+    for a partition's tree (``partition``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        client: httpx.Client | None = None,
+        prefix: str = "/tlog",
+        connections: int = FETCH_WORKERS,
+    ) -> None:
         self.base = base_url.rstrip("/")
-        self.http = client or httpx.Client(timeout=timeout)
+        self.prefix = prefix
+        self.http = client or httpx.Client(
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            transport=httpx.HTTPTransport(retries=2),  # a connection refused or reset is tried again
+        )
+
+    def partition(self, partition: int) -> LogClient:
+        """The same log's partition ``partition`` (its own tree and entries), on the same connections."""
+        return LogClient(self.base, client=self.http, prefix=f"/tlog/partitions/{partition}")
 
     def text(self, path: str) -> str:
         """GET a text resource."""
@@ -86,7 +122,24 @@ class LogClient:
 
     def tiles(self, wanted: Sequence[Tile]) -> list[bytes]:
         """The bytes of tiles (or entry bundles)."""
-        return [self._get("/tlog/" + tile.path).content for tile in wanted]
+        return [self._get(f"{self.prefix}/{tile.path}").content for tile in wanted]
+
+    def bundle(self, tile: Tile, *, size: int) -> bytes:
+        """One entry bundle of the tree of ``size`` leaves; ``MonitorAlarm`` (``missing``) naming the
+        tile and its leaves when the log does not serve it."""
+        path = f"{self.prefix}/{tile.path}"
+        try:
+            response = self.http.get(self.base + path)
+        except httpx.HTTPError as error:
+            raise InvalidInput(f"cannot fetch entry bundle {path}: {error}", field="url") from error
+        if response.status_code != 200:
+            raise MonitorAlarm(
+                "missing",
+                f"the log does not serve entry bundle {path} (leaves {tile.start} to "
+                f"{tile.start + tile.width - 1}), which its tree of size {size} covers: it answered "
+                f"{response.status_code}",
+            )
+        return response.content
 
 
 def load_state(path: Path | None) -> dict[str, Any] | None:
@@ -114,22 +167,66 @@ def save_state(path: Path, checked: VerifiedCheckpoint, vkey: str) -> None:
     tmp.replace(path)
 
 
-def full_root(client: LogClient, size: int) -> bytes:
-    """The root recomputed from every entry bundle (only the growing tiles are kept in memory)."""
+def fetch_bundles(
+    client: LogClient, size: int, *, workers: int = FETCH_WORKERS, ahead: int = FETCH_AHEAD
+) -> Iterator[tuple[Tile, bytes]]:
+    """Every entry bundle of the tree of ``size`` leaves, in order, fetched by ``workers`` threads at
+    most ``ahead`` bundles ahead of the consumer; an error stops the fetching and is raised in order."""
+    wanted = (
+        Tile(ENTRIES, index, tiles.tile_width(ENTRIES, index, size))
+        for index in range(tiles.tiles_of(size, ENTRIES))
+    )
+    if workers <= 1:
+        for tile in wanted:
+            yield tile, client.bundle(tile, size=size)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bundles")
+    pending: deque[tuple[Tile, Future[bytes]]] = deque()
+    try:
+        for tile in itertools.islice(wanted, max(ahead, workers)):
+            pending.append((tile, pool.submit(client.bundle, tile, size=size)))
+        while pending:
+            tile, future = pending.popleft()
+            data = future.result()
+            for following in itertools.islice(wanted, 1):
+                pending.append((following, pool.submit(client.bundle, following, size=size)))
+            yield tile, data
+    finally:
+        for _, future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def full_root(
+    client: LogClient,
+    size: int,
+    *,
+    workers: int = FETCH_WORKERS,
+    progress: Progress | None = None,
+    what: str = "entries",
+) -> bytes:
+    """The root recomputed from every entry bundle of the tree of ``size`` leaves, fetched concurrently
+    (``fetch_bundles``) while the bundles already here are hashed; only the growing tiles are kept.
+    ``MonitorAlarm`` naming the tile for a bundle that is missing, truncated or of the wrong width."""
     frontier: dict[int, bytes] = {}
     done = 0
-    for index in range(tiles.tiles_of(size, ENTRIES)):
-        width = tiles.tile_width(ENTRIES, index, size)
-        [bundle] = client.tiles([Tile(ENTRIES, index, width)])
-        entries = tiles.split_bundle(bundle)
-        if len(entries) != width:
+    for tile, bundle in fetch_bundles(client, size, workers=workers):
+        try:
+            leaves, count = tiles.bundle_leaf_hashes(bundle)
+        except IntegrityFailure as error:
             raise MonitorAlarm(
-                "tree-mismatch", f"entry bundle {index} holds {len(entries)} entries, not {width}"
+                "tree-mismatch", f"entry bundle {client.prefix}/{tile.path}: {error.detail}"
+            ) from error
+        if count != tile.width:
+            raise MonitorAlarm(
+                "tree-mismatch",
+                f"entry bundle {client.prefix}/{tile.path} holds {count} entries, not {tile.width}",
             )
-        leaves = b"".join(merkle.leaf_hash(e) for e in entries)
         update = tiles.append_hashes(done, leaves, frontier)
         done = update.size
         frontier = _frontier_after(done, update.tiles, frontier)
+        if progress is not None:
+            progress(what, done, size)
     partial = {(t.level, t.index): frontier[t.level] for t in tiles.frontier_tiles(size)}
     return merkle.tree_hash(
         size, tiles.tile_hash_reader(size, lambda wanted: [partial[(t.level, t.index)] for t in wanted])
@@ -210,26 +307,87 @@ def check_partitions(client: LogClient, checked: VerifiedCheckpoint, previous_si
 def check_receipt(
     client: LogClient, checked: VerifiedCheckpoint, signed: Any, receipt_key: dict[str, Any]
 ) -> None:
-    """The receipt's signature and chain link, and its event's inclusion in the checkpoint's tree."""
+    """The receipt's signature and chain link, and its event's inclusion in the checkpoint's tree (with
+    several partitions: in its partition's tree as the checkpoint's latest state entry names it)."""
     receipt = verify_receipt(signed, receipt_key)
-    if partition_count(checked.checkpoint) > 1:
-        raise InvalidInput(
-            "the log is partitioned: check a receipt with its proof (consentry receipt verify --proof)",
-            field="receipt",
-        )
     seq = receipt["event"]["seq"]
-    size = checked.checkpoint.size
-    if not isinstance(seq, int) or not 1 <= seq <= size:
-        raise MonitorAlarm("receipt", f"the receipt's event {seq} is not in the tree of size {size}")
-    proof = merkle.inclusion_proof(size, seq - 1, tiles.tile_hash_reader(size, client.tiles))
+    size, root = checked.checkpoint.size, checked.checkpoint.root
+    count = partition_count(checked.checkpoint)
+    leaf = merkle.leaf_hash(canonical_json(receipt["event"]))
+    where = f"the log's tree of size {size}"
+    if count > 1:
+        if not isinstance(seq, int) or seq < 1 or size == 0:
+            raise MonitorAlarm("receipt", f"the receipt's event {seq} is not in the log's partitioned tree")
+        latest = latest_state(client, checked)
+        partition, index = ledger.partition_of_seq(seq, count), ledger.leaf_index(seq, count)
+        size, root = latest.trees[partition]
+        client = client.partition(partition)
+        where = f"partition {partition}'s tree of size {size} (the checkpoint's latest state)"
+    else:
+        index = seq - 1 if isinstance(seq, int) else -1
+    if not 0 <= index < size:
+        raise MonitorAlarm("receipt", f"the receipt's event {seq} is not in {where}")
+    proof = merkle.inclusion_proof(size, index, tiles.tile_hash_reader(size, client.tiles))
     try:
-        merkle.verify_inclusion(
-            proof, size, checked.checkpoint.root, seq - 1, merkle.leaf_hash(canonical_json(receipt["event"]))
-        )
+        merkle.verify_inclusion(proof, size, root, index, leaf)
     except IntegrityFailure as error:
         raise MonitorAlarm(
-            "receipt", f"event {seq} of the receipt is not in the log's tree of size {size}: it was rewritten"
+            "receipt", f"event {seq} of the receipt is not in {where}: it was rewritten"
         ) from error
+
+
+def latest_state(client: LogClient, checked: VerifiedCheckpoint) -> States:
+    """The last state entry of a partitioned log's checkpoint, proven to be its tree's last leaf."""
+    [latest] = state_entries(client, checked, checked.checkpoint.size - 1)
+    count = partition_count(checked.checkpoint)
+    if len(latest.trees) != count:
+        raise MonitorAlarm(
+            "tree-mismatch",
+            f"the latest state entry lists {len(latest.trees)} partitions, the checkpoint names {count}",
+        )
+    return latest
+
+
+def check_full(
+    client: LogClient,
+    checked: VerifiedCheckpoint,
+    *,
+    workers: int = FETCH_WORKERS,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Recompute the checkpoint's tree from every entry and compare the root; with several partitions,
+    also every partition's tree from its events, against the roots the latest state entry names.
+    Returns what was established."""
+    size, root = checked.checkpoint.size, checked.checkpoint.root
+    count = partition_count(checked.checkpoint)
+    what = "entries" if count == 1 else "partition states"
+    if full_root(client, size, workers=workers, progress=progress, what=what) != root:
+        raise MonitorAlarm(
+            "tree-mismatch", f"the entries do not hash to the checkpoint's root at size {size}"
+        )
+    if count == 1:
+        return [f"recomputed the tree from all {size} entries"]
+    notes = [f"recomputed the tree of partition states from all {size} entries"]
+    if size == 0:
+        return notes
+    latest = latest_state(client, checked)
+    for partition, (tree_size, tree_root) in enumerate(latest.trees):
+        recomputed = full_root(
+            client.partition(partition),
+            tree_size,
+            workers=workers,
+            progress=progress,
+            what=f"partition {partition}",
+        )
+        if recomputed != tree_root:
+            raise MonitorAlarm(
+                "tree-mismatch",
+                f"partition {partition}'s events do not hash to the root the latest state names for its "
+                f"{tree_size} events",
+            )
+    events = sum(tree_size for tree_size, _ in latest.trees)
+    notes.append(f"recomputed all {count} partitions' trees from their {events} events")
+    return notes
 
 
 def run(
@@ -240,6 +398,8 @@ def run(
     full: bool = False,
     receipt: Any = None,
     receipt_key: dict[str, Any] | None = None,
+    workers: int = FETCH_WORKERS,
+    progress: Progress | None = None,
 ) -> MonitorReport:
     """One monitoring round; raises ``MonitorAlarm`` naming what is wrong."""
     previous = load_state(state)
@@ -283,12 +443,7 @@ def run(
             steps = check_partitions(client, checked, previous_size)
             notes.append(f"every partition's tree extends its earlier one ({steps} steps proven)")
     if full:
-        recomputed = full_root(client, new.size)
-        if recomputed != new.root:
-            raise MonitorAlarm(
-                "tree-mismatch", f"the entries do not hash to the checkpoint's root at size {new.size}"
-            )
-        notes.append(f"recomputed the tree from all {new.size} entries")
+        notes.extend(check_full(client, checked, workers=workers, progress=progress))
     if receipt is not None:
         if receipt_key is None:
             keys = json.loads(client.text("/.well-known/consentry/receipt-key"))["keys"]

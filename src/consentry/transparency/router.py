@@ -80,6 +80,26 @@ def tile(path: str, database: DatabaseDep) -> Response:
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 
+@router.get(
+    "/tlog/partitions/{partition}/tile/{path:path}",
+    tags=["transparency"],
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+@raises(NotFound)  # a ledger of one partition, no such partition, or no such tile
+def partition_tile(
+    partition: Annotated[int, Path(ge=0, le=1023)], path: str, database: DatabaseDep
+) -> Response:
+    """A tile or entry bundle of one partition's tree (a ledger of several partitions), by the
+    tlog-tiles paths under the prefix ``/tlog/partitions/<p>``: entry ``i`` is the event
+    ``seq = i * P + p + 1``. Monitors recompute each partition's tree from these (``--full``)."""
+    with database.read() as session:
+        found, data = service.partition_tile_bytes(session, partition=partition, path=f"tile/{path}")
+    headers = IMMUTABLE if found.full else MUTABLE
+    if found.level == ENTRIES:
+        headers = {**headers, "Vary": "Accept-Encoding"}
+    return Response(data, media_type="application/octet-stream", headers=headers)
+
+
 @router.get("/v1/transparency/consistency", tags=["transparency"])
 def consistency(
     database: DatabaseDep,

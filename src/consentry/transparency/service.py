@@ -216,6 +216,32 @@ def entry_bundle(session: Session, tile: Tile) -> bytes:
     return tiles.entry_bundle(entry_of(row) for row in rows)
 
 
+def partition_tile_bytes(session: Session, *, partition: int, path: str) -> tuple[Tile, bytes]:
+    """A tile or entry bundle of one partition's tree (a ledger of several partitions), at a tlog-tiles
+    path: entry ``i`` of partition ``p`` is the event ``seq = i * P + p + 1``."""
+    heads = ledger.heads(session)
+    if len(heads) == 1 or not 0 <= partition < len(heads):
+        raise NotFound(f"the ledger has no partition {partition} of its own tree", field="partition")
+    tile = tiles.parse_path(path)
+    size = heads[partition].size
+    have = tiles.tile_width(tile.level, tile.index, size)
+    if have < tile.width or (tile.full and have < tiles.TILE_WIDTH):
+        raise NotFound(f"{path} does not exist in partition {partition}'s tree of size {size}", field="path")
+    if tile.level != ENTRIES:
+        return tile, store.read_tiles(session, [tile], partition=partition)[0]
+    count = len(heads)
+    wanted = [ledger.seq_of(tile.start + i, partition, count) for i in range(tile.width)]
+    rows = session.scalars(
+        select(ConsentEvent).where(ConsentEvent.seq.in_(wanted)).order_by(ConsentEvent.seq)
+    ).all()
+    if [row.seq for row in rows] != wanted:
+        raise IntegrityFailure(
+            f"the events of partition {partition}'s leaves {tile.start} to {tile.start + tile.width - 1} "
+            "are not all in the ledger"
+        )
+    return tile, tiles.entry_bundle(entry_of(row) for row in rows)
+
+
 # --- checkpoints -------------------------------------------------------------------------------------
 
 
