@@ -1,31 +1,22 @@
-"""The reference platform's use cases: accounts, posts, follows, blocks, likes, reposts, assistant chats.
+"""The reference platform's use cases: accounts, posts, follows, blocks, likes and reposts.
 
-Visibility, for a viewer V (nobody when anonymous) and a post P by author A, checked in this order:
-
-1. P does not exist: ``NotFound``. P is deleted, or A's account is deleted: ``Gone`` (410).
-2. V is A: visible.
-3. A is deactivated: ``NotFound`` (hidden until A comes back).
-4. A blocks V: public posts stay readable when ``blocked_can_read`` (the setting
-   ``CONSENTRY_BLOCKED_CAN_READ``, default on); otherwise ``Forbidden`` naming the block.
-5. P is followers-only, or A is protected: only A's approved followers see it; others get ``NotFound``
-   (the same answer as for a post that does not exist, so nothing leaks).
-
-Interacting (like, repost, reply, quote, follow) needs an active account, a post the actor can see, and
-no block between the two accounts in either direction: ``Forbidden`` with the reason. Reposts and quotes
-need a public post of an unprotected account (they would widen its audience). Every check happens before
-anything is written.
+Who may see and act on what is decided in ``consentry.social.rules`` (the visibility rules are written
+out there); the assistant's chats are in ``consentry.social.assistant``. Both are re-exported here, so this
+module stays the domain's one face for its callers.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     CursorResult,
     Delete,
     Select,
@@ -53,6 +44,13 @@ from consentry.lake.schema import COUNTRY_CODES
 from consentry.links.service import drop_links
 from consentry.partners.revocations import revoke_accounts, revoke_records
 from consentry.retention.models import LegalHold
+from consentry.social.assistant import ChatResult as ChatResult
+from consentry.social.assistant import canned_response as canned_response
+from consentry.social.assistant import chat as chat
+from consentry.social.assistant import delete_interaction as delete_interaction
+from consentry.social.assistant import interactions as interactions
+from consentry.social.assistant import prompt_keywords as prompt_keywords
+from consentry.social.assistant import realtime_sources as realtime_sources
 from consentry.social.changes import record_account_changes
 from consentry.social.models import (
     MEDIA_KINDS,
@@ -65,14 +63,28 @@ from consentry.social.models import (
     Post,
     Repost,
 )
+from consentry.social.rules import PAGE_LIMIT as PAGE_LIMIT
+from consentry.social.rules import (
+    POST_COLUMNS,
+    TEXT_LIMIT,
+    AnyRow,
+    Rows,
+    acting_account,
+    check_text,
+    interaction_target,
+    invisible,
+    no_block,
+    rows,
+)
+from consentry.social.rules import PROMPT_LIMIT as PROMPT_LIMIT
+from consentry.social.rules import blocks as blocks
+from consentry.social.rules import follows as follows
+from consentry.social.rules import get_account as get_account
+from consentry.social.rules import readable_post as readable_post
+from consentry.social.rules import restricted as restricted
+from consentry.social.rules import visible_account as visible_account
 
 HANDLE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-TEXT_LIMIT = 4000
-"""Longest post text, in characters."""
-PROMPT_LIMIT = 4000
-"""Longest assistant prompt, in characters."""
-PAGE_LIMIT = 100
-"""Most posts or interactions one page holds."""
 
 
 # --- accounts ---------------------------------------------------------------------------------------
@@ -112,14 +124,6 @@ def create_account(
     session.add(account)
     session.flush()
     record_account_changes(session.connection(), [account.id])
-    return account
-
-
-def get_account(session: Session, account_id: int) -> Account:
-    """The account with this id, or ``NotFound``."""
-    account = session.get(Account, account_id)
-    if account is None:
-        raise NotFound(f"account {account_id} does not exist", field="account_id")
     return account
 
 
@@ -216,120 +220,39 @@ def _removed(session: Session, statement: Delete) -> bool:
     return bool(result.rowcount)
 
 
-# --- relations --------------------------------------------------------------------------------------
-
-
-def blocks(session: Session, blocker_id: int, blocked_id: int) -> bool:
-    """Whether ``blocker_id`` blocks ``blocked_id``."""
-    return session.get(Block, (blocker_id, blocked_id)) is not None
-
-
-def follows(session: Session, follower_id: int, followee_id: int) -> bool:
-    """Whether ``follower_id`` is an approved follower of ``followee_id``."""
-    row = session.get(Follow, (follower_id, followee_id))
-    return row is not None and not row.pending
-
-
-def _actor(session: Session, account_id: int) -> Account:
-    """The acting account, which must be active."""
-    account = get_account(session, account_id)
-    if account.status != "active":
-        raise Forbidden(f"account {account_id} is {account.status}; it cannot post or interact")
-    return account
-
-
-def visible_account(session: Session, account_id: int) -> Account:
-    """An account others may see and act upon: ``Gone`` if deleted, ``NotFound`` if unknown or deactivated."""
-    account = session.get(Account, account_id)
-    if account is None or account.status == "deactivated":
-        raise NotFound(f"account {account_id} does not exist", field="account_id")
-    if account.status == "deleted":
-        raise Gone(f"account {account_id} was deleted", field="account_id")
-    return account
-
-
-def _no_block(session: Session, actor: Account, other: Account, action: str) -> None:
-    """``Forbidden`` naming the block when either account blocks the other."""
-    if blocks(session, other.id, actor.id):
-        raise Forbidden(f"@{other.handle} has blocked you: you cannot {action}")
-    if blocks(session, actor.id, other.id):
-        raise Forbidden(f"you have blocked @{other.handle}: unblock them to {action}")
-
-
-# --- visibility -------------------------------------------------------------------------------------
-
-
-def restricted(post: Post, author: Account) -> bool:
-    """Whether a post is for the author's approved followers only."""
-    return post.visibility != "public" or author.protected
-
-
-def _invisible(post_id: int, field: str) -> NotFound:
-    return NotFound(f"post {post_id} does not exist or is not visible to you", field=field)
-
-
-def readable_post(
-    session: Session,
-    *,
-    post_id: int,
-    viewer_id: int | None,
-    blocked_can_read: bool = True,
-    field: str = "post_id",
-) -> tuple[Post, Account]:
-    """The post and its author, if ``viewer_id`` (``None``: anonymous) may read it (see the module doc)."""
-    # one query for the post and its author (foreign key: every post has one)
-    found = session.execute(_POST_AND_AUTHOR, {"post_id": post_id}).one_or_none()
-    if found is None:
-        raise _invisible(post_id, field)
-    post, author = found
-    if post.deleted_at is not None:
-        raise Gone(f"post {post_id} was deleted", field=field)
-    if author.status == "deleted":
-        raise Gone(f"post {post_id} was deleted with its author's account", field=field)
-    if viewer_id == author.id:
-        return post, author
-    if author.status != "active":
-        raise _invisible(post_id, field)
-    if viewer_id is not None and not blocked_can_read and blocks(session, author.id, viewer_id):
-        raise Forbidden(f"@{author.handle} has blocked you: you cannot read their posts")
-    if restricted(post, author) and (viewer_id is None or not follows(session, viewer_id, author.id)):
-        raise _invisible(post_id, field)
-    return post, author
-
-
-def _interaction_target(
-    session: Session, *, actor: Account, post_id: int, action: str, field: str, widens: bool
-) -> tuple[Post, Account]:
-    """A post ``actor`` may act on: readable, no block either way, public when ``widens`` the audience."""
-    post, author = readable_post(session, post_id=post_id, viewer_id=actor.id, field=field)
-    if author.id != actor.id:
-        _no_block(session, actor, author, f"{action} their posts")
-    if widens and restricted(post, author):
-        done = {"repost": "reposted", "quote": "quoted"}.get(action, action)
-        raise Forbidden(f"post {post_id} is for @{author.handle}'s followers only: it cannot be {done}")
-    return post, author
-
-
 # --- posts ------------------------------------------------------------------------------------------
+
+
+class PostFields(Protocol):
+    """What a post view reads of a post: an ORM ``Post`` or a row of ``POST_COLUMNS``."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def author_id(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def visibility(self) -> str: ...
+    @property
+    def media(self) -> str: ...
+    @property
+    def reply_to(self) -> int | None: ...
+    @property
+    def quote_of(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
 class PostView:
-    """A post as readers see it: the row, its author's handle, and counts of likes, reposts, replies."""
+    """A post as readers see it: the post, its author's handle, and counts of likes, reposts, replies."""
 
-    post: Post
+    post: PostFields
     author_handle: str
     likes: int = 0
     reposts: int = 0
     replies: int = 0
-
-
-def _check_text(text: object, *, field: str, limit: int) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidInput(f"{field} must be a non-empty string", field=field)
-    if len(text) > limit:
-        raise InvalidInput(f"{field} is limited to {limit:,} characters, got {len(text):,}", field=field)
-    return text
 
 
 def create_post(
@@ -347,20 +270,20 @@ def create_post(
 
     Replying to or quoting a deleted post is ``Gone`` (410), an unknown or invisible one ``NotFound``.
     """
-    _check_text(text, field="text", limit=TEXT_LIMIT)
+    check_text(text, field="text", limit=TEXT_LIMIT)
     if visibility not in VISIBILITIES:
         raise InvalidInput(
             f"visibility must be one of {', '.join(VISIBILITIES)}, not {visibility!r}", field="visibility"
         )
     if media not in MEDIA_KINDS:
         raise InvalidInput(f"media must be one of {', '.join(MEDIA_KINDS)}, not {media!r}", field="media")
-    author = _actor(session, author_id)
+    author = acting_account(session, author_id)
     if reply_to is not None:
-        _interaction_target(
+        interaction_target(
             session, actor=author, post_id=reply_to, action="reply to", field="reply_to", widens=False
         )
     if quote_of is not None:
-        _interaction_target(
+        interaction_target(
             session, actor=author, post_id=quote_of, action="quote", field="quote_of", widens=True
         )
     post = Post(
@@ -379,9 +302,11 @@ def create_post(
 
 def delete_post(session: Session, *, account_id: int, post_id: int, at: datetime | None = None) -> Post:
     """Delete one of the account's own posts (``deleted_at`` is set; the row stays for the lake)."""
-    post, author = readable_post(session, post_id=post_id, viewer_id=account_id)
-    if author.id != account_id:
-        raise Forbidden(f"post {post_id} is @{author.handle}'s: only its author can delete it")
+    found = readable_post(session, post_id=post_id, viewer_id=account_id)
+    if found.author_id != account_id:
+        raise Forbidden(f"post {post_id} is @{found.author_handle}'s: only its author can delete it")
+    post = session.get(Post, post_id)
+    assert post is not None  # just read
     post.deleted_at = at or utcnow()
     revoke_records(
         session,
@@ -399,37 +324,40 @@ def _counts(kind: str, column: InstrumentedAttribute[Any], *where: ColumnElement
     return select(literal(kind), column, func.count()).where(column.in_(ids), *where).group_by(column)
 
 
-_COUNTS = union_all(  # likes, reposts and replies of a list of posts in one query, built once
-    _counts("likes", Like.post_id),
-    _counts("reposts", Repost.post_id),
-    _counts("replies", Post.reply_to, Post.deleted_at.is_(None)),
-)
-_POST_AND_AUTHOR = (
-    select(Post, Account).join(Account, Account.id == Post.author_id).where(Post.id == bindparam("post_id"))
+_HANDLES: Rows = select(Account.id, Account.handle).where(Account.id.in_(bindparam("ids", expanding=True)))
+_COUNTS: CompoundSelect[*tuple[Any, ...]] = (
+    union_all(  # likes, reposts and replies of a list of posts in one query, built once
+        _counts("likes", Like.post_id),
+        _counts("reposts", Repost.post_id),
+        _counts("replies", Post.reply_to, Post.deleted_at.is_(None)),
+    )
 )
 
 
-def post_views(session: Session, posts: Sequence[Post]) -> list[PostView]:
-    """Posts with their authors' handles and counts, in the given order."""
+def post_views(
+    session: Session, posts: Sequence[PostFields], *, handles: Mapping[int, str] | None = None
+) -> list[PostView]:
+    """Posts (ORM objects or rows of ``POST_COLUMNS``) with their authors' handles and counts, in the given
+    order; ``handles`` names authors the caller already knows."""
     if not posts:
         return []
     ids = [p.id for p in posts]
-    handles: dict[int, str] = {}
-    for author_id in {p.author_id for p in posts}:  # authors already loaded in the session cost nothing
+    known = dict(handles or {})
+    for author_id in {p.author_id for p in posts} - known.keys():  # authors loaded in the session: free
         loaded = session.identity_map.get(identity_key(Account, author_id))
         if isinstance(loaded, Account):
-            handles[author_id] = loaded.handle
-    missing = {p.author_id for p in posts} - handles.keys()
+            known[author_id] = loaded.handle
+    missing = {p.author_id for p in posts} - known.keys()
     if missing:
-        authors = select(Account.id, Account.handle).where(Account.id.in_(missing))
-        handles.update({account_id: handle for account_id, handle in session.execute(authors)})
+        authors = rows(session, _HANDLES, {"ids": sorted(missing)})
+        known.update({account_id: handle for account_id, handle in authors})
 
     tally: dict[str, dict[int, int]] = {"likes": {}, "reposts": {}, "replies": {}}
-    for kind, key, count in session.execute(_COUNTS, {"ids": ids}):
+    for kind, key, count in rows(session, _COUNTS, {"ids": ids}):
         tally[kind][int(key)] = int(count)
     likes, reposts, replies = tally["likes"], tally["reposts"], tally["replies"]
     return [
-        PostView(p, handles[p.author_id], likes.get(p.id, 0), reposts.get(p.id, 0), replies.get(p.id, 0))
+        PostView(p, known[p.author_id], likes.get(p.id, 0), reposts.get(p.id, 0), replies.get(p.id, 0))
         for p in posts
     ]
 
@@ -438,19 +366,38 @@ def get_post(
     session: Session, *, post_id: int, viewer_id: int | None, blocked_can_read: bool = True
 ) -> PostView:
     """One post as ``viewer_id`` (``None``: anonymous) sees it."""
-    post, _ = readable_post(session, post_id=post_id, viewer_id=viewer_id, blocked_can_read=blocked_can_read)
-    return post_views(session, [post])[0]
+    found = readable_post(session, post_id=post_id, viewer_id=viewer_id, blocked_can_read=blocked_can_read)
+    return post_views(session, [found], handles={found.author_id: found.author_handle})[0]
 
 
 @dataclass(frozen=True)
 class AccountPosts:
     """A page of an account's posts; ``complete`` is false unless the reader is the account or an approved
-    follower (followers-only posts, and every post of a protected account, are then left out)."""
+    follower (followers-only posts, and every post of a protected account, are then left out).
+    ``account`` is a row of ``id``, ``handle``, ``created_at``, ``protected`` and ``status``."""
 
-    account: Account
+    account: AnyRow
     posts: list[PostView]
     complete: bool
     next_before: int | None
+
+
+_PROFILE: Rows = select(
+    Account.id, Account.handle, Account.created_at, Account.protected, Account.status
+).where(Account.id == bindparam("account_id"))
+
+
+@functools.cache
+def _page(everything: bool, before: bool) -> Rows:
+    """The statement of a page of an account's posts (four forms, each built once)."""
+    query: Rows = select(*POST_COLUMNS).where(
+        Post.author_id == bindparam("account_id"), Post.deleted_at.is_(None)
+    )
+    if not everything:
+        query = query.where(Post.visibility == "public")
+    if before:
+        query = query.where(Post.id < bindparam("before"))
+    return query.order_by(Post.id.desc()).limit(bindparam("limit"))
 
 
 def account_posts(
@@ -465,39 +412,35 @@ def account_posts(
     """The account's live posts that ``viewer_id`` may read, newest first, ``before`` a post id."""
     if not 1 <= limit <= PAGE_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {PAGE_LIMIT}", field="limit")
-    account = session.get(Account, account_id)
+    account = rows(session, _PROFILE, {"account_id": account_id}).one_or_none()
     if account is None or (account.status == "deactivated" and viewer_id != account_id):
         raise NotFound(f"account {account_id} does not exist", field="account_id")
     if account.status == "deleted":
         raise Gone(f"account {account_id} was deleted", field="account_id")
-    blocked = viewer_id is not None and viewer_id != account_id and blocks(session, account_id, viewer_id)
-    if blocked and not blocked_can_read:
+    reader = viewer_id if viewer_id is not None and viewer_id != account_id else None
+    if reader is not None and not blocked_can_read and blocks(session, account_id, reader):
         raise Forbidden(f"@{account.handle} has blocked you: you cannot read their posts")
     everything = viewer_id == account_id or (
         viewer_id is not None and follows(session, viewer_id, account_id)
     )
     if account.protected and not everything:
         return AccountPosts(account, [], complete=False, next_before=None)
-    query = select(Post).where(Post.author_id == account_id, Post.deleted_at.is_(None))
-    if not everything:
-        query = query.where(Post.visibility == "public")
-    if before is not None:
-        query = query.where(Post.id < before)
-    rows = list(session.scalars(query.order_by(Post.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    values = {"account_id": account_id, "before": before, "limit": limit + 1}
+    found = rows(session, _page(everything, before is not None), values).all()
+    more = len(found) > limit
+    found = found[:limit]
     return AccountPosts(
         account,
-        post_views(session, rows),
+        post_views(session, found, handles={account.id: account.handle}),
         complete=everything,
-        next_before=rows[-1].id if more else None,
+        next_before=found[-1].id if more else None,
     )
 
 
 def like_post(session: Session, *, account_id: int, post_id: int, at: datetime | None = None) -> bool:
     """Like a post (idempotent); returns whether a new like was recorded."""
-    actor = _actor(session, account_id)
-    _interaction_target(session, actor=actor, post_id=post_id, action="like", field="post_id", widens=False)
+    actor = acting_account(session, account_id)
+    interaction_target(session, actor=actor, post_id=post_id, action="like", field="post_id", widens=False)
     return _insert_new(session, Like, account_id=account_id, post_id=post_id, created_at=at or utcnow())
 
 
@@ -505,14 +448,14 @@ def unlike_post(session: Session, *, account_id: int, post_id: int) -> bool:
     """Withdraw a like; returns whether there was one."""
     get_account(session, account_id)
     if session.get(Post, post_id) is None:
-        raise _invisible(post_id, "post_id")
+        raise invisible(post_id, "post_id")
     return _removed(session, delete(Like).where(Like.account_id == account_id, Like.post_id == post_id))
 
 
 def repost_post(session: Session, *, account_id: int, post_id: int, at: datetime | None = None) -> bool:
     """Repost a public post (idempotent); returns whether a new repost was recorded."""
-    actor = _actor(session, account_id)
-    _interaction_target(session, actor=actor, post_id=post_id, action="repost", field="post_id", widens=True)
+    actor = acting_account(session, account_id)
+    interaction_target(session, actor=actor, post_id=post_id, action="repost", field="post_id", widens=True)
     return _insert_new(session, Repost, account_id=account_id, post_id=post_id, created_at=at or utcnow())
 
 
@@ -520,7 +463,7 @@ def unrepost_post(session: Session, *, account_id: int, post_id: int) -> bool:
     """Withdraw a repost; returns whether there was one."""
     get_account(session, account_id)
     if session.get(Post, post_id) is None:
-        raise _invisible(post_id, "post_id")
+        raise invisible(post_id, "post_id")
     return _removed(session, delete(Repost).where(Repost.account_id == account_id, Repost.post_id == post_id))
 
 
@@ -532,11 +475,11 @@ def follow(
 ) -> tuple[Follow, bool]:
     """Follow an account (idempotent); returns the relation and whether it is new. Following a
     protected account is a request (``pending``) until it approves."""
-    actor = _actor(session, follower_id)
+    actor = acting_account(session, follower_id)
     if follower_id == followee_id:
         raise InvalidInput("an account cannot follow itself", field="account_id")
     target = visible_account(session, followee_id)
-    _no_block(session, actor, target, "follow them")
+    no_block(session, actor, target.id, target.handle, "follow them")
     created = _insert_new(
         session,
         Follow,
@@ -581,7 +524,7 @@ def approve_follower(
     session: Session, *, account_id: int, follower_id: int, at: datetime | None = None
 ) -> Follow:
     """Approve a pending follow request: the follow starts now."""
-    _actor(session, account_id)
+    acting_account(session, account_id)
     row = _pending(session, account_id=account_id, follower_id=follower_id)
     row.pending, row.created_at = False, at or utcnow()
     return row
@@ -594,7 +537,7 @@ def decline_follower(session: Session, *, account_id: int, follower_id: int) -> 
 
 def block(session: Session, *, blocker_id: int, blocked_id: int, at: datetime | None = None) -> bool:
     """Block an account (idempotent); follows between the two, either way, end. Whether it is new."""
-    _actor(session, blocker_id)
+    acting_account(session, blocker_id)
     if blocker_id == blocked_id:
         raise InvalidInput("an account cannot block itself", field="account_id")
     visible_account(session, blocked_id)
@@ -618,152 +561,3 @@ def unblock(session: Session, *, blocker_id: int, blocked_id: int) -> bool:
     return _removed(
         session, delete(Block).where(Block.blocker_id == blocker_id, Block.blocked_id == blocked_id)
     )
-
-
-# --- assistant --------------------------------------------------------------------------------------
-
-_WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
-_STOP = frozenset((
-    "about", "after", "again", "also", "because", "been", "before", "being", "could", "does", "doing",
-    "from", "have", "having", "here", "into", "just", "know", "like", "more", "most", "much", "must",
-    "only", "other", "over", "people", "really", "should", "some", "such", "than", "that", "their", "them",
-    "then", "there", "these", "they", "this", "those", "through", "very", "want", "were", "what", "when",
-    "where", "which", "while", "will", "with", "would", "your", "write", "short", "post", "tell", "give",
-    "explain", "summarise", "summarize", "recommend", "something", "everyone", "talking", "saying",
-    "think", "thoughts", "anyone",
-))  # fmt: skip
-
-
-def prompt_keywords(prompt: str, *, limit: int = 5) -> list[str]:
-    """The words of a prompt worth searching posts for (longest first, then in prompt order)."""
-    words: list[str] = []
-    for word in _WORD.findall(prompt.lower()):
-        if word not in _STOP and word not in words:
-            words.append(word)
-    return sorted(words, key=len, reverse=True)[:limit]
-
-
-def realtime_sources(
-    session: Session,
-    *,
-    prompt: str,
-    viewer_id: int,
-    allowed: Callable[[Sequence[int]], set[int]],
-    limit: int = 3,
-) -> list[Post]:
-    """Posts the assistant may draw on when answering ``viewer_id`` in real time.
-
-    The newest live public posts of active, unprotected accounts with no block either way between
-    author and viewer that mention a keyword of the prompt, and whose authors ``allowed`` (the consent
-    check for ``assistant_realtime``) lets through.
-    """
-    keywords = prompt_keywords(prompt)
-    if not keywords:
-        return []
-    blocked_by = select(Block.blocker_id).where(Block.blocked_id == viewer_id)
-    blocking = select(Block.blocked_id).where(Block.blocker_id == viewer_id)
-    query = (
-        select(Post)
-        .join(Account, Account.id == Post.author_id)
-        .where(
-            Post.deleted_at.is_(None),
-            Post.visibility == "public",
-            Account.protected.is_(False),
-            Account.status == "active",
-            Post.author_id.not_in(blocked_by),
-            Post.author_id.not_in(blocking),
-            or_(*(Post.text.icontains(word, autoescape=True) for word in keywords)),
-        )
-        .order_by(Post.id.desc())
-        .limit(limit * 20)
-    )
-    candidates = list(session.scalars(query))
-    permitted = allowed(sorted({post.author_id for post in candidates}))
-    return [post for post in candidates if post.author_id in permitted][:limit]
-
-
-def _snippet(text: str, size: int = 120) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= size else flat[: size - 1].rstrip() + "…"
-
-
-def canned_response(prompt: str, sources: Sequence[Post]) -> str:
-    """The demo assistant's deterministic answer: what the source posts say, or a polite fallback."""
-    keywords = prompt_keywords(prompt)
-    if not sources:
-        topic = f" about {keywords[0]}" if keywords else ""
-        return (
-            f"I could not find recent public posts{topic} that I may use. "
-            "Try asking about something people here are talking about."
-        )
-    quoted = " ".join(f'Post {post.id}: "{_snippet(post.text)}"' for post in sources)
-    return f"Here is what people on the platform are saying about {keywords[0]}. {quoted}"
-
-
-@dataclass(frozen=True)
-class ChatResult:
-    """A recorded exchange with the assistant and the posts its answer drew on."""
-
-    interaction: AssistantInteraction
-    sources: list[Post]
-
-
-def chat(
-    session: Session,
-    *,
-    account_id: int,
-    prompt: str,
-    allowed: Callable[[Sequence[int]], set[int]],
-    at: datetime | None = None,
-) -> ChatResult:
-    """Ask the assistant; the prompt and its (canned) response are recorded as an interaction.
-
-    ``allowed`` returns the authors, among those given, who allow real-time AI use of their posts.
-    """
-    _check_text(prompt, field="prompt", limit=PROMPT_LIMIT)
-    _actor(session, account_id)
-    sources = realtime_sources(session, prompt=prompt, viewer_id=account_id, allowed=allowed)
-    interaction = AssistantInteraction(
-        account_id=account_id,
-        created_at=at or utcnow(),
-        prompt=prompt,
-        response=canned_response(prompt, sources),
-    )
-    session.add(interaction)
-    session.flush()
-    return ChatResult(interaction, sources)
-
-
-def interactions(
-    session: Session, *, account_id: int, limit: int = 20, before: int | None = None
-) -> list[AssistantInteraction]:
-    """The account's live assistant interactions, newest first, ``before`` an interaction id."""
-    if not 1 <= limit <= PAGE_LIMIT:
-        raise InvalidInput(f"limit must be between 1 and {PAGE_LIMIT}", field="limit")
-    query = select(AssistantInteraction).where(
-        AssistantInteraction.account_id == account_id, AssistantInteraction.deleted_at.is_(None)
-    )
-    if before is not None:
-        query = query.where(AssistantInteraction.id < before)
-    return list(session.scalars(query.order_by(AssistantInteraction.id.desc()).limit(limit)))
-
-
-def delete_interaction(
-    session: Session, *, account_id: int, interaction_id: int, at: datetime | None = None
-) -> AssistantInteraction:
-    """Delete one of the account's own assistant interactions."""
-    row = session.get(AssistantInteraction, interaction_id)
-    if row is None or row.account_id != account_id:
-        raise NotFound(f"interaction {interaction_id} does not exist", field="interaction_id")
-    if row.deleted_at is not None:
-        raise Gone(f"interaction {interaction_id} was deleted", field="interaction_id")
-    row.deleted_at = at or utcnow()
-    revoke_records(
-        session,
-        category="assistant_interactions",
-        record_ids=[interaction_id],
-        account_ids=[account_id],
-        reason="interaction_deleted",
-        at=row.deleted_at,
-    )
-    return row
