@@ -29,21 +29,30 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consentry import problems
 from consentry.config import DAMAGES_THRESHOLD_POSTS
 from consentry.db import utcnow
-from consentry.errors import ConsentryError, Forbidden, InvalidInput, PaymentRequired, TooManyRequests
+from consentry.errors import InvalidInput
 from consentry.metering.attribution import KEY_PREFIX, UNATTRIBUTED, Attribution, Directory, Mode
 from consentry.metering.directory import DatabaseDirectory as DatabaseDirectory
 from consentry.metering.directory import DirectorySource, StaticDirectory
-from consentry.metering.meter import WINDOW_SECONDS, MemoryMeter, Meter, Usage, check_posts
+from consentry.metering.enforcement import (
+    OFFER_HEADER,
+    PRICE_HEADER,
+    Decision,
+    Plan,
+    blocked,
+    payment_required,
+    quota_exceeded,
+    refuse,
+)
+from consentry.metering.enforcement import MiddlewareMetrics as MiddlewareMetrics
+from consentry.metering.enforcement import parse_price as parse_price
+from consentry.metering.meter import MemoryMeter, Meter, Usage, check_posts
 from consentry.metering.schemas import price_usd
 from consentry.metering.webbotauth import SignatureCheck, SignatureVerifier, SignedRequest
 
@@ -51,10 +60,9 @@ log = logging.getLogger("consentry.metering")
 
 POSTS_HEADER = "x-consentry-posts"
 STATE_KEY = "consentry_posts"
-PRICE_HEADER = "consentry-price-per-post"
-OFFER_HEADER = "consentry-max-price-per-post"
-POLICY_NAME = "posts-24h"
 _POSTS = POSTS_HEADER.encode()
+_ASKED_FIRST = frozenset({"block", "pay"})
+"""Modes checked before the endpoint runs on every request (the others only once the window is full)."""
 _WANTED = frozenset(
     {
         b"authorization",
@@ -68,7 +76,6 @@ _WANTED = frozenset(
         b"host",
     }
 )
-PROBLEM = "urn:consentry:problem:"
 
 
 def report_posts(request: Any, posts: int) -> None:
@@ -104,98 +111,6 @@ class AccessLogSink(Protocol):
     ) -> None:
         """Buffer one response's posts."""
         ...
-
-
-# --- the middleware ------------------------------------------------------------------------------------
-
-
-@dataclass
-class MiddlewareMetrics:
-    """Counters of the middleware."""
-
-    requests: int = 0
-    posts: int = 0
-    throttled: int = 0
-    blocked: int = 0
-    payment_required: int = 0
-    degraded_responses: int = 0
-    attribution_failures: int = 0
-    meter_errors: int = 0
-    invalid_counts: int = 0
-    access_log_errors: int = 0
-    signed_requests: int = 0
-    signature_failures: int = 0
-    replayed_signatures: int = 0
-    spoofed_requests: int = 0
-
-    def prometheus(self, prefix: str = "consentry_metering") -> str:
-        """The counters in the Prometheus text format."""
-        lines = []
-        for item in fields(self):
-            name = f"{prefix}_{item.name}_total"
-            lines += [f"# TYPE {name} counter", f"{name} {getattr(self, item.name)}"]
-        return "\n".join(lines) + "\n"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What applies to one request (cached per attribution key)."""
-
-    attribution: Attribution
-    mode: Mode
-    limit: int | None
-    """Posts per 24 hours announced in the RateLimit fields (None: no policy)."""
-    enforce: bool
-    price_micro_usd: int | None = None
-
-    @property
-    def subject(self) -> str:
-        """The meter key."""
-        return self.attribution.subject
-
-    @property
-    def meter_limit(self) -> int | None:
-        """The limit the meter enforces (None: count everything)."""
-        return self.limit if self.enforce else None
-
-    @property
-    def gated(self) -> bool:
-        """Whether something must be checked before the endpoint runs."""
-        return self.mode in ("block", "pay") or self.enforce
-
-    @property
-    def policy_header(self) -> bytes | None:
-        """The ``RateLimit-Policy`` value."""
-        if self.limit is None:
-            return None
-        return f'"{POLICY_NAME}";q={self.limit};qu="posts";w={WINDOW_SECONDS}'.encode()
-
-
-class _Plan(NamedTuple):
-    """A decision with what the hot path needs, precomputed."""
-
-    decision: Decision
-    subject: str
-    meter_limit: int | None
-    policy_header: bytes | None
-    gated: bool
-    organisation_id: int | None
-
-
-def parse_price(text: str | None) -> int | None:
-    """``'USD 0.0015'`` (or ``'0.0015'``) in micro-dollars; None if absent or malformed."""
-    if not text:
-        return None
-    value = text.strip()
-    if value[:3].upper() == "USD":
-        value = value[3:].strip()
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        return None
-    if not amount.is_finite() or amount < 0:
-        return None
-    return int((amount * 1_000_000).to_integral_value(rounding="ROUND_FLOOR"))
 
 
 class MeteringMiddleware:
@@ -243,11 +158,10 @@ class MeteringMiddleware:
         self._filtered = bool(self.include or self.exclude)
         self._memory = meter if type(meter) is MemoryMeter else None  # the synchronous fast path
         self._wall = clock is utcnow
-        self._decisions: dict[tuple[bytes | None, bytes | None, str | None, bytes | None], _Plan] = {}
+        self._decisions: dict[tuple[bytes | None, bytes | None, str | None, bytes | None], Plan] = {}
         self._cached_directory: Directory | None = None
-        self._signed_plans: dict[int, _Plan] = {}
-        self._policies: dict[int, bytes] = {}
-        self._unattributed = self._plan(self.decide(UNATTRIBUTED))
+        self._signed_plans: dict[int, Plan] = {}
+        self._unattributed = Plan.of(self.decide(UNATTRIBUTED))
 
     def _metered(self, path: str) -> bool:
         if self.include and not path.startswith(self.include):
@@ -289,7 +203,7 @@ class MeteringMiddleware:
 
     async def _decide_signed(
         self, directory: Directory, headers: dict[bytes, bytes], client: str | None, scope: Scope
-    ) -> tuple[_Plan, SignatureCheck | None]:
+    ) -> tuple[Plan, SignatureCheck | None]:
         """Attribution of a request that carries a signature: checked per request (never cached).
 
         With a shared meter the nonce is claimed with the count (one round trip), so a valid signature
@@ -326,13 +240,13 @@ class MeteringMiddleware:
             plan = self._signed_plans.get(check.identity.id)
             if plan is None:  # a valid signature decides alone: one plan per identity and snapshot
                 attribution = directory.attribute(signature=check)
-                plan = self._signed_plans[check.identity.id] = self._plan(self.decide(attribution))
+                plan = self._signed_plans[check.identity.id] = Plan.of(self.decide(attribution))
             return plan, deferred
         return self._attribute_failed(directory, headers, client, check), None
 
     def _attribute_failed(
         self, directory: Directory, headers: dict[bytes, bytes], client: str | None, check: SignatureCheck
-    ) -> _Plan:
+    ) -> Plan:
         """The plan of a request whose signature did not count (``check`` says why)."""
         self.metrics.signature_failures += 1
         user_agent = headers.get(b"user-agent")
@@ -344,9 +258,9 @@ class MeteringMiddleware:
         )
         if attribution.basis == "spoofed":
             self.metrics.spoofed_requests += 1
-        return self._plan(self.decide(attribution))
+        return Plan.of(self.decide(attribution))
 
-    def _decide(self, directory: Directory, headers: dict[bytes, bytes], client: str | None) -> _Plan:
+    def _decide(self, directory: Directory, headers: dict[bytes, bytes], client: str | None) -> Plan:
         """Attribution and decision, cached per (raw key headers, client, user agent) for one snapshot."""
         if directory is not self._cached_directory or len(self._decisions) >= 10_000:
             self._decisions.clear()
@@ -363,22 +277,10 @@ class MeteringMiddleware:
             )
             if attribution.basis == "spoofed":
                 self.metrics.spoofed_requests += 1
-            plan = self._decisions[cache_key] = self._plan(self.decide(attribution))
+            plan = self._decisions[cache_key] = Plan.of(self.decide(attribution))
         elif plan.decision.attribution.basis == "spoofed":
             self.metrics.spoofed_requests += 1
         return plan
-
-    @staticmethod
-    def _plan(decision: Decision) -> _Plan:
-        organisation = decision.attribution.organisation
-        return _Plan(
-            decision,
-            decision.subject,
-            decision.meter_limit,
-            decision.policy_header,
-            decision.gated,
-            organisation.id if organisation else None,
-        )
 
     async def prepare(self) -> None:
         """Load the attribution directory (at start-up, before the first request is served)."""
@@ -408,8 +310,7 @@ class MeteringMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        metrics = self.metrics
-        metrics.requests += 1
+        self.metrics.requests += 1
         now = time.time() if self._wall else self.clock().timestamp()
         wanted = _WANTED
         headers = {key: value for key, value in scope.get("headers", ()) if key in wanted}
@@ -418,101 +319,46 @@ class MeteringMiddleware:
         else:
             peer = scope.get("client")
             client = str(peer[0]) if peer else None
-        deferred: SignatureCheck | None = None
-        directory: Directory | None = None
+        plan, deferred, directory = await self._attribute(scope, headers, client)
+        extra: list[tuple[bytes, bytes]] | None = None
+        if plan.gated and (plan.decision.mode in _ASKED_FIRST or plan.subject in self._full):
+            extra = await self._gate(plan.decision, headers, now, send)
+            if extra is None:
+                return
+        scope.setdefault("state", {})
+        exchange = _Exchange(self, scope, send, plan, headers, client, now, extra, deferred, directory)
+        await self.app(scope, receive, exchange.send)
+
+    async def _attribute(
+        self, scope: Scope, headers: dict[bytes, bytes], client: str | None
+    ) -> tuple[Plan, SignatureCheck | None, Directory | None]:
+        """The plan of a request, the signature check still to claim with the count (a shared meter), and
+        the directory that decided. Never fails: a request that cannot be attributed counts against
+        ``unknown``, never goes uncounted."""
         try:
             source = self.directory
             directory = source.directory if isinstance(source, StaticDirectory) else await source.get()
             if b"signature" in headers or b"signature-input" in headers:
                 plan, deferred = await self._decide_signed(directory, headers, client, scope)
-            else:
-                plan = self._decide(directory, headers, client)
-        except Exception:  # never serve uncounted: the request counts against "unknown"
-            metrics.attribution_failures += 1
+                return plan, deferred, directory
+            return self._decide(directory, headers, client), None, directory
+        except Exception:
+            self.metrics.attribution_failures += 1
             log.exception("metering attribution failed; counting the request against 'unknown'")
-            plan = self._unattributed
-        decision = plan.decision
-        extra: list[tuple[bytes, bytes]] | None = None
-        if plan.gated:
-            extra = await self._gate(decision, headers, now, send)
-            if extra is None:
-                return
-        scope.setdefault("state", {})
-        subject, limit, policy, memory = plan.subject, plan.meter_limit, plan.policy_header, self._memory
-        refused = False
+            return self._unattributed, None, None
 
-        async def metered_send(message: Message) -> None:
-            nonlocal refused, plan, decision, subject, limit, policy, extra
-            if message["type"] == "http.response.start":
-                out: list[tuple[bytes, bytes]] = []
-                reported: bytes | None = None
-                for key, value in message.get("headers", ()):
-                    if key == _POSTS:
-                        reported = value
-                    else:
-                        out.append((key, value))
-                if reported is not None and reported.isdigit():
-                    posts = int(reported)
-                else:
-                    out, posts = self._posts_otherwise(scope, out, reported)
-                usage: Usage | None
-                if memory is not None:
-                    try:
-                        usage = memory.consume_checked(subject, posts, limit, now)
-                    except Exception:
-                        self._meter_failed()
-                        usage = None
-                elif deferred is None:
-                    usage = await self._consume(decision, posts, now)
-                else:
-                    once = (deferred.replay_key or "", deferred.expires + self.signatures.skew)
-                    usage = await self._consume(decision, posts, now, once)
-                    if usage is not None and usage.replayed and directory is not None:
-                        metrics.signed_requests -= 1
-                        metrics.replayed_signatures += 1
-                        replayed = SignatureCheck(None, "replayed", deferred.agent, deferred.keyid)
-                        plan = self._attribute_failed(directory, headers, client, replayed)
-                        decision, subject, limit, policy = (
-                            plan.decision,
-                            plan.subject,
-                            plan.meter_limit,
-                            plan.policy_header,
-                        )
-                        if plan.gated:
-                            extra = await self._gate(decision, headers, now, send)
-                            if extra is None:
-                                refused = True
-                                return
-                        usage = await self._consume(decision, posts, now)
-                if usage is not None:
-                    if not usage.accepted:
-                        refused = True
-                        await self._refused(send, decision, usage, posts, now)
-                        return
-                    if policy is not None:
-                        remaining = decision.limit - usage.total if decision.limit is not None else 0
-                        out.append((b"ratelimit-policy", policy))
-                        out.append(
-                            (b"ratelimit", b'"posts-24h";r=%d;t=%d' % (max(remaining, 0), usage.reset))
-                        )
-                        if limit is not None and usage.total >= limit:
-                            self._mark_full(subject, limit, now, usage)
-                    if usage.degraded:
-                        metrics.degraded_responses += 1
-                    if posts:
-                        metrics.posts += posts
-                        if self.access_log is not None:
-                            self._log(plan, posts, now, scope, client)
-                if extra:
-                    out += extra
-                message["headers"] = out
-                await send(message)
-                return
-            if refused and message["type"] == "http.response.body":
-                return  # the endpoint's body of a refused response is dropped
-            await send(message)
-
-        await self.app(scope, receive, metered_send)
+    def _response_posts(self, scope: Scope, message: Message) -> tuple[list[tuple[bytes, bytes]], int]:
+        """The headers of a response start without the post count, and the count it reports."""
+        out: list[tuple[bytes, bytes]] = []
+        reported: bytes | None = None
+        for key, value in message.get("headers", ()):
+            if key == _POSTS:
+                reported = value
+            else:
+                out.append((key, value))
+        if reported is not None and reported.isdigit():
+            return out, int(reported)
+        return self._posts_otherwise(scope, out, reported)
 
     async def _gate(
         self, decision: Decision, headers: dict[bytes, bytes], now: float, send: Send
@@ -520,7 +366,7 @@ class MeteringMiddleware:
         """Checks before the endpoint runs: block, pay, a full window. None when refused (answered)."""
         if decision.mode == "block":
             self.metrics.blocked += 1
-            await self._refuse(send, self._blocked(decision))
+            await refuse(send, blocked(decision))
             return None
         extra: list[tuple[bytes, bytes]] = []
         if decision.mode == "pay":
@@ -530,7 +376,7 @@ class MeteringMiddleware:
             offer = parse_price(raw_offer.decode("latin-1") if raw_offer is not None else None)
             if offer is None or offer < price:
                 self.metrics.payment_required += 1
-                await self._refuse(send, self._payment_required(decision, offer))
+                await refuse(send, payment_required(decision, offer))
                 return None
         if decision.enforce and decision.limit is not None:
             full = self._full.get(decision.subject)
@@ -596,7 +442,7 @@ class MeteringMiddleware:
             log.exception("the meter failed; serving without metering")
             return None
 
-    def _log(self, plan: _Plan, posts: int, now: float, scope: Scope, client: str | None) -> None:
+    def _log(self, plan: Plan, posts: int, now: float, scope: Scope, client: str | None) -> None:
         if self.access_log is None:
             return
         route = getattr(scope.get("route"), "path", None) or scope.get("path", "")
@@ -615,93 +461,121 @@ class MeteringMiddleware:
             self.metrics.access_log_errors += 1
             log.exception("recording to the access log failed")
 
-    def _ratelimit_headers(self, decision: Decision, usage: Usage) -> list[tuple[bytes, bytes]]:
-        if decision.limit is None:
-            return []
-        policy = self._policies.get(decision.limit)
-        if policy is None:
-            if len(self._policies) > 1000:
-                self._policies.clear()
-            text = f'"{POLICY_NAME}";q={decision.limit};qu="posts";w={WINDOW_SECONDS}'
-            policy = self._policies[decision.limit] = text.encode()
-        remaining = decision.limit - usage.total
-        current = f'"{POLICY_NAME}";r={remaining if remaining > 0 else 0};t={usage.reset}'
-        return [(b"ratelimit-policy", policy), (b"ratelimit", current.encode())]
-
     async def _throttle(self, send: Send, decision: Decision, usage: Usage, posts: int | None) -> None:
         self.metrics.throttled += 1
-        limit = decision.limit or 0
-        never = usage.retry_after < 0
-        retry = WINDOW_SECONDS if never else max(1, usage.retry_after)
-        if never:
-            detail = f"this response holds {posts} posts, more than the quota of {limit} posts per 24 hours"
-        elif posts is None:
-            detail = f"the quota of {limit} posts per 24 hours is used up"
-        else:
-            detail = f"serving {posts} more posts would exceed the quota of {limit} posts per 24 hours"
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in self._ratelimit_headers(decision, usage)
-        }
-        refused = TooManyRequests(
-            detail,
-            retry_after=retry,
-            headers=headers,
-            problem_type="quota-exceeded",
-            extensions={
-                "subject": decision.attribution.subject,
-                "limit": limit,
-                "used": usage.total,
-                "requested": posts,
-                "window_seconds": WINDOW_SECONDS,
-                "retry_after": retry,
-            },
-        )
-        await self._refuse(send, refused)
+        await refuse(send, quota_exceeded(decision, usage, posts))
 
-    @staticmethod
-    def _blocked(decision: Decision) -> Forbidden:
-        return Forbidden(
-            f"access by {decision.attribution.label} is blocked; contact the operator for a licence",
-            problem_type="blocked",
-            extensions={"subject": decision.attribution.subject},
-        )
 
-    @staticmethod
-    def _payment_required(decision: Decision, offer: int | None) -> PaymentRequired:
-        price = decision.price_micro_usd or 0
-        detail = (
-            f"this content costs USD {price_usd(price)} per post; send '{OFFER_HEADER}: USD <amount>' "
-            "with a maximum at or above it to accept"
-        )
-        return PaymentRequired(
-            detail,
-            headers={PRICE_HEADER: f"USD {price_usd(price)}"},
-            extensions={
-                "subject": decision.attribution.subject,
-                "price_per_post_usd": price_usd(price),
-                "price_per_post_micro_usd": price,
-                "currency": "USD",
-                "offered_micro_usd": offer,
-            },
-        )
+class _Exchange:
+    """One metered request on its way: counts its posts, and applies the limit, when the response starts."""
 
-    @staticmethod
-    async def _refuse(send: Send, error: ConsentryError) -> None:
-        """Answer with ``error``, rendered as every error is (``consentry.problems``)."""
-        body = problems.encode(error, None)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": error.status,
-                "headers": [
-                    (b"content-type", problems.PROBLEM.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    *(
-                        (name.lower().encode("latin-1"), value.encode("latin-1"))
-                        for name, value in error.headers.items()
-                    ),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+    __slots__ = (
+        "client",
+        "deferred",
+        "directory",
+        "downstream",
+        "extra",
+        "headers",
+        "middleware",
+        "now",
+        "plan",
+        "refused",
+        "scope",
+    )
+
+    def __init__(
+        self,
+        middleware: MeteringMiddleware,
+        scope: Scope,
+        downstream: Send,
+        plan: Plan,
+        headers: dict[bytes, bytes],
+        client: str | None,
+        now: float,
+        extra: list[tuple[bytes, bytes]] | None,
+        deferred: SignatureCheck | None,
+        directory: Directory | None,
+    ) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self.downstream = downstream
+        self.plan = plan
+        self.headers = headers
+        self.client = client
+        self.now = now
+        self.extra = extra
+        self.deferred = deferred
+        self.directory = directory
+        self.refused = False
+
+    async def send(self, message: Message) -> None:
+        """The ``send`` the application answers through."""
+        if message["type"] == "http.response.start":
+            await self._start(message)
+        elif not (self.refused and message["type"] == "http.response.body"):
+            await self.downstream(message)  # the endpoint's body of a refused response is dropped
+
+    async def _start(self, message: Message) -> None:
+        middleware = self.middleware
+        out, posts = middleware._response_posts(self.scope, message)
+        usage = await self._meter(posts)
+        if self.refused:
+            return
+        if usage is not None:
+            plan = self.plan
+            if not usage.accepted:
+                self.refused = True
+                await middleware._refused(self.downstream, plan.decision, usage, posts, self.now)
+                return
+            if plan.policy_header is not None:
+                limit = plan.decision.limit
+                remaining = limit - usage.total if limit is not None else 0
+                out.append((b"ratelimit-policy", plan.policy_header))
+                out.append((b"ratelimit", b'"posts-24h";r=%d;t=%d' % (max(remaining, 0), usage.reset)))
+                if plan.meter_limit is not None and usage.total >= plan.meter_limit:
+                    middleware._mark_full(plan.subject, plan.meter_limit, self.now, usage)
+            metrics = middleware.metrics
+            if usage.degraded:
+                metrics.degraded_responses += 1
+            if posts:
+                metrics.posts += posts
+                if middleware.access_log is not None:
+                    middleware._log(plan, posts, self.now, self.scope, self.client)
+        if self.extra:
+            out += self.extra
+        message["headers"] = out
+        await self.downstream(message)
+
+    async def _meter(self, posts: int) -> Usage | None:
+        """Count the posts (``None``: the meter failed, or the request was refused meanwhile)."""
+        middleware, plan = self.middleware, self.plan
+        memory = middleware._memory
+        if memory is not None:
+            try:
+                return memory.consume_checked(plan.subject, posts, plan.meter_limit, self.now)
+            except Exception:
+                middleware._meter_failed()
+                return None
+        deferred = self.deferred
+        if deferred is None:
+            return await middleware._consume(plan.decision, posts, self.now)
+        once = (deferred.replay_key or "", deferred.expires + middleware.signatures.skew)
+        usage = await middleware._consume(plan.decision, posts, self.now, once)
+        if usage is None or not usage.replayed or self.directory is None:
+            return usage
+        return await self._replayed(deferred, self.directory, posts)
+
+    async def _replayed(self, deferred: SignatureCheck, directory: Directory, posts: int) -> Usage | None:
+        """The meter had seen this signature: the request counts as it would without one."""
+        middleware = self.middleware
+        middleware.metrics.signed_requests -= 1
+        middleware.metrics.replayed_signatures += 1
+        replayed = SignatureCheck(None, "replayed", deferred.agent, deferred.keyid)
+        self.plan = plan = middleware._attribute_failed(directory, self.headers, self.client, replayed)
+        if plan.gated:
+            extra = await middleware._gate(plan.decision, self.headers, self.now, self.downstream)
+            if extra is None:
+                self.refused = True
+                return None
+            self.extra = extra
+        return await middleware._consume(plan.decision, posts, self.now)
