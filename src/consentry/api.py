@@ -12,7 +12,8 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,6 +41,12 @@ from consentry.errors import (
 )
 from consentry.openapi import describe_errors
 from consentry.partners.revocations import warm as warm_lineage
+
+if TYPE_CHECKING:
+    from consentry.metering.meter import Meter
+    from consentry.metering.service import AccessLogWriter
+    from consentry.transparency.publisher import Publisher
+    from consentry.transparency.service import LogContext
 
 log = logging.getLogger(__name__)
 PROBLEM = problems.PROBLEM
@@ -169,55 +176,15 @@ def create_app(
     settings: Settings | None = None, *, database: Database | None = None, migrate: bool = True
 ) -> FastAPI:
     """Build the application; applies migrations first unless ``migrate`` is false."""
-    from consentry.consent.router import router as consent_router
-    from consentry.datasets.router import router as datasets_router
-    from consentry.eligibility.router import MAX_BODY_BYTES as ELIGIBILITY_MAX_BODY_BYTES
-    from consentry.eligibility.router import router as eligibility_router
-    from consentry.eligibility.service import warm as warm_eligibility
-    from consentry.exports.router import router as exports_router
-    from consentry.links.router import router as links_router
-    from consentry.metering.meter import MemoryMeter, Meter
-    from consentry.metering.middleware import DatabaseDirectory, MeteringMiddleware
-    from consentry.metering.redis_meter import RedisMeter
-    from consentry.metering.router import router as metering_router
-    from consentry.metering.service import AccessLogWriter
-    from consentry.metering.webbotauth import SignatureVerifier
     from consentry.migrate import upgrade
-    from consentry.partners.router import router as partners_router
-    from consentry.retention.router import router as retention_router
-    from consentry.signals.router import router as signals_router
-    from consentry.social.router import router as social_router
-    from consentry.transparency.publisher import Publisher
-    from consentry.transparency.router import router as transparency_router
-    from consentry.transparency.service import LogContext
-    from consentry.web.router import mount as mount_web
 
     settings = settings or get_settings()
     database = database or Database(settings.resolved_database_url)
     if migrate:
         upgrade(database)
-    ctx = ConsentContext.from_settings(settings)
-    tlog = LogContext.from_settings(settings)
-    publisher = Publisher(database, tlog)
-    writer = ConsentWriter(database, ctx, on_commit=publisher.nudge)
-    meter: Meter = RedisMeter(settings.redis_url) if settings.redis_url else MemoryMeter()
-    access_log = AccessLogWriter(database, interval=1.0)
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=warm_lineage, args=(database,), name="lineage-warm", daemon=True).start()
-        threading.Thread(
-            target=warm_eligibility, args=(database, ctx), name="eligibility-warm", daemon=True
-        ).start()
-        publisher.start()
-        yield
-        writer.close()
-        publisher.close()
-        access_log.close()
-        await meter.aclose()
-
+    parts = _Parts.build(settings, database)
     app = FastAPI(
-        lifespan=lifespan,
+        lifespan=parts.lifespan,
         dependencies=[Depends(refuse_nul)],
         title="Consentry",
         version=__version__,
@@ -225,43 +192,17 @@ def create_app(
     )
     app.state.settings = settings
     app.state.database = database
-    app.state.consent = ctx
-    app.state.consent_writer = writer
-    app.state.tlog = tlog
-    app.state.publisher = publisher
+    app.state.consent = parts.ctx
+    app.state.consent_writer = parts.writer
+    app.state.tlog = parts.tlog
+    app.state.publisher = parts.publisher
+    app.state.meter = parts.meter
     app.add_exception_handler(ConsentryError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(
-        BodyLimit,
-        limit=settings.max_body_bytes,
-        paths={"/v1/eligibility": max(settings.max_body_bytes, ELIGIBILITY_MAX_BODY_BYTES)},
-    )
-    app.add_middleware(
-        MeteringMiddleware,
-        meter=meter,
-        directory=DatabaseDirectory(database, ttl=30),
-        access_log=access_log,
-        threshold=settings.damages_threshold_posts,
-        unregistered_mode=settings.unregistered_mode,
-        include=METERED_PATHS,
-        signatures=SignatureVerifier.for_service(settings.operator_url),
-    )
-    app.state.meter = meter
-    app.include_router(consent_router)
-    app.include_router(social_router)
-    app.include_router(metering_router)
-    app.include_router(signals_router)
-    app.include_router(datasets_router)
-    app.include_router(eligibility_router)
-    app.include_router(exports_router)
-    app.include_router(links_router)
-    app.include_router(retention_router)
-    app.include_router(partners_router)
-    app.include_router(transparency_router)
-    mount_web(app)  # the settings page, the dashboard, /static/ and the cookie CSRF check
-    describe_errors(app, metered=METERED_PATHS)  # every operation's problems, in the OpenAPI
+    _add_middleware(app, settings, database, parts)
+    _include_routers(app)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, str]:
@@ -269,3 +210,109 @@ def create_app(
         return {"status": "ok", "version": __version__}
 
     return app
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What one application owns besides its routes: the consent context and writer, the transparency
+    log and its publisher, the meter and the access log."""
+
+    database: Database
+    ctx: ConsentContext
+    tlog: LogContext
+    publisher: Publisher
+    writer: ConsentWriter
+    meter: Meter
+    access_log: AccessLogWriter
+
+    @classmethod
+    def build(cls, settings: Settings, database: Database) -> _Parts:
+        from consentry.metering.meter import MemoryMeter
+        from consentry.metering.redis_meter import RedisMeter
+        from consentry.metering.service import AccessLogWriter
+        from consentry.transparency.publisher import Publisher
+        from consentry.transparency.service import LogContext
+
+        ctx = ConsentContext.from_settings(settings)
+        tlog = LogContext.from_settings(settings)
+        publisher = Publisher(database, tlog)
+        return cls(
+            database=database,
+            ctx=ctx,
+            tlog=tlog,
+            publisher=publisher,
+            writer=ConsentWriter(database, ctx, on_commit=publisher.nudge),
+            meter=RedisMeter(settings.redis_url) if settings.redis_url else MemoryMeter(),
+            access_log=AccessLogWriter(database, interval=1.0),
+        )
+
+    @asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        """Warm the caches on threads and start the publisher; on the way out, stop what was started."""
+        from consentry.eligibility.service import warm as warm_eligibility
+
+        database = self.database
+        threading.Thread(target=warm_lineage, args=(database,), name="lineage-warm", daemon=True).start()
+        threading.Thread(
+            target=warm_eligibility, args=(database, self.ctx), name="eligibility-warm", daemon=True
+        ).start()
+        self.publisher.start()
+        yield
+        self.writer.close()
+        self.publisher.close()
+        self.access_log.close()
+        await self.meter.aclose()
+
+
+def _add_middleware(app: FastAPI, settings: Settings, database: Database, parts: _Parts) -> None:
+    from consentry.eligibility.router import MAX_BODY_BYTES as ELIGIBILITY_MAX_BODY_BYTES
+    from consentry.metering.middleware import DatabaseDirectory, MeteringMiddleware
+    from consentry.metering.webbotauth import SignatureVerifier
+
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        paths={"/v1/eligibility": max(settings.max_body_bytes, ELIGIBILITY_MAX_BODY_BYTES)},
+    )
+    app.add_middleware(
+        MeteringMiddleware,
+        meter=parts.meter,
+        directory=DatabaseDirectory(database, ttl=30),
+        access_log=parts.access_log,
+        threshold=settings.damages_threshold_posts,
+        unregistered_mode=settings.unregistered_mode,
+        include=METERED_PATHS,
+        signatures=SignatureVerifier.for_service(settings.operator_url),
+    )
+
+
+def _include_routers(app: FastAPI) -> None:
+    from consentry.consent.router import router as consent_router
+    from consentry.datasets.router import router as datasets_router
+    from consentry.eligibility.router import router as eligibility_router
+    from consentry.exports.router import router as exports_router
+    from consentry.links.router import router as links_router
+    from consentry.metering.router import router as metering_router
+    from consentry.partners.router import router as partners_router
+    from consentry.retention.router import router as retention_router
+    from consentry.signals.router import router as signals_router
+    from consentry.social.router import router as social_router
+    from consentry.transparency.router import router as transparency_router
+    from consentry.web.router import mount as mount_web
+
+    for router in (
+        consent_router,
+        social_router,
+        metering_router,
+        signals_router,
+        datasets_router,
+        eligibility_router,
+        exports_router,
+        links_router,
+        retention_router,
+        partners_router,
+        transparency_router,
+    ):
+        app.include_router(router)
+    mount_web(app)  # the settings page, the dashboard, /static/ and the cookie CSRF check
+    describe_errors(app, metered=METERED_PATHS)  # every operation's problems, in the OpenAPI
