@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
-from consentry.api_deps import AdminDep, ClientDep, DatabaseDep
+from consentry.api_deps import AdminDep, ClientDep, DatabaseDep, database_call, model_response
 from consentry.consent import service
 from consentry.consent.deps import AccountDep
 from consentry.consent.schemas import (
@@ -51,55 +52,65 @@ def _settings_out(states: list[service.SettingState]) -> list[SettingOut]:
     return [SettingOut.model_validate(state, from_attributes=True) for state in states]
 
 
-@router.get("/v1/me/settings", tags=["settings"])
-def my_settings(request: Request, principal: AccountDep, database: DatabaseDep) -> SettingsOut:
+@router.get("/v1/me/settings", tags=["settings"], response_model=SettingsOut)
+async def my_settings(request: Request, principal: AccountDep, database: DatabaseDep) -> Response:
     """Every setting of the caller: its value, whether explicit or default, and which policy."""
-    assert principal.account_id is not None
-    with database.read() as session:
-        at = service.current_time(session)
-        states = service.settings_view(session, account_id=principal.account_id, ctx=context(request), at=at)
-    return SettingsOut(account_id=principal.account_id, as_of=at, settings=_settings_out(states))
+    account_id, ctx = principal.account_id, context(request)
+    assert account_id is not None
+
+    def read() -> Response:
+        with database.read() as session:
+            at = service.current_time(session)
+            states = service.settings_view(session, account_id=account_id, ctx=ctx, at=at)
+        return model_response(SettingsOut(account_id=account_id, as_of=at, settings=_settings_out(states)))
+
+    return await database_call(database, read)
 
 
-@router.put("/v1/me/settings", tags=["settings"])
-def change_my_settings(
+@router.put("/v1/me/settings", tags=["settings"], response_model=ChangeOut)
+async def change_my_settings(
     request: Request, body: SettingsUpdate, principal: AccountDep, client: ClientDep, database: DatabaseDep
-) -> ChangeOut:
+) -> Response:
     """Record one or many choices; returns a signed receipt per change (the client kind is recorded).
 
     With ``"scope": "linked"`` the same choices are recorded for every account the caller has a
     confirmed link with, in the same transaction: one event and one receipt per account and setting,
     each naming the caller's subject key as ``chosen_by``; ``accounts`` says what each account got."""
-    assert principal.account_id is not None
+    me = principal.account_id
+    assert me is not None
     ctx = context(request)
     writer: ConsentWriter = request.app.state.consent_writer
-    receipts = writer.change(
-        service.ChangeRequest(
-            account_id=principal.account_id, changes=body.settings, client=client, scope=body.scope
-        )
-    )
-    with database.read() as session:
-        states = service.settings_view(session, account_id=principal.account_id, ctx=ctx)
-        accounts: list[LinkedChangeOut] = []
-        if body.scope == "linked":
-            covered = [principal.account_id, *linked_ids(session, account_id=principal.account_id)]
-            keys = subject_keys(session, covered)
-            for account_id in covered:
-                seqs = [
-                    int(item["receipt"]["chain"]["seq"])
-                    for item in receipts
-                    if item["receipt"]["subject"] == keys.get(account_id)
-                ]
-                view = service.settings_view(session, account_id=account_id, ctx=ctx)
-                accounts.append(
-                    LinkedChangeOut(
-                        account_id=account_id,
-                        changed=bool(seqs),
-                        receipt_seqs=seqs,
-                        settings=_settings_out(view),
+    change = service.ChangeRequest(account_id=me, changes=body.settings, client=client, scope=body.scope)
+    receipts = await asyncio.wait_for(asyncio.wrap_future(writer.submit(change)), timeout=60)
+
+    def read() -> Response:
+        with database.read() as session:
+            states = service.settings_view(session, account_id=me, ctx=ctx)
+            accounts: list[LinkedChangeOut] = []
+            if body.scope == "linked":
+                covered = [me, *linked_ids(session, account_id=me)]
+                keys = subject_keys(session, covered)
+                for account_id in covered:
+                    seqs = [
+                        int(item["receipt"]["chain"]["seq"])
+                        for item in receipts
+                        if item["receipt"]["subject"] == keys.get(account_id)
+                    ]
+                    view = service.settings_view(session, account_id=account_id, ctx=ctx)
+                    accounts.append(
+                        LinkedChangeOut(
+                            account_id=account_id,
+                            changed=bool(seqs),
+                            receipt_seqs=seqs,
+                            settings=_settings_out(view),
+                        )
                     )
-                )
-    return ChangeOut(receipts=receipts, settings=_settings_out(states), scope=body.scope, accounts=accounts)
+        out = ChangeOut(
+            receipts=receipts, settings=_settings_out(states), scope=body.scope, accounts=accounts
+        )
+        return model_response(out)
+
+    return await database_call(database, read)
 
 
 @router.get("/v1/me/consent-history", tags=["settings"])

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.orm import Session
 
 from consentry.consent.catalog import Catalog, Jurisdictions
@@ -62,9 +62,13 @@ class ConsentCache:
         self._state: State | None = None
         self._lock = threading.Lock()
 
-    def state(self) -> State:
-        """The state that answers a call now (refreshed first when the database or the clock moved)."""
-        current = probe(self.database.engine)
+    def state(self, connection: Connection | None = None) -> State:
+        """The state that answers a call now (refreshed first when the database or the clock moved).
+
+        ``connection``: a request's open connection to read the first probe through (saves a checkout).
+        Its transaction may have begun before the state's last refresh, so when it does not match, the
+        probe is read again on a connection of its own before anything is refreshed."""
+        current = probe(self.database.engine if connection is None else connection)
         state = self._state
         if state is not None and state.fresh(current, utcnow()):
             self.stats.hits += 1

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from consentry.consent import rules
@@ -45,11 +45,14 @@ _PROBE = (
 )
 
 
-def probe(engine: Engine) -> Probe:
+def probe(source: Engine | Connection) -> Probe:
     """One small read: ledger heads (one per partition), account change epoch, largest account id,
-    policy fingerprint."""
-    with engine.connect() as connection:
-        rows = connection.exec_driver_sql(_PROBE).all()
+    policy fingerprint (on a connection of its own, or on the one given)."""
+    if isinstance(source, Connection):
+        rows = source.exec_driver_sql(_PROBE).all()
+    else:
+        with source.connect() as connection:
+            rows = connection.exec_driver_sql(_PROBE).all()
     heads = tuple((int(r[0]), str(r[1])) for r in rows)
     row = max(rows, key=lambda r: int(r[0]))
     seq, head_hash, version, token, pruned, max_account, count, newest, created = row

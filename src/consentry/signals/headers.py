@@ -9,10 +9,18 @@ No covering setting, a missing value, an unknown author or any error gives the r
 of draft-ietf-aipref-vocab and the tokens ``y``/``n``. The catalog purpose ``ai-input`` (Cloudflare's
 name) is the vocabulary's ``ai-use``; ``search`` is left unstated because an author's settings do not
 cover it (and the vocabulary lets ``search=y`` override ``train-ai=n``).
+
+Two ways to compute them: ``post_usage`` / ``usage_many`` evaluate the author's consent from the ledger at
+a given time (one account, or many vectorised); ``current_usage`` answers for now from the process's
+consent state (``consentry.eligibility``), which every call first checks against the database (ledger
+heads, account changes, policy versions, and the next instant at which consent changes by time alone),
+so a choice, a policy or an account change committed by any process before the call is in its answer.
+The request path uses ``current_usage``: it costs one small read instead of an evaluation.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,11 +29,12 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from consentry.consent.catalog import Catalog
 from consentry.consent.service import ConsentContext, evaluate_accounts, settings_view
-from consentry.db import utcnow
+from consentry.db import Database, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +67,15 @@ class Usage:
 
     def headers(self) -> dict[str, str]:
         """Response headers: ``Content-Usage`` always, ``X-Robots-Tag`` when training is not allowed."""
-        headers = {CONTENT_USAGE: self.content_usage}
-        if not self.train_ai:
-            headers[X_ROBOTS_TAG] = NOAI
-        return headers
+        return dict(_headers(self))
+
+
+@functools.cache
+def _headers(usage: Usage) -> tuple[tuple[str, str], ...]:
+    headers = [(CONTENT_USAGE, usage.content_usage)]
+    if not usage.train_ai:
+        headers.append((X_ROBOTS_TAG, NOAI))
+    return tuple(headers)
 
 
 RESTRICTIVE = Usage()
@@ -190,3 +204,50 @@ def post_signal_headers(
 ) -> dict[str, str]:
     """Response headers for a post by ``author_id`` at ``at`` (default now); fails closed."""
     return post_usage(session, author_id=author_id, ctx=ctx, at=at).headers()
+
+
+@functools.cache
+def _signal_keys(catalog: Catalog) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    covering = covering_settings(catalog)
+    return covering["train-ai"], covering["ai-input"]
+
+
+def current_usage(
+    database: Database,
+    *,
+    author_ids: Iterable[int],
+    ctx: ConsentContext,
+    connection: Connection | None = None,
+) -> dict[int, Usage]:
+    """Usage of these authors now, from the process's consent state (see the module docstring): the
+    answer ``usage_many`` gives at the time of the call, without evaluating anything unless the database
+    or the clock moved. ``connection``: the caller's open connection to ``database``, to check the state
+    through. Unknown authors and any failure: restrictive."""
+    from consentry.eligibility.cache import cache_for  # the eligibility state's one home
+
+    wanted = list(dict.fromkeys(int(a) for a in author_ids))
+    try:
+        cache = cache_for(database, catalog=ctx.catalog, jurisdictions=ctx.jurisdictions)
+        state = cache.state(connection)
+        ids = np.asarray(wanted, dtype=np.int64)
+        verdicts = []
+        for keys in _signal_keys(ctx.catalog):
+            if not keys:  # no setting covers the purpose: never allowed
+                verdicts.append(np.zeros(ids.size, dtype=bool))
+            else:
+                verdicts.append(state.mask(ids, tuple(state.keys.index(k) for k in keys)))
+        train, use = verdicts
+        return {a: Usage(train_ai=bool(train[i]), ai_input=bool(use[i])) for i, a in enumerate(wanted)}
+    except Exception:
+        log.exception(
+            "cannot read the AI usage signals of %d authors; sending the restrictive ones", len(wanted)
+        )
+        return dict.fromkeys(wanted, RESTRICTIVE)
+
+
+def current_signal_headers(
+    database: Database, *, author_id: int, ctx: ConsentContext, connection: Connection | None = None
+) -> dict[str, str]:
+    """Response headers for a post by ``author_id`` now (``current_usage``); fails closed."""
+    usage = current_usage(database, author_ids=(author_id,), ctx=ctx, connection=connection)
+    return usage[int(author_id)].headers()

@@ -11,7 +11,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from consentry.api_deps import AdminDep, DatabaseDep, bearer_token, verified_principal_async
+from consentry.api_deps import (
+    AdminDep,
+    DatabaseDep,
+    bearer_token,
+    database_call,
+    model_response,
+    verified_principal_async,
+)
 from consentry.auth.service import Principal
 from consentry.config import Settings
 from consentry.consent.deps import AccountDep
@@ -21,7 +28,7 @@ from consentry.ids import Id64
 from consentry.metering.attribution import KEY_PREFIX as ORGANISATION_KEY_PREFIX
 from consentry.metering.middleware import report_posts
 from consentry.openapi import raises
-from consentry.signals.headers import post_signal_headers
+from consentry.signals.headers import current_signal_headers
 from consentry.social import service
 from consentry.social.schemas import (
     AccountIn,
@@ -142,28 +149,31 @@ def create_post(body: PostIn, principal: AccountDep, database: DatabaseDep) -> P
         return PostOut.of(service.post_views(session, [post])[0])
 
 
-@platform_router.get("/posts/{post_id}")
+@platform_router.get("/posts/{post_id}", response_model=PostOut)
 @raises(Gone)
-def read_post(
-    request: Request,
-    response: Response,
-    post_id: Id64,
-    viewer: ViewerDep,
-    can_read: BlockedCanReadDep,
-    database: DatabaseDep,
-) -> PostOut:
+async def read_post(
+    request: Request, post_id: Id64, viewer: ViewerDep, can_read: BlockedCanReadDep, database: DatabaseDep
+) -> Response:
     """One post (anonymous readers see public posts of unprotected accounts); 410 once deleted.
 
     The response carries its author's AI-use signals (``Content-Usage``, ``X-Robots-Tag``) and counts
     one post served for the scraping meter.
     """
-    with database.read() as session:
-        view = service.get_post(session, post_id=post_id, viewer_id=viewer, blocked_can_read=can_read)
-        response.headers.update(
-            post_signal_headers(session, author_id=view.post.author_id, ctx=request.app.state.consent)
-        )
-        report_posts(request, 1)
-        return PostOut.of(view)
+    ctx = request.app.state.consent
+
+    def read() -> Response:
+        with database.read() as session:
+            view = service.get_post(session, post_id=post_id, viewer_id=viewer, blocked_can_read=can_read)
+            body = PostOut.of(view)
+            author = body.author_id
+            headers = current_signal_headers(
+                database, author_id=author, ctx=ctx, connection=session.connection()
+            )
+        return model_response(body, headers=headers)
+
+    response = await database_call(database, read)
+    report_posts(request, 1)
+    return response
 
 
 @platform_router.delete("/posts/{post_id}", status_code=204)
@@ -221,38 +231,43 @@ def profile(account_id: Id64, database: DatabaseDep) -> ProfileOut:
         return ProfileOut.model_validate(service.visible_account(session, account_id))
 
 
-@platform_router.get("/accounts/{account_id}/posts")
+@platform_router.get("/accounts/{account_id}/posts", response_model=PostPage)
 @raises(Gone)
-def account_posts(
+async def account_posts(
     request: Request,
-    response: Response,
     account_id: Id64,
     viewer: ViewerDep,
     can_read: BlockedCanReadDep,
     database: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=service.PAGE_LIMIT)] = 20,
     before: Annotated[Id64 | None, Query(description="only posts with a smaller id")] = None,
-) -> PostPage:
+) -> Response:
     """An account's live posts that you may read, newest first (with the author's AI-use signals)."""
-    with database.read() as session:
-        page = service.account_posts(
-            session,
-            account_id=account_id,
-            viewer_id=viewer,
-            blocked_can_read=can_read,
-            limit=limit,
-            before=before,
-        )
-        response.headers.update(
-            post_signal_headers(session, author_id=account_id, ctx=request.app.state.consent)
-        )
-        report_posts(request, len(page.posts))
-        return PostPage(
-            account=ProfileOut.model_validate(page.account),
-            posts=[PostOut.of(view) for view in page.posts],
-            complete=page.complete,
-            next_before=page.next_before,
-        )
+    ctx = request.app.state.consent
+
+    def read() -> tuple[Response, int]:
+        with database.read() as session:
+            page = service.account_posts(
+                session,
+                account_id=account_id,
+                viewer_id=viewer,
+                blocked_can_read=can_read,
+                limit=limit,
+                before=before,
+            )
+            body = PostPage(
+                account=ProfileOut.model_validate(page.account),
+                posts=[PostOut.of(view) for view in page.posts],
+                complete=page.complete,
+                next_before=page.next_before,
+            )
+            connection = session.connection()
+            headers = current_signal_headers(database, author_id=account_id, ctx=ctx, connection=connection)
+        return model_response(body, headers=headers), len(body.posts)
+
+    response, served = await database_call(database, read)
+    report_posts(request, served)
+    return response
 
 
 @platform_router.post("/accounts/{account_id}/follow")
