@@ -8,6 +8,7 @@ and processes. Read sessions start deferred and never block writers in WAL mode.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -98,6 +99,32 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
+PING_AFTER_IDLE = 1.0
+"""Seconds a pooled PostgreSQL connection may rest before its next use starts with a ping."""
+
+
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """Ping a pooled connection before use when it rested more than ``idle`` seconds (a server restart or
+    an idle timeout may have closed it meanwhile; a failed ping opens a new one). ``pool_pre_ping`` pings
+    before every use: a round trip per checkout, which a busy server pays on every request for connections
+    it used a millisecond ago. When the server goes away while a connection is in use, the statement
+    fails as unreachable (503 with ``Retry-After``) and the engine replaces every pooled connection."""
+
+    @event.listens_for(engine, "checkin")
+    def _rested(_dbapi_connection: Any, record: Any) -> None:
+        record.info["rested_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        rested = record.info.get("rested_at")
+        if rested is None or time.monotonic() - rested <= idle:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # the pool discards the connection and checks out another
+            raise sa_exc.DisconnectionError("the pooled connection was closed while it rested") from error
+
+
 def unreachable(error: BaseException) -> bool:
     """Whether ``error`` says the database cannot be reached now (refused or lost connection, pool
     timeout, SQLite's file locked or unreadable), as opposed to a fault of the statement or the data."""
@@ -121,9 +148,8 @@ class Database:
             self.engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:
-            self.engine = create_engine(
-                url, pool_pre_ping=True, pool_size=POOL_SIZE // 2, max_overflow=POOL_OVERFLOW // 2
-            )
+            self.engine = create_engine(url, pool_size=POOL_SIZE // 2, max_overflow=POOL_OVERFLOW // 2)
+            _ping_when_idle(self.engine, PING_AFTER_IDLE)
             self.write_engine = self.engine
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
