@@ -15,10 +15,12 @@ The bare baseline is one FastAPI route returning a small JSON document under the
 number of workers, driven by the same generator at the same rates.
 
 Server CPU is the user + system time of the server's whole process tree (from ``/proc``) over the step,
-divided by the requests completed.
+divided by the requests completed. Both servers run side by side and the steps alternate between them
+(Consentry at a rate, then the bare endpoint at the same rate), so a change of load on a shared machine
+falls on both; with ``--runs N`` every step is measured N times and the table holds the medians.
 
-    .venv/bin/python bench/http_load.py [--rates 250,500,1000,1500] [--seconds 10] [--workers 2]
-                                        [--postgres URL] [--skip-bare]
+    .venv/bin/python bench/http_load.py [--rates 250,500,1000,1500] [--seconds 10] [--runs 1]
+                                        [--workers 2] [--postgres URL] [--skip-bare]
 """
 
 from __future__ import annotations
@@ -303,19 +305,6 @@ def summarise(name: str, step: Step) -> dict[str, Any]:
     }
 
 
-def drive(
-    name: str, port: int, pid: int, requests: list[bytes], rates: list[int], seconds: float, connections: int
-) -> list[dict[str, Any]]:
-    """Warm up, then every step in turn; prints each row as it is measured."""
-    measure(port, pid, requests, min(rates[0], 200), 2.0, connections)  # warm-up: caches, pools
-    rows = []
-    for rate in rates:
-        row = summarise(name, measure(port, pid, requests, rate, seconds, connections))
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    return rows
-
-
 def table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table."""
     header = (
@@ -331,12 +320,57 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Server:
+    """A running server and the requests it is driven with."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    requests: list[bytes]
+
+
+def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (server, rate): the median of each figure over the runs."""
+    keys = ("achieved_rps", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "generator_cpu_share")
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault((row["server"], row["target_rps"]), []).append(row)
+    out = []
+    for (server, rate), group in grouped.items():
+        row: dict[str, Any] = {"server": server, "target_rps": rate, "runs": len(group)}
+        row["errors"] = sum(r["errors"] for r in group)
+        for key in keys:
+            row[key] = round(statistics.median(r[key] for r in group), 3)
+        out.append(row)
+    return out
+
+
+def run_steps(
+    servers: list[Server], rates: list[int], seconds: float, connections: int, runs: int
+) -> list[dict[str, Any]]:
+    """Warm every server up, then each rate ``runs`` times, the servers alternating step by step (so a
+    change of load on a shared machine falls on both); prints each row as it is measured."""
+    for server in servers:
+        measure(server.port, server.process.pid, server.requests, min(rates[0], 200), 2.0, connections)
+    rows = []
+    for _ in range(runs):
+        for rate in rates:
+            for server in servers:
+                step = measure(server.port, server.process.pid, server.requests, rate, seconds, connections)
+                row = summarise(server.name, step)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rates", default="250,500,1000,1500", help="requests per second of each step")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each step")
+    parser.add_argument("--runs", type=int, default=1, help="times each step is measured (medians)")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
     parser.add_argument("--accounts", type=int, default=1000)
@@ -352,19 +386,14 @@ def main() -> None:
         url, drop = f"sqlite:///{home / 'consentry.db'}", None
         if args.postgres:
             url, drop = scratch_postgres(args.postgres)
+        servers: list[Server] = []
         try:
             world = prepare(home, url, args.accounts, args.posts)
-            requests = mixed_requests(world, 50_000, seed=1)
-            rows = []
             env = {**os.environ, "CONSENTRY_HOME": str(home), "CONSENTRY_DATABASE_URL": url}
             port = free_port()
             command = [sys.executable, "-m", "consentry.cli", "serve", "--port", str(port)]
-            server = start([*command, "--workers", str(args.workers)], env, port, Path(folder) / "serve.log")
-            try:
-                rows += drive("consentry", port, server.pid, requests, rates, args.seconds, args.connections)
-            finally:
-                server.terminate()
-                server.wait(timeout=60)
+            process = start([*command, "--workers", str(args.workers)], env, port, Path(folder) / "serve.log")
+            servers.append(Server("consentry", port, process, mixed_requests(world, 50_000, seed=1)))
             if not args.skip_bare:
                 port = free_port()
                 bare = [
@@ -372,26 +401,26 @@ def main() -> None:
                     *("--app-dir", str(Path(__file__).parent), "--port", str(port)),
                     *("--workers", str(args.workers)),
                 ]
-                server = start(bare, dict(os.environ), port, Path(folder) / "bare.log")
-                bare_requests = [request_bytes("GET", f"/v1/platform/posts/{i}", None) for i in range(1000)]
-                try:
-                    rows += drive(
-                        "bare", port, server.pid, bare_requests, rates, args.seconds, args.connections
-                    )
-                finally:
-                    server.terminate()
-                    server.wait(timeout=60)
+                process = start(bare, dict(os.environ), port, Path(folder) / "bare.log")
+                paths = [request_bytes("GET", f"/v1/platform/posts/{i}", None) for i in range(1000)]
+                servers.append(Server("bare", port, process, paths))
+            rows = run_steps(servers, rates, args.seconds, args.connections, args.runs)
         finally:
+            for server in servers:
+                server.process.terminate()
+                server.process.wait(timeout=60)
             if drop is not None:
                 drop()
+    steps = medians(rows)
     figures: dict[str, Any] = {
         "database": "postgresql" if args.postgres else "sqlite",
         "workers": args.workers,
         "seconds_per_step": args.seconds,
-        "steps": rows,
+        "runs": args.runs,
+        "steps": steps,
     }
-    mine = [r for r in rows if r["server"] == "consentry"]
-    base = [r for r in rows if r["server"] == "bare"]
+    mine = [r for r in steps if r["server"] == "consentry"]
+    base = [r for r in steps if r["server"] == "bare"]
     if mine and base:
         cpu = statistics.median(r["server_cpu_ms_per_request"] for r in mine)
         bare_cpu = statistics.median(r["server_cpu_ms_per_request"] for r in base)
@@ -399,7 +428,7 @@ def main() -> None:
         figures["bare_cpu_ms_per_request_median"] = bare_cpu
         figures["cpu_ratio_to_bare"] = round(cpu / bare_cpu, 2) if bare_cpu else None
     report("http_load", figures)
-    print(table(rows))
+    print(table(steps))
 
 
 def scratch_postgres(admin_url: str) -> tuple[str, Any]:
