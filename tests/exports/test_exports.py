@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from consentry.exports import sections, service
 from consentry.exports.models import ExportJob
 from consentry.links.service import import_links, request_link
 from consentry.social import service as social
+from consentry.transparency.service import latest_checkpoint
 from tests.conftest import make_account
 
 FILES = {
@@ -340,6 +342,17 @@ def test_a_linked_export_holds_each_linked_accounts_own_export(
             ctx=ctx,
             scope="linked",
         )
+    with database.read() as session:
+        size = max(head.seq for head in ledger.heads(session))
+    deadline = time.monotonic() + 30
+    while True:  # the app's publisher signs these events: every export below then cites that checkpoint
+        with database.read() as session:
+            latest = latest_checkpoint(session)
+            signed = 0 if latest is None else latest.size
+        if signed >= size:
+            break
+        assert time.monotonic() < deadline, f"no checkpoint of the ledger's {size} events"
+        time.sleep(0.05)
     now = utcnow()
     service.write_export(database, account_id=ada, ctx=ctx, out=tmp_path / "ada.zip", now=now, scope="linked")
     service.write_export(database, account_id=ada, ctx=ctx, out=tmp_path / "alone.zip", now=now)
