@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from consentry.consent import ledger
+from consentry.consent import ledger, reader
 from consentry.consent import service as consent_service
 from consentry.consent.importer import ImportReport, import_events
 from consentry.consent.models import Subject
@@ -241,14 +241,16 @@ def test_events_are_bounded_by_the_head_as_well_as_by_time(
 ) -> None:
     settings = list(ctx.catalog.keys)
     with scenario.read() as session:
-        held = snapshot.ledger_events(session, settings=settings, until=AS_OF)
+        held = reader.events(session, upto=reader.position(session), settings=settings, until=AS_OF)
     head = snapshot.read_snapshot(scenario, settings=settings, as_of=AS_OF)
     assert by_seq(head.events).equals(by_seq(held)) and head.events_considered == held.num_rows
     with scenario.write() as session:
         report = import_events(session, historic, ctx=ctx)
     with scenario.read() as session:
-        bounded = snapshot.ledger_events(session, settings=settings, until=AS_OF, through_seq=head.head_seq)
-        unbounded = snapshot.ledger_events(session, settings=settings, until=AS_OF)
+        bounded = reader.events(
+            session, upto=reader.Position((head.head_seq,)), settings=settings, until=AS_OF
+        )
+        unbounded = reader.events(session, upto=reader.position(session), settings=settings, until=AS_OF)
     assert by_seq(bounded).equals(by_seq(held))
     assert unbounded.num_rows == held.num_rows + len(IMPORTED)  # every imported time is before AS_OF
     now = snapshot.read_snapshot(scenario, settings=settings, as_of=AS_OF)
@@ -273,7 +275,9 @@ def test_ledger_events_match_the_consent_service(
         session.execute(sa.delete(Subject).where(Subject.account_id == 6))
     with scenario.read() as session:
         reference = consent_service.events_table(session, until=AS_OF)
-        mine = snapshot.ledger_events(session, settings=list(ctx.catalog.keys), until=AS_OF)
+        mine = reader.events(
+            session, upto=reader.position(session), settings=list(ctx.catalog.keys), until=AS_OF
+        )
 
     def rows(table: pa.Table) -> list[tuple[object, ...]]:
         return sorted(tuple(row.values()) for row in table.to_pylist())

@@ -31,7 +31,7 @@ import pyarrow.dataset as ds
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from consentry.consent import ledger
+from consentry.consent import ledger, reader
 from consentry.consent.catalog import Setting
 from consentry.consent.evaluate import to_micros
 from consentry.consent.events import OptOuts, publish
@@ -233,15 +233,11 @@ def _subject_keys(session: Session, wanted: np.ndarray) -> tuple[dict[int, str],
     missing = [a for a in wanted.tolist() if a not in subjects]
     randomness = os.urandom(16 * len(missing)).hex()
     fresh = {a: randomness[32 * i : 32 * i + 32] for i, a in enumerate(missing)}
-    raw: Any = session.connection().connection.dbapi_connection
-    cursor = raw.cursor()
-    try:
-        marks = "%s, %s" if session.get_bind().dialect.name == "postgresql" else "?, ?"
+    marks = "%s, %s" if reader.dialect_of(session) == "postgresql" else "?, ?"
+    with reader.cursor(session) as cursor:
         cursor.executemany(
             f"INSERT INTO consent_subjects (account_id, subject_key) VALUES ({marks})", list(fresh.items())
         )
-    finally:
-        cursor.close()
     subjects.update(fresh)
     return subjects, len(fresh)
 

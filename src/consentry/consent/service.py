@@ -90,9 +90,6 @@ from consentry.consent.state import (
     settings_view as settings_view,
 )
 from consentry.consent.tables import (
-    account_columns as account_columns,
-)
-from consentry.consent.tables import (
     accounts_table as accounts_table,
 )
 from consentry.consent.tables import (
@@ -103,9 +100,6 @@ from consentry.consent.tables import (
 )
 from consentry.consent.tables import (
     read_accounts as read_accounts,
-)
-from consentry.consent.tables import (
-    rows_to_table as rows_to_table,
 )
 from consentry.db import utcnow
 from consentry.errors import InvalidInput, NotFound

@@ -23,7 +23,6 @@ from consentry.datasets.recipients import add_recipient as add_recipient
 from consentry.datasets.recipients import list_recipients as list_recipients
 from consentry.datasets.request import CheckedRequest as CheckedRequest
 from consentry.datasets.request import check_request as check_request
-from consentry.datasets.snapshot import ledger_events as ledger_events
 from consentry.datasets.verify import VerifyReport as VerifyReport
 from consentry.datasets.verify import find_releases as find_releases
 from consentry.datasets.verify import read_manifest as read_manifest

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
-from consentry.consent import rules
+from consentry.consent import reader, rules
 from consentry.consent.evaluate import EPOCH, account_arrays, to_micros
 from consentry.consent.policy import Policy
 
@@ -84,10 +84,9 @@ def continues(old: Probe, new: Probe) -> bool:
 
 
 def load_all_events(session: Session, *, settings: Sequence[str]) -> pa.Table:
-    """Every explicit event for ``settings`` of a still-mapped account (future-dated ones too)."""
-    from consentry.datasets.service import ledger_events
-
-    return ledger_events(session, settings=settings, until=FAR_FUTURE)
+    """Every explicit event for ``settings`` of a still-mapped account (future-dated ones too), up to the
+    ledger's position now."""
+    return reader.events(session, upto=reader.position(session), settings=settings)
 
 
 def _micros(column: pa.ChunkedArray, fill: int) -> np.ndarray:

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import Select, Table, func, or_, select, text
 from sqlalchemy.orm import Session
 
+from consentry.consent import reader
 from consentry.consent.importer import import_events
 from consentry.consent.models import ConsentEvent, Subject
 from consentry.consent.service import ConsentContext
@@ -157,13 +158,12 @@ def insert_rows(session: Session, table: Table, rows: pa.Table, names: dict[str,
             as_text = pc.strftime(rows.column(index), format="%Y-%m-%d %H:%M:%S")
             rows = rows.set_column(index, field.name, as_text)
     columns = ", ".join(rows.column_names)
-    raw: Any = session.connection().connection.dbapi_connection
-    cursor = raw.cursor()
-    try:
-        if session.get_bind().dialect.name == "sqlite":  # replies may name posts later in the file
+    dialect = reader.dialect_of(session)
+    with reader.cursor(session) as cursor:
+        if dialect == "sqlite":  # replies may name posts later in the file
             cursor.execute("PRAGMA defer_foreign_keys = ON")
         for batch in rows.to_batches(max_chunksize=_BATCH):
-            if session.get_bind().dialect.name == "postgresql":
+            if dialect == "postgresql":
                 buffer = io.BytesIO()
                 pa_csv.write_csv(batch, buffer, pa_csv.WriteOptions(include_header=False))
                 with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
@@ -172,8 +172,6 @@ def insert_rows(session: Session, table: Table, rows: pa.Table, names: dict[str,
                 marks = ", ".join("?" * batch.num_columns)
                 values = zip(*(column.to_pylist() for column in batch.columns), strict=True)
                 cursor.executemany(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", values)
-    finally:
-        cursor.close()
 
 
 def _check_lake(lake: Path) -> None:

@@ -26,14 +26,13 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from consentry.consent import reader
 from consentry.consent.catalog import Jurisdictions
 from consentry.consent.evaluate import group_index
 from consentry.consent.ledger import partition_count as ledger_partitions
 from consentry.consent.service import load_accounts
-from consentry.datasets.service import ledger_events
 from consentry.db import utcnow
 
 Array = npt.NDArray[Any]
@@ -43,33 +42,12 @@ LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 def read_events(session: Session, *, settings: Sequence[str], after_seq: int = 0) -> pa.Table:
-    """Explicit events of still-mapped accounts with ``seq`` above ``after_seq`` for ``settings``."""
-    if after_seq <= 0:
-        return ledger_events(session, settings=settings, until=LATEST)
-    from consentry.consent.models import ConsentEvent, Subject
-
-    rows = session.execute(
-        select(
-            Subject.account_id,
-            ConsentEvent.setting,
-            ConsentEvent.value,
-            ConsentEvent.recorded_at,
-            ConsentEvent.seq,
-        )
-        .join(Subject, Subject.subject_key == ConsentEvent.subject_key)
-        .where(ConsentEvent.seq > after_seq, ConsentEvent.setting.in_(list(settings)))
-        .order_by(ConsentEvent.seq)
-    ).all()
-    columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
-    return pa.table(
-        {
-            "account_id": pa.array(columns[0], pa.int64()),
-            "setting": pa.array(columns[1], pa.string()),
-            "value": pa.array(columns[2], pa.string()),
-            "recorded_at": pa.array(columns[3], pa.timestamp("us", tz="UTC")),
-            "seq": pa.array(columns[4], pa.int64()),
-        }
-    )
+    """Explicit events of still-mapped accounts with ``seq`` above ``after_seq`` for ``settings``, up to
+    the ledger's position now (one partition; the cache reads a ledger of several in full), in seq order
+    when reading on from ``after_seq``."""
+    upto = reader.position(session)
+    after = reader.Position((after_seq,) * upto.partitions) if after_seq > 0 else None
+    return reader.events(session, upto=upto, after=after, settings=settings, ordered=after is not None)
 
 
 def _np(column: pa.ChunkedArray | pa.Array, dtype: Any, fill: Any) -> Array:

@@ -15,6 +15,7 @@ from sqlalchemy import Index, Table, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import CreateIndex
 
+from consentry.consent import reader
 from consentry.consent.ledger.chain import (
     LEDGER_CLIENTS,
     SOURCES,
@@ -139,7 +140,7 @@ def _chunk_rows(
     return links, rows, b"".join(leaves)
 
 
-def _write_rows(raw: Any, dialect: str, rows: list[tuple[Any, ...]]) -> None:
+def _write_rows(raw: reader.Connection, dialect: str, rows: list[tuple[Any, ...]]) -> None:
     cursor = raw.cursor()
     try:
         if dialect == "postgresql":
@@ -180,7 +181,7 @@ def append_table(session: Session, events: pa.Table, *, chunk: int = 200_000) ->
     count = partition_count(session)
     parts = _partitioned(events, count)
     held = lock_heads(session, [p for p, _ in parts] or [0], count=count)
-    raw: Any = session.connection().connection.dbapi_connection
+    raw = reader.connection(session)
     dialect = session.get_bind().dialect.name
     rebuild = dialect == "sqlite" and events.num_rows >= REBUILD_INDEX_AT
     if rebuild:  # a large load is faster into the bare table, indexed once afterwards (same transaction)
