@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -42,12 +43,22 @@ SETTING = "third_party_sharing"
 
 
 def node(
-    url: str, home: str, accounts: list[int], threads: int, changes: int, start: object, mode: str
+    url: str,
+    home: str,
+    accounts: list[int],
+    threads: int,
+    changes: int,
+    start: Any,
+    mode: str,
+    ready: Any,
 ) -> None:
-    """One process ("API node"): ``threads`` writers, each making ``changes`` changes in turn."""
+    """One process ("API node"): ``threads`` writers, each making ``changes`` changes in turn. It says
+    when it is ready (imported, connected), waits for the start, and reports when its last writer ends."""
     database = Database(url)
     ctx = service.ConsentContext.from_settings(Settings(home=Path(home), database_url=url))
     group = ConsentWriter(database, ctx)
+    with database.read() as session:
+        ledger.partition_count(session)  # connected before the clock starts
     failures: list[BaseException] = []
 
     def writer(n: int) -> None:
@@ -68,11 +79,13 @@ def node(
             raise
 
     workers = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
-    start.wait()  # type: ignore[attr-defined]
+    ready.put(None)
+    start.wait()
     for w in workers:
         w.start()
     for w in workers:
         w.join()
+    ready.put(time.time())  # the end of this node's writes (the clock of every node is this machine's)
     group.close()
     database.dispose()
     if failures:
@@ -99,24 +112,26 @@ def one_run(
         service.ConsentContext.from_settings(Settings(home=home, database_url=url))  # keys made once
         per_node = args.writers // args.processes
         context = multiprocessing.get_context("spawn")
-        start = context.Event()
+        start, ready = context.Event(), context.Queue()
         nodes = [
             context.Process(
                 target=node,
-                args=(url, str(home), ids[k :: args.processes], per_node, args.changes, start, mode),
+                args=(url, str(home), ids[k :: args.processes], per_node, args.changes, start, mode, ready),
             )
             for k in range(args.processes)
         ]
         for process in nodes:
             process.start()
-        time.sleep(3)  # every node imported and connected before the clock starts
-        began = time.perf_counter()
+        for _ in nodes:  # every node imported and connected before the clock starts
+            ready.get(timeout=600)
+        began = time.time()
         start.set()
+        ends = [ready.get(timeout=3600) for _ in nodes]
         for process in nodes:
             process.join()
             if process.exitcode != 0:
                 raise SystemExit(f"a writer process failed ({process.exitcode})")
-        seconds = time.perf_counter() - began
+        seconds = max(ends) - began
         with database.read() as session:
             check = ledger.verify(session)
         done = per_node * args.processes * args.changes

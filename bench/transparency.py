@@ -67,16 +67,16 @@ KEYS = ("assistant_training_posts", "assistant_training_interactions", "assistan
 @contextlib.contextmanager
 def without_tree() -> Iterator[None]:
     """The ledger's tree append replaced by a no-op (the baseline: the same writes without the log)."""
-    original = store.append_leaves
+    original = store.plan_append
 
-    def skip(_session: Any, size: int, leaf_hashes: Any, **_: Any) -> int:
-        return size + len(leaf_hashes) // merkle.HASH_SIZE
+    def skip(_session: Any, size: int, leaf_hashes: Any, **_: Any) -> store.TileWrites:
+        return store.TileWrites(size + len(leaf_hashes) // merkle.HASH_SIZE, [], [], {})
 
-    store.append_leaves = skip  # type: ignore[assignment]
+    store.plan_append = skip  # type: ignore[assignment]
     try:
         yield
     finally:
-        store.append_leaves = original  # type: ignore[assignment]
+        store.plan_append = original  # type: ignore[assignment]
 
 
 def spread(samples: list[float]) -> str:

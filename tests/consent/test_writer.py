@@ -6,14 +6,14 @@ import random
 import threading
 import time
 from concurrent.futures import Future
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import pytest
 from sqlalchemy import select
 
 from consentry.consent import changes, ledger, service
-from consentry.consent.models import ConsentEvent
+from consentry.consent.models import ConsentEvent, PolicyVersion
 from consentry.consent.receipts import verify_receipt
 from consentry.consent.service import ChangeRequest, ConsentContext
 from consentry.consent.writer import ConsentWriter, Receipts
@@ -240,8 +240,10 @@ def test_a_failed_batch_of_one_partition_keeps_none_of_it_and_spares_the_others(
             raise RuntimeError("signing failed")
         return real(row, **kwargs)
 
-    monkeypatch.setattr(changes, "sign_event", sign)
     writer = ConsentWriter(database, ctx)
+    for account_id in ids:  # the writer learns each account's partition from its first change
+        writer.change(ChangeRequest(account_id, {"assistant_realtime": "deny"}, "web"))
+    monkeypatch.setattr(changes, "sign_event", sign)
     futures = {
         (a, i): writer.submit(ChangeRequest(a, {"third_party_sharing": "deny" if i % 2 else "allow"}, "web"))
         for i in range(4)
@@ -260,7 +262,10 @@ def test_a_failed_batch_of_one_partition_keeps_none_of_it_and_spares_the_others(
         assert ledger.verify(session).ok
         for account_id in ids:  # a request's events exist exactly when it succeeded
             stored = session.scalars(
-                select(ConsentEvent.seq).where(ConsentEvent.subject_key == keys[account_id])
+                select(ConsentEvent.seq).where(
+                    ConsentEvent.subject_key == keys[account_id],
+                    ConsentEvent.setting == "third_party_sharing",
+                )
             ).all()
             assert len(stored) == kept[account_id]
 
@@ -312,6 +317,7 @@ def test_the_writer_of_a_partition_hands_on_what_it_cannot_write_and_makes_keys_
         )
     assert isinstance(results[0], list) and len(results[0]) == 1
     assert isinstance(results[1], changes.Misrouted)  # another partition's head: written elsewhere
+    assert results[1].partition == partition[there]
     assert isinstance(results[2], list) and len(results[2]) == 1
     assert isinstance(results[3], NotFound)
     with database.read() as session:
@@ -319,3 +325,47 @@ def test_the_writer_of_a_partition_hands_on_what_it_cannot_write_and_makes_keys_
         key = ledger.subject_key_for(session, fresh, create=False)
         assert key is not None and ledger.partition_of(key, 4) == partition[here]
         assert session.scalar(select(ConsentEvent.seq).where(ConsentEvent.subject_key == keys[there])) is None
+
+
+def test_a_writer_sees_a_policy_version_added_while_it_runs(database: Database, ctx: ConsentContext) -> None:
+    """The writer keeps the policies between batches, and reads them again once a version is added."""
+    account_id, _ = make_account(database)
+    writer = ConsentWriter(database, ctx)
+    first = writer.change(ChangeRequest(account_id, {"assistant_realtime": "deny"}, "web"))
+    with database.write() as session:
+        current = service.get_policy(session, 1)
+        session.add(
+            PolicyVersion(
+                version=2,
+                effective_at=datetime.now(UTC) - timedelta(seconds=1),  # in force already (set up directly)
+                applies_to="all",
+                defaults=dict(current.defaults),
+                title="Second",
+                summary="",
+                created_at=datetime.now(UTC),
+                created_by="test",
+            )
+        )
+    second = writer.change(ChangeRequest(account_id, {"assistant_realtime": "allow"}, "web"))
+    writer.close()
+    assert first[0]["receipt"]["policy"] == {"version": 1, "title": current.title}
+    assert second[0]["receipt"]["policy"] == {"version": 2, "title": "Second"}
+
+
+def test_a_request_sent_to_the_wrong_partition_is_handed_to_its_own(
+    database: Database, ctx: ConsentContext
+) -> None:
+    """The writer routes an account it does not know by id; the batch finds its key elsewhere."""
+    _partitioned(database, 4)
+    ids = [make_account(database, handle=f"h{i}")[0] for i in range(16)]
+    keys = {a: _subject(database, a) for a in ids}
+    elsewhere = next(a for a in ids if ledger.partition_of(keys[a], 4) != a % 4)
+    home = ledger.partition_of(keys[elsewhere], 4)
+    writer = ConsentWriter(database, ctx)
+    receipts = writer.change(ChangeRequest(elsewhere, {"assistant_realtime": "deny"}, "web"))
+    again = writer.change(ChangeRequest(elsewhere, {"assistant_realtime": "allow"}, "web"))
+    writer.close()
+    assert [r["receipt"]["subject"] for r in (*receipts, *again)] == [keys[elsewhere]] * 2
+    assert ledger.partition_of_seq(again[0]["receipt"]["chain"]["seq"], 4) == home
+    assert writer.lane_batches == {elsewhere % 4: 1, home: 2}  # handed on once, then sent home directly
+    assert writer.requests == 2

@@ -7,17 +7,17 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from consentry.consent import ledger
 from consentry.consent.context import ConsentContext
 from consentry.consent.events import OptOuts, publish
-from consentry.consent.models import ConsentEvent, Subject
+from consentry.consent.models import ConsentEvent, LedgerHead, PolicyVersion, Subject
 from consentry.consent.policies import load_policies
 from consentry.consent.policy import Policy, applicable
 from consentry.consent.receipts import build_receipt
@@ -70,8 +70,13 @@ def _check_request(request: ChangeRequest, ctx: ConsentContext) -> None:
 
 
 class Misrouted(ConsentryError):
-    """A request given to the writer of one partition that names an account of another partition, or
-    one without a subject key yet: it belongs to the writer that may take every partition's head."""
+    """A request given to the writer of one partition that needs another head: ``partition`` names
+    the one of its account, or is ``None`` for a change of linked accounts (which belongs to the
+    writer that may take several heads)."""
+
+    def __init__(self, detail: str, *, partition: int | None) -> None:
+        super().__init__(detail)
+        self.partition = partition
 
 
 class Found(NamedTuple):
@@ -100,6 +105,7 @@ class _Batch:
     found: dict[int, Found]
     heads: dict[int, ledger.Head]
     at: datetime | None
+    policies: list[Policy] | None = None
 
 
 def _start(session: Session, requests: Sequence[ChangeRequest], ctx: ConsentContext) -> _Batch:
@@ -131,11 +137,11 @@ def _make_keys(session: Session, batch: _Batch, *, partition: int | None = None,
         }
     else:
         accounts = {a for ids in batch.targets.values() for a in ids}
-    for account_id in sorted(accounts):
-        row = batch.found.get(account_id)
-        if row is not None and row.subject is None and row.status == "active":
-            key = ledger.subject_key_for(session, account_id, partition=partition, partitions=partitions)
-            batch.found[account_id] = row._replace(subject=key)
+    found = batch.found
+    missing = [a for a in accounts if a in found and found[a].subject is None and found[a].status == "active"]
+    keys = ledger.subject_keys_for(session, missing, partition=partition, partitions=partitions)
+    for account_id, key in keys.items():
+        found[account_id] = found[account_id]._replace(subject=key)
 
 
 def _route(batch: _Batch, partition: int, partitions: int) -> None:
@@ -146,17 +152,61 @@ def _route(batch: _Batch, partition: int, partitions: int) -> None:
         own = batch.found.get(request.account_id)
         if own is None or own.status != "active":
             continue  # refused below, whatever the partition
-        if (
-            request.scope != "account"
-            or own.subject is None
-            or ledger.partition_of(own.subject, partitions) != partition
-        ):
-            batch.outcome[index] = Misrouted(f"account {request.account_id} is not in partition {partition}")
-            del batch.targets[index]
+        if request.scope != "account" or own.subject is None:
+            batch.outcome[index] = Misrouted(
+                "a change of linked accounts takes several heads", partition=None
+            )
+        elif (home := ledger.partition_of(own.subject, partitions)) != partition:
+            batch.outcome[index] = Misrouted(
+                f"account {request.account_id} is in partition {home}, not {partition}", partition=home
+            )
+        else:
+            continue
+        del batch.targets[index]
 
 
 def _missing_keys(batch: _Batch) -> bool:
     return any(row.subject is None and row.status == "active" for row in batch.found.values())
+
+
+@dataclass
+class Known:
+    """What a writer thread remembers between its batches: the policy versions, with the stamp (how
+    many, and the latest) under which it read them. Versions are only ever added, never edited, so
+    an unchanged stamp means unchanged policies; the stamp is read with the head, in one query."""
+
+    stamp: tuple[int, int] | None = None
+    policies: list[Policy] = field(default_factory=list)
+
+
+_LOCK_PARTITION = (
+    select(
+        LedgerHead.seq,
+        LedgerHead.hash,
+        LedgerHead.recorded_at,
+        select(func.count()).select_from(LedgerHead).scalar_subquery(),
+        select(func.count()).select_from(PolicyVersion).scalar_subquery(),
+        select(func.coalesce(func.max(PolicyVersion.version), 0)).scalar_subquery(),
+    )
+    .where(LedgerHead.id == bindparam("head_id"))
+    .with_for_update(of=LedgerHead)
+)  # the writer of a partition: its head, the partition count and the policies' stamp in one query
+
+
+def _lock_partition(session: Session, batch: _Batch, partition: int, known: Known | None) -> int:
+    """Lock one partition's head (when the ledger has it) and return the partition count; with
+    ``known``, reuse its policies while their stamp holds."""
+    row = session.execute(_LOCK_PARTITION, {"head_id": partition + 1}).one_or_none()
+    if row is None:
+        return ledger.partition_count(session)
+    count = int(row[3])
+    batch.heads = {partition: ledger.Head(int(row[0]), str(row[1]), row[2], partition, count)}
+    if known is not None:
+        stamp = (int(row[4]), int(row[5]))
+        if known.stamp != stamp:
+            known.policies, known.stamp = load_policies(session), stamp
+        batch.policies = known.policies
+    return count
 
 
 def change_settings_many(
@@ -166,6 +216,7 @@ def change_settings_many(
     ctx: ConsentContext,
     at: datetime | None = None,
     partition: int | None = None,
+    known: Known | None = None,
 ) -> list[list[dict[str, Any]] | ConsentryError]:
     """Record many requests' choices in one transaction (the caller commits once).
 
@@ -200,10 +251,8 @@ def change_settings_many(
         if missing:
             partitions = ledger.partition_count(session)
             _make_keys(session, batch, partition=partition, partitions=partitions)
-        head, partitions = ledger.lock_partition(session, partition)
-        if head is not None:
-            batch.heads = {partition: head}
-        elif partitions == 1:  # a ledger of one partition, however the writer saw it
+        partitions = _lock_partition(session, batch, partition, known)
+        if not batch.heads and partitions == 1:  # a ledger of one partition, however the writer saw it
             batch.heads = ledger.lock_heads(session, [0], count=1)
         if partitions > 1:
             _route(batch, partition, partitions)
@@ -218,7 +267,7 @@ def _record(
     subscribers revoke released records) and sign the receipts."""
     at = batch.at
     assert at is not None
-    policies = load_policies(session)
+    policies = batch.policies if batch.policies is not None else load_policies(session)
     plans: list[tuple[int, str, Policy | None, int]] = []  # request index, group, policy, event count
     gpc_seen: set[tuple[int, str]] = set()  # GPC signals already recorded in this batch
     events: list[ledger.NewEvent] = []
@@ -385,7 +434,7 @@ def change_settings(
 
 
 def sign_event(
-    row: ConsentEvent, *, ctx: ConsentContext, jurisdiction: str, policy_title: str | None
+    row: ledger.EventRecord, *, ctx: ConsentContext, jurisdiction: str, policy_title: str | None
 ) -> dict[str, Any]:
     """The signed receipt of a stored event."""
     receipt = build_receipt(

@@ -23,8 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from consentry.consent.catalog import Setting
-from consentry.consent.ledger import canonical_json, chain_hash, document_of
-from consentry.consent.models import ConsentEvent
+from consentry.consent.ledger import EventRecord, canonical_json, chain_hash, document_of
 from consentry.errors import IntegrityFailure, InvalidInput
 
 RECEIPT_VERSION = "consentry-receipt/1"
@@ -105,7 +104,7 @@ def load_or_create_signer(home: Path) -> Signer:
 
 def build_receipt(
     *,
-    event: ConsentEvent,
+    event: EventRecord,
     setting: Setting,
     jurisdiction: str,
     operator_name: str,

@@ -8,10 +8,12 @@ fails fails every request in it, and nothing of it is kept.
 
 A ledger of one partition has one writer thread. A ledger of ``P`` partitions has one writer thread per
 partition, each taking only its partition's head, so batches of different partitions commit side by
-side, and one more that may take several heads: a request goes to the writer of its account's
-partition when the account's subject key is known, and to that one otherwise (the first change of an
-account, whose subject key is made in the batch, and changes of scope ``linked``, which span accounts
-of several partitions). Within a partition, batches commit one after another, in queue order.
+side, and one more that may take several heads, for changes of scope ``linked`` (accounts of several
+partitions). A request goes to the writer of its account's partition when the writer knows it, else to
+the writer of partition ``id mod P``: that one makes the account a key of its own partition if it has
+none, and hands the request to the writer of the account's partition if it has one elsewhere (the
+batch reads every account anyway, so routing costs no query). Within a partition, batches commit one
+after another, in queue order.
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
 from consentry.consent import ledger
-from consentry.consent.changes import ChangeRequest, Misrouted, change_settings_many
+from consentry.consent.changes import ChangeRequest, Known, Misrouted, change_settings_many
 from consentry.consent.context import ConsentContext
 from consentry.db import Database
 from consentry.errors import ConsentryError
@@ -34,6 +41,11 @@ log = logging.getLogger(__name__)
 Receipts = list[dict[str, Any]]
 Item = tuple[ChangeRequest, Future[Receipts]]
 _STOP = object()
+LINGER_SECONDS = 0.002
+"""How long a writer thread waits for the callers of its previous batch to come back (at most)."""
+IDLE_SECONDS = 1.0
+"""A writer thread idle longer than this gives its connection back to the pool (which checks a
+connection before handing it out again)."""
 KNOWN_ACCOUNTS = 1_000_000
 """Accounts whose partition a writer remembers (forgotten all at once past this many)."""
 
@@ -48,6 +60,9 @@ class _Lane:
         self.queue: queue.SimpleQueue[Item | object] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
+        self.connection: Connection | None = None
+        self.known = Known()
+        self.used = 0.0
 
     def put(self, item: Item) -> None:
         with self.lock:
@@ -64,25 +79,71 @@ class _Lane:
             self.queue.put(_STOP)
             thread.join()
 
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session for one batch, committed at the end, on the connection the lane keeps while
+        batches follow each other (one checked out of the pool, and so checked, after a pause)."""
+        if self.connection is not None and time.monotonic() - self.used > IDLE_SECONDS:
+            self.release()
+        if self.connection is None:
+            self.connection = self.writer.database.write_engine.connect()
+        try:
+            with Session(bind=self.connection, expire_on_commit=False) as session, session.begin():
+                yield session
+        except BaseException:
+            if self.connection.invalidated or self.connection.closed:
+                self.release()
+            raise
+        finally:
+            self.used = time.monotonic()
+
+    def release(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.close()
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.release()
+
+    def _loop(self) -> None:
+        last = 0  # the size of the previous batch: how many callers are likely to come back at once
         while True:
             first = self.queue.get()
             if first is _STOP:
                 return
-            batch = [first]
-            stop = False
-            while len(batch) < self.writer.max_batch:
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            self.writer._apply(self, [b for b in batch if isinstance(b, tuple)])
+            batch, stop = self._gather(first, expected=min(last, self.writer.max_batch))
+            last = len(batch)
+            self.writer._apply(self, batch)
             if stop:
                 return
+
+    def _gather(self, first: Item | object, *, expected: int) -> tuple[list[Item], bool]:
+        """``first`` and whatever else is queued; when fewer than half of the callers of the previous
+        batch are back yet, wait for them a little (``LINGER_SECONDS`` at most). Without that wait,
+        many callers alternate between a batch of all but one and a batch of the one that was late,
+        which pays a transaction for a single change."""
+        items = [first]
+        deadline: float | None = None
+        while len(items) < self.writer.max_batch:
+            try:
+                if deadline is None:
+                    item = self.queue.get_nowait()
+                else:
+                    item = self.queue.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                if deadline is not None or len(items) * 2 >= expected:
+                    break
+                deadline = time.monotonic() + LINGER_SECONDS
+                continue
+            if item is _STOP:
+                return [i for i in items if isinstance(i, tuple)], True
+            items.append(item)
+            if deadline is not None and len(items) >= expected:
+                break
+        return [i for i in items if isinstance(i, tuple)], False
 
 
 class ConsentWriter:
@@ -137,18 +198,15 @@ class ConsentWriter:
         return count
 
     def _lane_of(self, request: ChangeRequest) -> _Lane:
-        """The lane of a request: its account's partition's when the subject key is known."""
+        """The lane of a request: its account's partition's when known, else partition ``id mod P``
+        (whose writer makes the key of an account without one, and hands on one it finds elsewhere)."""
         count = self._count()
         if request.scope != "account" and count > 1:
             return self._spanning
-        partition = 0 if count == 1 else self._known.get(request.account_id)
-        if partition is None:
-            with self.database.read() as session:
-                key = ledger.subject_key_for(session, request.account_id, create=False)
-            if key is None:  # its first change: the writer of this partition makes its subject key there
-                partition = request.account_id % count
-            else:
-                partition = self._remember(request.account_id, key, count)
+        partition = 0 if count == 1 else self._known.get(request.account_id, request.account_id % count)
+        return self._lane(partition)
+
+    def _lane(self, partition: int) -> _Lane:
         with self._lock:
             lane = self._lanes.get(partition)
             if lane is None:
@@ -164,8 +222,10 @@ class ConsentWriter:
     def _apply(self, lane: _Lane, batch: list[Item]) -> None:
         requests = [request for request, _ in batch]
         try:
-            with self.database.write() as session:
-                results = change_settings_many(session, requests, ctx=self.ctx, partition=lane.partition)
+            with lane.session() as session:
+                results = change_settings_many(
+                    session, requests, ctx=self.ctx, partition=lane.partition, known=lane.known
+                )
         except Exception as error:  # the whole transaction failed: every request in it fails, nothing kept
             log.exception("consent batch of %d requests failed", len(batch))
             for _, future in batch:
@@ -183,10 +243,14 @@ class ConsentWriter:
 
     def _settle(self, item: Item, result: Receipts | ConsentryError) -> None:
         request, future = item
-        if isinstance(result, Misrouted):  # the partitions changed, or a stale account: any head may do
-            self._partitions = None
-            self._known.pop(request.account_id, None)
-            self._spanning.put(item)
+        if isinstance(result, Misrouted):  # to its account's partition, or to the writer of several heads
+            count = self._partitions
+            if result.partition is not None and count is not None and result.partition < count:
+                self._known[request.account_id] = result.partition
+                self._lane(result.partition).put(item)
+            else:
+                self._partitions = None  # the partitions may have changed: count them again
+                self._spanning.put(item)
         elif isinstance(result, ConsentryError):
             future.set_exception(result)
         else:

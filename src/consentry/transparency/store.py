@@ -10,6 +10,7 @@ Appending ``k`` leaves reads at most one partial tile per level and writes
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 from sqlalchemy import Select, Table, bindparam, insert, select, tuple_, update
@@ -83,30 +84,74 @@ _GROW_PARTITION_TILE = (
 )  # built once: building a statement costs more than running it
 
 
+@dataclass(frozen=True)
+class TileWrites:
+    """What appending leaves writes to the tile store: the partial tiles that grew (rewritten in place)
+    and the new tiles, each ``(level, index, bytes)``; the tree's size after it, and its partial tiles
+    then, by level (what the next append starts from)."""
+
+    size: int
+    grown: list[tuple[int, int, bytes]]
+    fresh: list[tuple[int, int, bytes]]
+    frontier: dict[int, bytes]
+
+
+def plan_append(
+    session: Session,
+    size: int,
+    leaf_hashes: bytes | Sequence[bytes],
+    *,
+    partition: int | None = None,
+    frontier: dict[int, bytes] | None = None,
+) -> TileWrites:
+    """The tile writes that append leaf hashes to the stored tree of ``size`` leaves. The partial
+    tiles are read from the store unless the caller knows them (``frontier``, by level, as a previous
+    plan's ``frontier`` gave them for this very tree)."""
+    data = leaf_hashes if isinstance(leaf_hashes, bytes) else b"".join(leaf_hashes)
+    partial = tiles.frontier_tiles(size)
+    if frontier is None:
+        held = read_tiles(session, partial, partition=partition)
+        frontier = {t.level: d for t, d in zip(partial, held, strict=True)}
+    if not data:
+        return TileWrites(size, [], [], frontier)
+    result = tiles.append_hashes(size, data, frontier)
+    existing = {(t.level, t.index) for t in partial}
+    grown: list[tuple[int, int, bytes]] = []
+    fresh: list[tuple[int, int, bytes]] = []
+    for (level, index), tile in sorted(result.tiles.items()):
+        (grown if (level, index) in existing else fresh).append((level, index, tile))
+    after = {
+        t.level: result.tiles.get((t.level, t.index)) or frontier[t.level]
+        for t in tiles.frontier_tiles(result.size)
+    }
+    return TileWrites(result.size, grown, fresh, after)
+
+
+def write_tiles(session: Session, writes: TileWrites, *, partition: int | None = None) -> None:
+    """Write a plan's tiles in the caller's transaction."""
+    if writes.grown:  # the partial tiles that grew, in one statement sent once for them all
+        session.connection().execute(
+            _GROW_TILE if partition is None else _GROW_PARTITION_TILE,
+            [{"p": partition, "l": level, "i": index, "d": tile} for level, index, tile in writes.grown],
+        )
+    fresh: list[dict[str, object]] = [
+        {"level": level, "idx": index, "data": tile}
+        if partition is None
+        else {"partition": partition, "level": level, "idx": index, "data": tile}
+        for level, index, tile in writes.fresh
+    ]
+    table = TreeTile if partition is None else PartitionTile
+    for start in range(0, len(fresh), 2_000):
+        session.execute(insert(table), fresh[start : start + 2_000])
+
+
 def append_leaves(
     session: Session, size: int, leaf_hashes: bytes | Sequence[bytes], *, partition: int | None = None
 ) -> int:
     """Append leaf hashes to the stored tree of ``size`` leaves (in the caller's transaction);
     returns the new size."""
-    data = leaf_hashes if isinstance(leaf_hashes, bytes) else b"".join(leaf_hashes)
-    if not data:
+    if not leaf_hashes:
         return size
-    partial = tiles.frontier_tiles(size)
-    held = read_tiles(session, partial, partition=partition)
-    frontier = {t.level: d for t, d in zip(partial, held, strict=True)}
-    result = tiles.append_hashes(size, data, frontier)
-    existing = {(t.level, t.index) for t in partial}
-    grown: list[dict[str, object]] = []
-    fresh: list[dict[str, object]] = []
-    for (level, index), tile in sorted(result.tiles.items()):
-        if (level, index) in existing:
-            grown.append({"p": partition, "l": level, "i": index, "d": tile})
-        else:
-            row: dict[str, object] = {"level": level, "idx": index, "data": tile}
-            fresh.append(row if partition is None else {"partition": partition, **row})
-    if grown:  # the partial tiles that grew, in one statement sent once for them all
-        session.connection().execute(_GROW_TILE if partition is None else _GROW_PARTITION_TILE, grown)
-    table = TreeTile if partition is None else PartitionTile
-    for start in range(0, len(fresh), 2_000):
-        session.execute(insert(table), fresh[start : start + 2_000])
-    return result.size
+    writes = plan_append(session, size, leaf_hashes, partition=partition)
+    write_tiles(session, writes, partition=partition)
+    return writes.size

@@ -28,6 +28,8 @@ from consentry.consent.ledger.chain import (
     LEDGER_CLIENTS,
     SOURCES,
     VALUES,
+    Appended,
+    EventRecord,
     Head,
     NewEvent,
     append,
@@ -43,7 +45,6 @@ from consentry.consent.ledger.chain import (
     live_time,
     lock_head,
     lock_heads,
-    lock_partition,
     new_subject_key,
     partition_count,
     partition_of,
@@ -51,6 +52,7 @@ from consentry.consent.ledger.chain import (
     seq_of,
     set_partitions,
     subject_key_for,
+    subject_keys_for,
 )
 from consentry.consent.ledger.verify import VerifyReport, verify
 
@@ -59,6 +61,8 @@ __all__ = [
     "LEDGER_CLIENTS",
     "SOURCES",
     "VALUES",
+    "Appended",
+    "EventRecord",
     "Head",
     "NewEvent",
     "VerifyReport",
@@ -76,7 +80,6 @@ __all__ = [
     "live_time",
     "lock_head",
     "lock_heads",
-    "lock_partition",
     "new_subject_key",
     "partition_count",
     "partition_of",
@@ -84,5 +87,6 @@ __all__ = [
     "seq_of",
     "set_partitions",
     "subject_key_for",
+    "subject_keys_for",
     "verify",
 ]

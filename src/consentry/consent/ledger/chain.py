@@ -12,9 +12,10 @@ import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -43,6 +44,51 @@ class NewEvent:
     chosen_by: str | None = None
     """The subject key of the account that made the choice, when it is not the event's own subject's
     alone (a change applied to every linked account); absent from the hashed form when ``None``."""
+
+
+class EventRecord(Protocol):
+    """What the hashed form of an event is made of: a stored event, or one just appended."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def subject_key(self) -> str: ...
+    @property
+    def setting(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def policy_version(self) -> int | None: ...
+    @property
+    def recorded_at(self) -> datetime: ...
+    @property
+    def client(self) -> str: ...
+    @property
+    def chosen_by(self) -> str | None: ...
+    @property
+    def prev_hash(self) -> str: ...
+    @property
+    def hash(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """An event as an append wrote it: the stored row's values (a plain record, not an ORM object:
+    making thousands of those per second costs more than writing them)."""
+
+    seq: int
+    subject_key: str
+    setting: str
+    value: str
+    source: str
+    policy_version: int | None
+    recorded_at: datetime
+    client: str
+    chosen_by: str | None
+    prev_hash: str
+    hash: str
 
 
 def format_time(at: datetime) -> str:
@@ -92,7 +138,7 @@ def chain_hash(prev_hash: str, document: dict[str, Any]) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(document)).hexdigest()
 
 
-def document_of(event: ConsentEvent) -> dict[str, Any]:
+def document_of(event: EventRecord) -> dict[str, Any]:
     """The hashed form of a stored event."""
     return event_document(
         seq=event.seq,
@@ -146,6 +192,36 @@ def subject_key_for(
     if key is None:
         raise IntegrityFailure(f"no subject key could be recorded for account {account_id}")
     return key
+
+
+def subject_keys_for(
+    session: Session, account_ids: Iterable[int], *, partition: int | None = None, partitions: int = 1
+) -> dict[int, str]:
+    """The subject keys of accounts, made for those that have none (in ``partition`` of
+    ``partitions`` when given), in two statements however many accounts: one insert that keeps every
+    key already recorded (its own race with another writer included), one read."""
+    wanted = sorted(set(account_ids))
+    if not wanted:
+        return {}
+    fresh = [
+        {"account_id": a, "subject_key": new_subject_key(partition=partition, partitions=partitions)}
+        for a in wanted
+    ]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(postgresql.insert(Subject).on_conflict_do_nothing(), fresh)
+    elif dialect == "sqlite":
+        session.execute(sqlite.insert(Subject).on_conflict_do_nothing(), fresh)
+    else:
+        for account_id in wanted:
+            subject_key_for(session, account_id, partition=partition, partitions=partitions)
+    rows = session.execute(
+        select(Subject.account_id, Subject.subject_key).where(Subject.account_id.in_(wanted))
+    )
+    keys = {int(account_id): str(key) for account_id, key in rows}
+    if len(keys) != len(wanted):
+        raise IntegrityFailure(f"no subject key could be recorded for {len(wanted) - len(keys)} account(s)")
+    return keys
 
 
 def _validate(event: NewEvent) -> None:
@@ -248,29 +324,6 @@ def _head(session: Session, *, lock: bool, partition: int = 0, partitions: int =
     return Head(int(row[0]), str(row[1]), row[2], partition, partitions)
 
 
-_HEAD_AND_COUNT = (
-    select(
-        LedgerHead.seq,
-        LedgerHead.hash,
-        LedgerHead.recorded_at,
-        select(func.count()).select_from(LedgerHead).scalar_subquery(),
-    )
-    .where(LedgerHead.id == bindparam("head_id"))
-    .with_for_update(of=LedgerHead)
-)
-
-
-def lock_partition(session: Session, partition: int) -> tuple[Head | None, int]:
-    """Lock one partition's head and count the ledger's partitions, in one query (the group-commit
-    writer of a partition does this first in every batch); the head is ``None`` when the ledger has no
-    such partition."""
-    row = session.execute(_HEAD_AND_COUNT, {"head_id": partition + 1}).one_or_none()
-    if row is None:
-        return None, partition_count(session)
-    count = int(row[3])
-    return Head(int(row[0]), str(row[1]), row[2], partition, count), count
-
-
 def lock_head(session: Session) -> Head:
     """Lock the head of a single-partition ledger and return it; held until the transaction ends."""
     return _head(session, lock=True)
@@ -362,13 +415,112 @@ def link_events(events: Iterable[NewEvent], seq: int, prev: str) -> Iterator[dic
         yield row
 
 
+_FRONTIERS: dict[tuple[str, int], dict[int, bytes]] = {}
+"""The partial tiles of a partition's tree after this process appended to it, by the head's hash and
+the tree's size: a head hash commits to every event of its chain, hence to every leaf, so the tiles it
+names are right whichever transaction wrote them, even one rolled back. The next append from that head
+need not read them again."""
+KEEP_FRONTIERS = 4096
+
+
+def _remember_frontier(head_hash: str, writes: tree.TileWrites) -> None:
+    if len(_FRONTIERS) >= KEEP_FRONTIERS:
+        _FRONTIERS.clear()
+    _FRONTIERS[head_hash, writes.size] = writes.frontier
+
+
+_EVENT_COLUMNS = (
+    "seq",
+    "subject_key",
+    "setting",
+    "value",
+    "source",
+    "policy_version",
+    "recorded_at",
+    "client",
+    "chosen_by",
+    "prev_hash",
+    "hash",
+)
+_INSERT_EVENTS = (
+    f"INSERT INTO consent_events ({', '.join(_EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('%s' for _ in _EVENT_COLUMNS)})"
+)
+_MOVE_HEAD = "UPDATE ledger_head SET seq = %s, hash = %s, recorded_at = %s WHERE id = %s"
+_GROW = {
+    None: "UPDATE tlog_tiles SET data = %s WHERE level = %s AND idx = %s",
+    "partition": "UPDATE tlog_partition_tiles SET data = %s WHERE partition = %s AND level = %s AND idx = %s",
+}
+_ADD = {
+    None: "INSERT INTO tlog_tiles (level, idx, data) VALUES (%s, %s, %s)",
+    "partition": "INSERT INTO tlog_partition_tiles (partition, level, idx, data) VALUES (%s, %s, %s, %s)",
+}
+
+
+def _naive(at: datetime | None) -> datetime | None:
+    """A time as the database stores it (naive UTC, as ``UTCDateTime`` writes it)."""
+    return None if at is None else at.astimezone(UTC).replace(tzinfo=None)
+
+
+def _write_pipelined(
+    session: Session,
+    rows: list[dict[str, Any]],
+    tiles: list[tuple[int | None, tree.TileWrites]],
+    moved: list[tuple[int, dict[str, Any]]],
+) -> None:
+    """PostgreSQL: every write of an append (tiles, heads, events) sent at once through the driver's
+    pipeline, in the session's transaction: one round trip instead of one per statement."""
+    connection = session.connection()
+    raw: Any = connection.connection.dbapi_connection
+    try:
+        _send(raw, rows, tiles, moved)
+    except connection.dialect.loaded_dbapi.Error as error:  # raised as SQLAlchemy would raise it
+        if raw.closed:
+            connection.invalidate(error)
+        raise sa_exc.DBAPIError.instance(
+            "ledger append (pipeline)",
+            None,
+            error,
+            connection.dialect.loaded_dbapi.Error,
+            connection_invalidated=bool(raw.closed),
+            dialect=connection.dialect,
+        ) from error
+
+
+def _send(
+    raw: Any,
+    rows: list[dict[str, Any]],
+    tiles: list[tuple[int | None, tree.TileWrites]],
+    moved: list[tuple[int, dict[str, Any]]],
+) -> None:
+    with raw.pipeline(), raw.cursor() as cursor:
+        for where, writes in tiles:
+            kind = None if where is None else "partition"
+            place = () if where is None else (where,)
+            if writes.grown:
+                cursor.executemany(_GROW[kind], [(tile, *place, lv, ix) for lv, ix, tile in writes.grown])
+            if writes.fresh:
+                cursor.executemany(_ADD[kind], [(*place, lv, ix, tile) for lv, ix, tile in writes.fresh])
+        cursor.executemany(
+            _MOVE_HEAD, [(v["seq"], v["hash"], _naive(v["recorded_at"]), key) for key, v in moved]
+        )
+        if rows:
+            cursor.executemany(
+                _INSERT_EVENTS,
+                [
+                    tuple(_naive(row[c]) if c == "recorded_at" else row[c] for c in _EVENT_COLUMNS)
+                    for row in rows
+                ],
+            )
+
+
 def append(
     session: Session,
     events: Sequence[NewEvent],
     *,
     head: Head | None = None,
     heads: dict[int, Head] | None = None,
-) -> list[ConsentEvent]:
+) -> list[Appended]:
     """Append events and return them, in the order given, with seq and hashes. The caller commits.
 
     ``heads`` are the partition heads this transaction already locked (live writes lock them first, to
@@ -388,8 +540,10 @@ def append(
     missing = set(groups) - set(held)
     if missing:
         held.update(lock_heads(session, missing, count=count))
-    out: list[ConsentEvent | None] = [None] * len(events)
+    out: list[Appended | None] = [None] * len(events)
     rows: list[dict[str, Any]] = []
+    tiles: list[tuple[int | None, tree.TileWrites]] = []
+    moved: list[tuple[int, dict[str, Any]]] = []  # each partition's head: its id, its new values
     sha256 = hashlib.sha256
     for partition in sorted(groups):
         at = held[partition]
@@ -397,23 +551,27 @@ def append(
         linked = list(_link(chosen, at.next_seq, at.hash, count))
         rows.extend(row for row, _ in linked)
         for index, (row, _) in zip(groups[partition], linked, strict=True):
-            out[index] = ConsentEvent(**row)
-        tree.append_leaves(
+            out[index] = Appended(**row)
+        last = linked[-1][0]
+        where = None if count == 1 else partition
+        writes = tree.plan_append(
             session,
             at.size,
             b"".join(sha256(b"\x00" + doc).digest() for _, doc in linked),
-            partition=None if count == 1 else partition,
+            partition=where,
+            frontier=_FRONTIERS.get((at.hash, at.size)),
         )
-        last = linked[-1][0]
-        session.execute(
-            update(LedgerHead)
-            .where(LedgerHead.id == partition + 1)
-            .values(
-                seq=last["seq"],
-                hash=last["hash"],
-                recorded_at=later_of(at.recorded_at, max(event.recorded_at for event in chosen)),
-            )
-        )
-    if rows:
-        session.execute(insert(ConsentEvent), rows)
+        _remember_frontier(last["hash"], writes)
+        tiles.append((where, writes))
+        later = later_of(at.recorded_at, max(event.recorded_at for event in chosen))
+        moved.append((partition + 1, {"seq": last["seq"], "hash": last["hash"], "recorded_at": later}))
+    if session.get_bind().dialect.name == "postgresql":
+        _write_pipelined(session, rows, tiles, moved)
+    else:
+        for where, writes in tiles:
+            tree.write_tiles(session, writes, partition=where)
+        for key, values in moved:
+            session.execute(update(LedgerHead).where(LedgerHead.id == key).values(**values))
+        if rows:
+            session.execute(insert(ConsentEvent), rows)
     return [event for event in out if event is not None]
