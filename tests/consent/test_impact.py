@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 from consentry.consent import service
 from consentry.consent.evaluate import ExplicitEvent, effective_consent
 from consentry.consent.service import ConsentContext
+from consentry.consent.state import facts
 from consentry.db import Database, utcnow
 from consentry.errors import Conflict, InvalidInput
-from consentry.social.service import facts, get_account
+from consentry.social.service import get_account
 from tests.conftest import make_account
 
 PEOPLE = [

@@ -23,6 +23,7 @@ from consentry.consent.policy import Policy, applicable
 from consentry.consent.receipts import build_receipt
 from consentry.consent.state import decide
 from consentry.errors import Conflict, ConsentryError, FieldError, IntegrityFailure, InvalidInput, NotFound
+from consentry.links.service import linked_ids_many
 from consentry.social.models import Account
 from consentry.social.service import get_account
 
@@ -110,8 +111,6 @@ class _Batch:
 
 def _start(session: Session, requests: Sequence[ChangeRequest], ctx: ConsentContext) -> _Batch:
     """Check every request and read the accounts the valid ones change (with their subject keys)."""
-    from consentry.links.service import linked_ids_many
-
     outcome: list[list[dict[str, Any]] | ConsentryError | None] = [None] * len(requests)
     for index, request in enumerate(requests):
         try:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from consentry.api_deps import AdminDep, ClientDep, DatabaseDep, database_call, model_response
-from consentry.consent import service
+from consentry.consent import ledger, service
 from consentry.consent.deps import AccountDep
 from consentry.consent.schemas import (
     ChangeOut,
@@ -23,13 +23,14 @@ from consentry.consent.schemas import (
     SettingOut,
     SettingsOut,
     SettingsUpdate,
+    SignedReceipt,
     impact_out,
 )
 from consentry.consent.writer import ConsentWriter
 from consentry.db import utcnow
 from consentry.errors import Conflict
 from consentry.ids import Id32, Id64
-from consentry.links.service import linked_ids, subject_keys
+from consentry.links.service import linked_ids
 from consentry.openapi import raises
 
 router = APIRouter()
@@ -89,7 +90,7 @@ async def change_my_settings(
             accounts: list[LinkedChangeOut] = []
             if body.scope == "linked":
                 covered = [me, *linked_ids(session, account_id=me)]
-                keys = subject_keys(session, covered)
+                keys = ledger.subject_keys(session, covered)
                 for account_id in covered:
                     seqs = [
                         int(item["receipt"]["chain"]["seq"])
@@ -129,11 +130,12 @@ def my_history(
 
 
 @router.get("/v1/me/receipts/{seq}", tags=["settings"])
-def my_receipt(request: Request, seq: Id64, principal: AccountDep, database: DatabaseDep) -> dict[str, Any]:
+def my_receipt(request: Request, seq: Id64, principal: AccountDep, database: DatabaseDep) -> SignedReceipt:
     """The signed receipt of one of the caller's own consent events."""
     assert principal.account_id is not None
     with database.read() as session:
-        return service.receipt_for(session, account_id=principal.account_id, seq=seq, ctx=context(request))
+        signed = service.receipt_for(session, account_id=principal.account_id, seq=seq, ctx=context(request))
+    return SignedReceipt.model_validate(signed)
 
 
 @router.get("/v1/me/notifications", tags=["settings"])

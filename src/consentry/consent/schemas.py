@@ -59,10 +59,93 @@ class LinkedChangeOut(BaseModel):
     settings: list[SettingOut] = Field(description="the account's effective settings after the change")
 
 
+class ReceiptController(BaseModel):
+    """Who controls the data: the operator."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    url: str
+
+
+class ReceiptService(BaseModel):
+    """The setting the event is about, as the catalog describes it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    setting: str
+    description: str
+    recipient: str
+    purposes: list[str]
+    categories: list[str]
+
+
+class ReceiptPolicy(BaseModel):
+    """The policy version in force for the account when the event was recorded."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: int | None
+    title: str | None
+
+
+class ReceiptChain(BaseModel):
+    """The event's link in the ledger's hash chain: ``hash = SHA-256(prev_hash || canonical event)``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    seq: int
+    prev_hash: str
+    hash: str
+
+
+class Receipt(BaseModel):
+    """A consent receipt (``consentry-receipt/1``): the event, its setting and its chain link.
+
+    The signature covers the canonical JSON (RFC 8785) of exactly this object, so members are passed on
+    as signed: times stay the strings the event document holds, and members this description does not
+    list are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str = Field(examples=["consentry-receipt/1"])
+    receipt_id: str = Field(description="UUID derived from the event's hash")
+    issued_at: str = Field(description="the event's recorded_at, as in the event document")
+    jurisdiction: str
+    controller: ReceiptController
+    public_key_url: str = Field(description="where the operator's receipt-signing JWK Set is served")
+    subject: str = Field(description="the opaque subject key naming the account in the ledger")
+    collection_method: str = Field(description="the client kind that recorded the event")
+    consent_type: str = Field(description="explicit (the holder's own choice), gpc, admin or import")
+    service: ReceiptService
+    policy: ReceiptPolicy
+    event: dict[str, Any] = Field(description="the event document whose canonical JSON the chain hashes")
+    chain: ReceiptChain
+
+
+class ReceiptSignature(BaseModel):
+    """An Ed25519 signature over the canonical JSON of the receipt."""
+
+    model_config = ConfigDict(extra="allow")
+
+    alg: Literal["EdDSA"]
+    kid: str = Field(description="the RFC 7638 thumbprint of the signing key")
+    value: str = Field(description="base64url, without padding")
+
+
+class SignedReceipt(BaseModel):
+    """A signed consent receipt; verify it offline against ``/.well-known/consentry/receipt-key``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    receipt: Receipt
+    signature: ReceiptSignature
+
+
 class ChangeOut(BaseModel):
     """The result of a change: one signed receipt per recorded event."""
 
-    receipts: list[dict[str, Any]]
+    receipts: list[SignedReceipt]
     settings: list[SettingOut]
     scope: Literal["account", "linked"] = "account"
     accounts: list[LinkedChangeOut] = Field(

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from consentry.consent import ledger
 from consentry.consent.context import ConsentContext
 from consentry.consent.evaluate import (
+    AccountFacts,
     Decision,
     ExplicitEvent,
     effective_consent,
@@ -19,7 +20,7 @@ from consentry.consent.evaluate import (
 from consentry.consent.models import ConsentEvent, Subject
 from consentry.consent.policies import load_policies
 from consentry.social.models import Account
-from consentry.social.service import facts, get_account
+from consentry.social.service import get_account
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,18 @@ _EXPLICIT_EVENTS = (  # an account's events, through its subject key, in one que
     .join(Subject, Subject.subject_key == ConsentEvent.subject_key)
     .where(Subject.account_id == bindparam("account_id"))
 )
+
+
+def facts(account: Account) -> AccountFacts:
+    """What consent evaluation needs of a platform account."""
+    return AccountFacts(
+        account_id=account.id,
+        created_at=account.created_at,
+        country=account.country,
+        birth_year=account.birth_year,
+        status=account.status,
+        status_changed_at=account.status_changed_at,
+    )
 
 
 def _explicit_events(session: Session, account_id: int) -> list[ExplicitEvent]:

@@ -303,15 +303,3 @@ def import_links(
             created += 1
     session.flush()
     return ImportResult(created=created, confirmed=confirmed)
-
-
-def subject_keys(session: Session, account_ids: Sequence[int]) -> dict[int, str]:
-    """The ledger subject keys of these accounts (those that have one)."""
-    from consentry.consent.models import Subject
-
-    if not account_ids:
-        return {}
-    rows = session.execute(
-        select(Subject.account_id, Subject.subject_key).where(Subject.account_id.in_(list(account_ids)))
-    ).all()
-    return {int(account_id): str(key) for account_id, key in rows}

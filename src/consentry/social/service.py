@@ -36,7 +36,6 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.orm.util import identity_key
 
 from consentry.auth.service import revoke_tokens
-from consentry.consent.evaluate import AccountFacts
 from consentry.consent.models import Subject
 from consentry.db import Base, utcnow
 from consentry.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound
@@ -190,18 +189,6 @@ def delete_account(session: Session, *, account_id: int, at: datetime | None = N
 def _on_legal_hold(session: Session, account_id: int) -> bool:
     held = select(LegalHold.id).where(LegalHold.account_id == account_id, LegalHold.released_at.is_(None))
     return session.scalar(held) is not None
-
-
-def facts(account: Account) -> AccountFacts:
-    """What consent evaluation needs of an account."""
-    return AccountFacts(
-        account_id=account.id,
-        created_at=account.created_at,
-        country=account.country,
-        birth_year=account.birth_year,
-        status=account.status,
-        status_changed_at=account.status_changed_at,
-    )
 
 
 def _insert_new(session: Session, model: type[Base], **values: Any) -> bool:

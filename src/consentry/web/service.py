@@ -56,7 +56,7 @@ def settings_page(
     """The settings, consent history and data usage of one account."""
     from consentry.consent import ledger
     from consentry.consent import service as consent
-    from consentry.links.service import links_of, subject_keys
+    from consentry.links.service import links_of
     from consentry.partners.usage import data_usage
     from consentry.social.service import get_account
 
@@ -66,7 +66,9 @@ def settings_page(
     links = links_of(session, account_id=account_id)
     own = ledger.subject_key_for(session, account_id, create=False)
     handles = {link.account_id: link.handle for link in links}
-    by_subject = {key: "@" + handles[other] for other, key in subject_keys(session, list(handles)).items()}
+    by_subject = {
+        key: "@" + handles[other] for other, key in ledger.subject_keys(session, list(handles)).items()
+    }
     labels = {s.key: s.label for s in ctx.catalog.settings}
     history = [
         HistoryRow(

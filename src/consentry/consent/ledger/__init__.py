@@ -52,6 +52,7 @@ from consentry.consent.ledger.chain import (
     seq_of,
     set_partitions,
     subject_key_for,
+    subject_keys,
     subject_keys_for,
 )
 from consentry.consent.ledger.verify import VerifyReport, verify
@@ -87,6 +88,7 @@ __all__ = [
     "seq_of",
     "set_partitions",
     "subject_key_for",
+    "subject_keys",
     "subject_keys_for",
     "verify",
 ]

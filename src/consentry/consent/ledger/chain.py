@@ -162,6 +162,16 @@ def new_subject_key(*, partition: int | None = None, partitions: int = 1) -> str
             return key
 
 
+def subject_keys(session: Session, account_ids: Sequence[int]) -> dict[int, str]:
+    """The subject keys of these accounts (those that have one)."""
+    if not account_ids:
+        return {}
+    rows = session.execute(
+        select(Subject.account_id, Subject.subject_key).where(Subject.account_id.in_(list(account_ids)))
+    ).all()
+    return {int(account_id): str(key) for account_id, key in rows}
+
+
 def subject_key_for(
     session: Session,
     account_id: int,
