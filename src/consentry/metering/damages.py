@@ -347,24 +347,6 @@ def batch_statements(buckets: Buckets, terms: Terms) -> BatchStatement:
     return BatchStatement(windows, amounts_array(windows.posts, terms), hour_posts, hour_requests)
 
 
-def reference_windows(minutes: list[int], posts: list[int], *, threshold: int) -> list[tuple[int, int]]:
-    """A slow, literal implementation of the rule (minute by minute), for tests: [(start, posts)]."""
-    by_minute: dict[int, int] = {}
-    for minute, count in zip(minutes, posts, strict=True):
-        by_minute[minute] = by_minute.get(minute, 0) + count
-    served = sorted(minute for minute, count in by_minute.items() if count > 0)
-    result: list[tuple[int, int]] = []
-    not_before = None
-    for start in served:
-        if not_before is not None and start < not_before:
-            continue
-        total = sum(by_minute.get(minute, 0) for minute in range(start, start + WINDOW_MINUTES))
-        if total > threshold:
-            result.append((start, total))
-            not_before = start + WINDOW_MINUTES
-    return result
-
-
 # --- rendering -----------------------------------------------------------------------------------------
 
 _HTML = """<!doctype html>
