@@ -7,13 +7,14 @@ import shutil
 import socket
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console, ConsoleDimensions
 
-from consentry.errors import ConsentryError
+from consentry.errors import ConsentryError, InvalidInput
 
 if TYPE_CHECKING:  # imported when a command runs: `consentry --help` needs neither pydantic nor SQLAlchemy
     from consentry.config import Settings
@@ -72,6 +73,15 @@ def open_database(settings: Settings | None = None) -> Database:
     database = Database(settings.resolved_database_url)
     upgrade(database)
     return database
+
+
+def parse_time(text: str, *, field: str) -> datetime:
+    """An ISO 8601 time or date (UTC when it has no offset); ``InvalidInput`` naming ``field`` otherwise."""
+    try:
+        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as error:
+        raise InvalidInput(f"{text!r} is not an ISO 8601 time", field=field) from error
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

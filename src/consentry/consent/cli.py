@@ -10,22 +10,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from consentry.cli_support import cli_errors, console, fail, get_settings, open_database
+from consentry.cli_support import cli_errors, console, fail, get_settings, open_database, parse_time
 from consentry.errors import InvalidInput
 
 settings_app = typer.Typer(help="Show and change an account's settings.", no_args_is_help=True)
 policy_app = typer.Typer(help="Add and list policy versions.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Verify and import the consent ledger.", no_args_is_help=True)
 receipt_app = typer.Typer(help="Verify signed receipts offline.", no_args_is_help=True)
-
-
-def parse_time(text: str, *, field: str) -> datetime:
-    """An ISO 8601 time (UTC when it has no offset)."""
-    try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as error:
-        raise InvalidInput(f"{text!r} is not an ISO 8601 time", field=field) from error
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @settings_app.command("show")

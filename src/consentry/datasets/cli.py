@@ -15,8 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from consentry.cli_support import cli_errors, console, fail, get_settings, open_database
-from consentry.consent.cli import parse_time
+from consentry.cli_support import cli_errors, console, fail, get_settings, open_database, parse_time
 from consentry.errors import InvalidInput
 from consentry.lake.cli import (
     CatalogNameOption,

@@ -63,7 +63,7 @@ def spec_from_options(
     snapshot_at: str | None,
 ) -> LakeSpec:
     """The lake named by the shared options (``InvalidInput`` naming the option at fault)."""
-    from consentry.consent.cli import parse_time
+    from consentry.cli_support import parse_time
     from consentry.lake.source import lake_spec
 
     at: datetime | None = parse_time(snapshot_at, field="snapshot_at") if snapshot_at else None

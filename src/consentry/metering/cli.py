@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, cast
 
 import typer
 from rich.table import Table
 
-from consentry.cli_support import cli_errors, console, open_database
+from consentry.cli_support import cli_errors, console, open_database, parse_time
 from consentry.defaults import DAMAGES_RATE_CENTS, DAMAGES_THRESHOLD_POSTS
 from consentry.errors import InvalidInput
 
@@ -23,15 +22,6 @@ app.add_typer(org_app, name="org")
 app.add_typer(damages_app, name="damages")
 
 MODE_HELP = "allow | meter | throttle | block | pay"
-
-
-def parse_time(text: str, *, field: str) -> datetime:
-    """An ISO 8601 time or date (UTC when it has no offset)."""
-    try:
-        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as error:
-        raise InvalidInput(f"{text!r} is not an ISO 8601 time", field=field) from error
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def parse_usd(text: str | None, *, field: str) -> int | None:
