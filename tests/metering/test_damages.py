@@ -140,6 +140,27 @@ def test_windowing_matches_a_minute_by_minute_reference(
     assert hours.sum(axis=1).tolist() == windows.posts.tolist()
 
 
+@settings(max_examples=300, deadline=None)
+@given(events=events, threshold=st.integers(0, 400))
+def test_the_search_with_and_without_the_pruned_buckets_finds_the_same_windows(
+    events: list[tuple[int, int, int]], threshold: int
+) -> None:
+    """Pruning is exact: dropping the idle buckets (a gather) or keeping them gives the same windows,
+    to the bucket."""
+    buckets = prepare([g for g, _, _ in events], [m for _, m, _ in events], [p for _, _, p in events])
+    found = []
+    saved = damages.PRUNE_GATHER
+    try:
+        for share in (0.0, 1.01):  # never drop the pruned buckets; always drop them
+            damages.PRUNE_GATHER = share
+            found.append(find_windows(buckets, threshold=threshold))
+    finally:
+        damages.PRUNE_GATHER = saved
+    kept, dropped = found
+    for name in ("group", "start", "posts", "first", "stop"):
+        assert getattr(kept, name).tolist() == getattr(dropped, name).tolist(), name
+
+
 def test_bad_input() -> None:
     with pytest.raises(InvalidInput):
         prepare([0], [1], [-5])

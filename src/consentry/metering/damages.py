@@ -13,8 +13,9 @@ The search is vectorised (NumPy, no loop over minutes). Buckets are sorted by (s
 2. Window sums: for bucket ``i``, ``ends[i]`` is the first bucket at or after ``minute[i] + 1440`` and
    the window holds ``C[ends[i]] - C[i]`` posts (``C`` the cumulative sum), computed on a dense minute
    grid (prefix sums and one gather) or by binary search, chunk by chunk.
-3. The greedy chain jumps from window to window (``next qualifying bucket at or after ends[i]``) for all
-   subjects at once: the Python loop runs once per window "generation", never per minute.
+3. The greedy chain jumps from window to window (``next qualifying bucket at or after ends[i]``, a
+   binary search among the qualifying buckets) for all subjects at once: the Python loop runs once per
+   window "generation", never per minute.
 4. Per-hour evidence: prefix sums at the 25 hour boundaries of each window.
 """
 
@@ -156,6 +157,8 @@ def prepare(
 
 DENSE_CELLS = 1 << 20
 DENSE_RATIO = 4
+PRUNE_GATHER = 0.75
+"""Pruned buckets are dropped (a gather of every array) only when fewer than this share remain."""
 
 
 def _group_starts(group: Int64s) -> Int64s:
@@ -238,28 +241,33 @@ def find_windows(buckets: Buckets, *, threshold: int) -> Windows:
     keep = _prune(buckets, _group_starts(buckets.group), threshold)
     index: Int64s | None = None
     g, m, p = buckets.group, buckets.minute, buckets.posts
-    if not keep.all():
+    kept = int(np.count_nonzero(keep))
+    if kept == 0:
+        return Windows(empty, empty, empty, empty, empty)
+    if kept < PRUNE_GATHER * keep.size:  # pruning is exact: keeping a few idle buckets changes nothing
         index = np.flatnonzero(keep).astype(np.int64)
-        if index.size == 0:
-            return Windows(empty, empty, empty, empty, empty)
         g, m, p = g[index], m[index], p[index]
     local_starts = _group_starts(g)
     n = int(g.size)
     ends, sums = _window_sums(m, p, local_starts)
-    # next_q[k]: the first qualifying bucket at or after k (n when none); next_q[n] = n
-    candidates = np.where(sums > threshold, np.arange(n, dtype=np.int64), n)
-    next_q = np.empty(n + 1, dtype=np.int64)
-    next_q[:n] = np.minimum.accumulate(candidates[::-1])[::-1]
-    next_q[n] = n
+    qualifying = np.flatnonzero(sums > threshold)
+
+    def next_q(at: Int64s) -> Int64s:
+        """The first qualifying bucket at or after each position (n when none)."""
+        position = np.searchsorted(qualifying, at, side="left")
+        return np.where(position < qualifying.size, qualifying[np.minimum(position, qualifying.size - 1)], n)
+
+    if qualifying.size == 0:
+        return Windows(empty, empty, empty, empty, empty)
     # the first window of each group: its first qualifying bucket, if that is still in the group
-    current = next_q[local_starts]
+    current = next_q(local_starts)
     valid = current < n
     current = current[valid]
     current = current[g[current] == g[local_starts[valid]]]
     found: list[Int64s] = []
     while current.size:
         found.append(current)
-        following = next_q[ends[current]]
+        following = next_q(ends[current])
         valid = following < n
         following, origin = following[valid], current[valid]
         current = following[g[following] == g[origin]]
