@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -20,11 +21,11 @@ from hypothesis import strategies as st
 from consentry.config import Settings
 from consentry.consent.service import ConsentContext
 from consentry.datasets import lineage
-from consentry.datasets.eligibility import SPECS, Retention
+from consentry.datasets.eligibility import REASONS, SPECS, Retention, reason_name
 from consentry.datasets.engines import CategoryJob
-from consentry.datasets.engines.duckdb import sorted_included
+from consentry.datasets.engines.duckdb import cut_links, sorted_included, tally
 from consentry.datasets.engines.spark import spark_master_options
-from consentry.datasets.engines.sql import included_query
+from consentry.datasets.engines.sql import counts_query, cut_links_query, included_query
 from consentry.db import Database
 from consentry.errors import InvalidInput
 from consentry.migrate import upgrade
@@ -133,6 +134,66 @@ def test_the_packed_sort_of_included_records_equals_the_sql_query(
     assert found is not None
     ids, authors = found
     assert list(zip(ids.tolist(), authors.tolist(), strict=True)) == expected
+
+
+linked_records = st.lists(
+    st.tuples(
+        st.integers(0, 40),  # record id (distinct)
+        st.sampled_from([0, 0, 0, 1, 3, 4, 5]),  # reason
+        st.sampled_from([True, True, False, None]),  # in the window
+        st.one_of(st.none(), st.integers(-2, 45)),  # reply_to: a record, a missing one, or none
+        st.one_of(st.none(), st.integers(-2, 45)),  # quote_of
+        st.booleans(),  # already held (with a prior release)
+    ),
+    max_size=50,
+    unique_by=lambda row: row[0],
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=linked_records, incremental=st.booleans())
+def test_counts_and_cut_links_in_numpy_equal_the_sql_queries(
+    rows: list[tuple[int, int, bool | None, int | None, int | None, bool]], incremental: bool
+) -> None:
+    """The DuckDB engine counts reasons and finds the links to cut in NumPy; Spark runs the SQL."""
+    reasons = pa.table(
+        {
+            "id": pa.array([r[0] for r in rows], pa.int64()),
+            "author_id": pa.array([r[0] % 7 for r in rows], pa.int64()),
+            "reason": pa.array([r[1] for r in rows], pa.int8()),
+            "in_window": pa.array([r[2] for r in rows], pa.bool_()),
+            "reply_to": pa.array([r[3] for r in rows], pa.int64()),
+            "quote_of": pa.array([r[4] for r in rows], pa.int64()),
+        }
+    )
+    prior = sorted(r[0] for r in rows if r[5]) if incremental else None
+    job = CategoryJob(
+        spec=SPECS["posts"],
+        files=(),
+        out_dir=Path("unused"),
+        prior=None if prior is None else np.array(prior, dtype=np.int64),
+    )
+    connection = duckdb.connect()
+    connection.register("reasons_posts", reasons)
+    if prior is not None:
+        connection.register("prior_posts", pa.table({"id": pa.array(prior, pa.int64())}))
+    expected_excluded = dict.fromkeys(REASONS, 0)
+    expected_held = 0
+    for code, count, held in connection.execute(counts_query(job)).fetchall():
+        if code:
+            expected_excluded[reason_name(int(code))] += int(count)
+        else:
+            expected_held = int(held)
+    assert tally(reasons, job.prior) == (expected_excluded, expected_held)
+    query = cut_links_query(job)
+    assert query is not None
+    expected = sorted(connection.execute(query).fetchall())
+    found = cut_links(reasons, job)
+    assert found is not None
+    assert (
+        sorted(zip(*(found[c].to_pylist() for c in ("id", "cut_reply_to", "cut_quote_of")), strict=True))
+        == expected
+    )
 
 
 @pytest.mark.parametrize(

@@ -284,7 +284,7 @@ def combine_reasons(
                 inside = (wanted >= low) & (wanted <= high)
                 per_record[inside] = lookup[wanted[inside] - low]
         else:
-            position = _positions(ids, wanted)
+            position = positions(ids, wanted)
             found = position >= 0
             per_record[found] = state[position[found]]
     reasons: np.ndarray = _reason_table(parts)[per_record.astype(np.intp) * _CODES + codes]
@@ -329,7 +329,7 @@ def _reason_table(parts: tuple[Part, ...]) -> np.ndarray:
     return table
 
 
-def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+def positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """For each id in ``wanted``, its position in ``ids`` (-1 when absent)."""
     if not len(ids) or not len(wanted):
         return np.full(len(wanted), -1, dtype=np.int64)

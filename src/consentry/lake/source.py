@@ -31,7 +31,6 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from consentry.errors import InvalidInput, NotFound
 from consentry.lake import schema
@@ -308,8 +307,21 @@ class Lake:
 
     def read(self, name: str, target: pa.Schema) -> pa.Table:
         """The columns of ``target`` from every data file of table ``name``, cast to its types (an
-        Iceberg ``int`` to the contract's ``int16``; a value that does not fit raises)."""
-        return ds.dataset(list(self.table(name).files), format="parquet", schema=target).to_table()
+        Iceberg ``int`` to the contract's ``int16``; a value that does not fit raises); a column a file
+        lacks is null. (File by file with ``pyarrow.parquet``: ``pyarrow.dataset`` imports pandas, which
+        takes longer than reading a million accounts.)"""
+        import pyarrow.parquet as pq
+
+        tables = []
+        for path in self.table(name).files:
+            file = pq.ParquetFile(path)
+            present = set(file.schema_arrow.names)
+            table = file.read(columns=[column for column in target.names if column in present])
+            columns = [
+                table[f.name] if f.name in present else pa.nulls(table.num_rows, f.type) for f in target
+            ]
+            tables.append(pa.Table.from_arrays(columns, names=target.names).cast(target))
+        return pa.concat_tables(tables) if tables else target.empty_table()
 
 
 def open_lake(spec: LakeSpec) -> Lake:
