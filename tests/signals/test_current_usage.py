@@ -7,16 +7,19 @@ import subprocess
 import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from consentry.api import create_app
+from consentry.config import Settings
 from consentry.consent.service import ConsentContext, change_settings
 from consentry.db import Database
 from consentry.signals import RESTRICTIVE, Usage, current_signal_headers, current_usage, usage_many
 from consentry.social.service import create_post
-from tests.conftest import make_account
+from tests.conftest import make_account, reset
 
 CREATED = datetime(2020, 1, 1, tzinfo=UTC)
 ALLOW = "train-ai=y, ai-use=y"
@@ -142,8 +145,6 @@ def test_another_process_changes_are_seen_at_once(app: FastAPI, database: Databa
 
 def test_a_second_application_on_the_same_database(app: FastAPI, database: Database) -> None:
     """Two application instances on one database: a choice through one is in the other's next answer."""
-    from consentry.api import create_app
-
     author, token = make_account(database, handle="author", country="US", created_at=CREATED)
     with database.write() as session:
         post = create_post(session, author_id=author, text="hello").id
@@ -159,3 +160,34 @@ def test_a_second_application_on_the_same_database(app: FastAPI, database: Datab
         assert reader.get(f"/v1/platform/posts/{post}").headers["content-usage"] == DENY
         listing = reader.get(f"/v1/platform/accounts/{author}/posts")
         assert listing.status_code == 200 and listing.headers["content-usage"] == DENY
+
+
+def test_a_refresh_never_waits_for_a_connection_its_request_holds(
+    postgres_database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A post read whose signals need the consent state refreshed (another account changed a choice)
+    must not hold its own connection while the refresh asks the pool for more: with every connection
+    held by such requests, each would wait for the others until the pool gave up, and then answer the
+    restrictive signals of a failure instead of the author's choice."""
+    database = postgres_database  # PostgreSQL's engine is one pool; SQLite's engines are set up apart
+    reset(database)
+    settings = Settings(home=tmp_path / "home", database_url=database.url)
+    ctx = ConsentContext.from_settings(settings)
+    monkeypatch.setattr("consentry.db.POOL_SIZE", 2)  # one connection per engine, none beyond
+    monkeypatch.setattr("consentry.db.POOL_OVERFLOW", 0)
+    small = Database(database.url)
+    small.engine.pool._timeout = 3  # type: ignore[attr-defined]  # a deadlock fails in seconds, not 30
+    author, _ = make_account(database, handle="author", country="US", created_at=CREATED)
+    other, _ = make_account(database, handle="other", country="US", created_at=CREATED)
+    with database.write() as session:
+        post = create_post(session, author_id=author, text="hello").id
+    app = create_app(settings, database=small, migrate=False)
+    with TestClient(app) as client:
+        assert client.get(f"/v1/platform/posts/{post}").headers["content-usage"] == ALLOW
+        with database.write() as session:  # the state is stale now, the author's answer is not
+            change_settings(session, account_id=other, changes={"third_party_sharing": "deny"},
+                            client="web", ctx=ctx)  # fmt: skip
+        response = client.get(f"/v1/platform/posts/{post}")
+    small.engine.dispose()
+    assert response.status_code == 200
+    assert response.headers["content-usage"] == ALLOW

@@ -165,10 +165,9 @@ async def read_post(
         with database.read() as session:
             view = service.get_post(session, post_id=post_id, viewer_id=viewer, blocked_can_read=can_read)
             body = PostOut.of(view)
-            author = body.author_id
-            headers = current_signal_headers(
-                database, author_id=author, ctx=ctx, connection=session.connection()
-            )
+        # after the session's connection went back: a refresh of the consent state takes connections
+        # of its own, and waiting for them while holding one can exhaust the pool
+        headers = current_signal_headers(database, author_id=body.author_id, ctx=ctx)
         return model_response(body, headers=headers)
 
     response = await database_call(database, read)
@@ -261,8 +260,7 @@ async def account_posts(
                 complete=page.complete,
                 next_before=page.next_before,
             )
-            connection = session.connection()
-            headers = current_signal_headers(database, author_id=account_id, ctx=ctx, connection=connection)
+        headers = current_signal_headers(database, author_id=account_id, ctx=ctx)  # as in read_post
         return model_response(body, headers=headers), len(body.posts)
 
     response, served = await database_call(database, read)
