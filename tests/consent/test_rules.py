@@ -252,7 +252,8 @@ def test_every_form_of_the_consent_rule_agrees(
         upto_seq=10**9,
     )
     assert until > when
-    for moment in (until - timedelta(microseconds=1), when + (min(until, day(30)) - when) * later):
+    last = until - timedelta(microseconds=1)  # valid_until promises every instant *before* it
+    for moment in (last, min(when + (min(until, day(30)) - when) * later, last)):
         forms[f"valid_until (reference at {moment.isoformat()})"] = {
             (f.account_id, key): history.decide(f, key, moment).allowed for f in history.facts for key in KEYS
         }
