@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,14 +39,13 @@ from consentry.errors import (
     PayloadTooLarge,
     Unavailable,
 )
+from consentry.metering.meter import MemoryMeter, Meter
+from consentry.metering.redis_meter import RedisMeter
+from consentry.metering.service import AccessLogWriter
 from consentry.openapi import describe_errors
 from consentry.partners.revocations import warm as warm_lineage
-
-if TYPE_CHECKING:
-    from consentry.metering.meter import Meter
-    from consentry.metering.service import AccessLogWriter
-    from consentry.transparency.publisher import Publisher
-    from consentry.transparency.service import LogContext
+from consentry.transparency.publisher import Publisher
+from consentry.transparency.service import LogContext
 
 log = logging.getLogger(__name__)
 PROBLEM = problems.PROBLEM
@@ -227,12 +226,6 @@ class _Parts:
 
     @classmethod
     def build(cls, settings: Settings, database: Database) -> _Parts:
-        from consentry.metering.meter import MemoryMeter
-        from consentry.metering.redis_meter import RedisMeter
-        from consentry.metering.service import AccessLogWriter
-        from consentry.transparency.publisher import Publisher
-        from consentry.transparency.service import LogContext
-
         ctx = ConsentContext.from_settings(settings)
         tlog = LogContext.from_settings(settings)
         publisher = Publisher(database, tlog)

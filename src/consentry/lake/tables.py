@@ -195,7 +195,7 @@ def _iceberg_tasks(table: Any, snapshot: Any, name: str, identifier: str, where:
     """The scan tasks of a snapshot, or a ``TableProblem`` when its rows are not plain data files."""
     try:
         tasks = list(table.scan(snapshot_id=snapshot.snapshot_id).plan_files())
-    except (ValueError, NotImplementedError) as error:  # equality deletes, unknown content, ...
+    except (ValueError, NotImplementedError) as error:  # e.g. equality deletes or unknown content
         return TableProblem(
             name,
             "unsupported_table",
